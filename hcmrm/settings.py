@@ -1,0 +1,67 @@
+"""Where things live: the Delta lake, MLflow, the model name, the Spark profile.
+
+Each setting resolves, last one winning: the dataclass default, `conf/defaults.yaml`, an
+environment variable, a command-line flag (`Settings.load(overrides=...)`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO_ROOT / "conf"
+
+_ENV = {
+    "lake": "HCMRM_LAKE",
+    "tracking_uri": "MLFLOW_TRACKING_URI",
+    "artifact_root": "HCMRM_ARTIFACT_ROOT",
+    "model_name": "HCMRM_MODEL_NAME",
+    "spark_profile": "HCMRM_SPARK_PROFILE",
+}
+
+
+def _is_uri(path: str) -> bool:
+    return "://" in path or path.startswith("file:")
+
+
+def _absolute(path: str) -> str:
+    return path if _is_uri(path) else str(Path(path).expanduser().resolve())
+
+
+@dataclass(frozen=True)
+class Settings:
+    lake: str = "lake"  # folder or URI holding one Delta table per sub-folder
+    tracking_uri: str | None = None  # MLflow tracking URI; None = sqlite file beside the lake
+    artifact_root: str = "mlartifacts"  # MLflow artifact folder for new experiments
+    model_name: str = "hcmrm"  # registered model name in the MLflow registry
+    spark_profile: str = "local"  # name of a YAML file in conf/spark
+
+    @classmethod
+    def load(cls, overrides: dict | None = None, conf_file: Path | None = None) -> "Settings":
+        values: dict = {}
+        conf_file = conf_file or CONF_DIR / "defaults.yaml"
+        if conf_file.exists():
+            values.update({k: v for k, v in (yaml.safe_load(conf_file.read_text()) or {}).items() if v is not None})
+        for field, var in _ENV.items():
+            if os.environ.get(var):
+                values[field] = os.environ[var]
+        values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown settings {sorted(unknown)} in {conf_file} or overrides")
+        return cls(**values).resolved()
+
+    def resolved(self) -> "Settings":
+        """Relative paths become absolute (MLflow needs an absolute sqlite URI)."""
+        lake = _absolute(self.lake)
+        tracking = self.tracking_uri or "sqlite:///" + str(Path("mlruns.db").resolve())
+        return dataclasses.replace(self, lake=lake, tracking_uri=tracking, artifact_root=_absolute(self.artifact_root))
+
+    def table(self, name: str) -> str:
+        """The location of the Delta table `name` in the lake."""
+        return f"{self.lake.rstrip('/')}/{name}"

@@ -1,0 +1,53 @@
+"""MLflow set-up: the tracking store, experiments with an explicit artifact folder, model URIs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hcmrm.settings import Settings
+
+
+def configure(settings: Settings):
+    """Point MLflow at the settings' store, telemetry off; returns the mlflow module."""
+    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    return mlflow
+
+
+def use_experiment(settings: Settings, name: str) -> str:
+    """Create `name` (artifacts under settings.artifact_root/name) if needed, make it active; its id."""
+    mlflow = configure(settings)
+    found = mlflow.get_experiment_by_name(name)
+    if found is None:
+        location = Path(settings.artifact_root) / name if "://" not in settings.artifact_root else None
+        artifact_location = location.as_uri() if location else f"{settings.artifact_root.rstrip('/')}/{name}"
+        experiment_id = mlflow.create_experiment(name, artifact_location=artifact_location)
+    else:
+        experiment_id = found.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def champion_uri(settings: Settings) -> str:
+    return f"models:/{settings.model_name}@champion"
+
+
+def resolve_model_version(settings: Settings, model_uri: str):
+    """The ModelVersion behind `models:/<name>@<alias>` or `models:/<name>/<version>`."""
+    mlflow = configure(settings)
+    client = mlflow.MlflowClient()
+    if not model_uri.startswith("models:/"):
+        raise ValueError(f"expected models:/<name>@<alias> or models:/<name>/<version>, got {model_uri!r}")
+    ref = model_uri[len("models:/"):]
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return client.get_model_version_by_alias(name, alias)
+    name, _, version = ref.partition("/")
+    if not version.isdigit():
+        raise ValueError(f"model URI {model_uri!r} names neither an alias nor a version number")
+    return client.get_model_version(name, version)

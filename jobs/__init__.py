@@ -1,0 +1,1 @@
+"""spark-submit entry points, one module per job; `hcmrm <job>` runs the same functions."""

@@ -1,0 +1,104 @@
+"""Build a SparkSession from a profile in conf/spark/*.yaml, with Delta configured.
+
+Delta's jars are resolved from Maven Central once, into a user-level Ivy cache, and later
+sessions load them from that cache as plain jar files: no network after the first run.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import sys
+from pathlib import Path
+
+import pyspark
+import yaml
+from pyspark.sql import SparkSession
+
+from hcmrm.settings import CONF_DIR
+
+SCALA_VERSION = "2.13"
+
+
+def delta_artifact() -> str:
+    """The Maven coordinate of the Delta jar that matches the installed pyspark and delta-spark."""
+    spark_minor = ".".join(pyspark.__version__.split(".")[:2])
+    delta_version = importlib.metadata.version("delta-spark")
+    return f"io.delta:delta-spark_{spark_minor}_{SCALA_VERSION}:{delta_version}"
+
+
+def ivy_dir() -> Path:
+    base = os.environ.get("HCMRM_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "hcmrm"
+    )
+    return Path(base) / "ivy"
+
+
+def cached_delta_jars() -> list[Path]:
+    """The jars of a previous resolution, or [] when the main Delta jar is not cached yet."""
+    _, name, version = delta_artifact().split(":")
+    jars = ivy_dir() / "jars"
+    if not (jars / f"io.delta_{name}-{version}.jar").exists():
+        return []
+    return sorted(jars.glob("*.jar"))
+
+
+def load_profile(name: str) -> dict:
+    """A profile's YAML, with `extends:` merged in (the child wins, `conf` merged key by key)."""
+    path = CONF_DIR / "spark" / f"{name}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in (CONF_DIR / "spark").glob("*.yaml"))
+        raise ValueError(f"unknown Spark profile {name!r}; known: {known}")
+    profile = yaml.safe_load(path.read_text()) or {}
+    parent = profile.pop("extends", None)
+    if parent is None:
+        return profile
+    merged = load_profile(parent)
+    conf = {**merged.get("conf", {}), **profile.pop("conf", {})}
+    return {**merged, **profile, "conf": conf}
+
+
+def builder_conf(profile: dict, overrides: dict | None = None) -> dict[str, str]:
+    """Every `spark.*` setting the profile asks for, flags (`overrides`) last."""
+    conf = {k: str(v) for k, v in profile.get("conf", {}).items()}
+    if profile.get("delta_jars"):
+        jars = cached_delta_jars()
+        if jars:
+            conf["spark.jars"] = ",".join(str(j) for j in jars)
+        else:
+            conf["spark.jars.packages"] = delta_artifact()
+            conf["spark.jars.ivy"] = str(ivy_dir())
+    conf.update({k: str(v) for k, v in (overrides or {}).items()})
+    return conf
+
+
+def spark_session(profile: str = "local", overrides: dict | None = None, app_name: str = "hcmrm") -> SparkSession:
+    """Get or create the SparkSession for `profile`; `overrides` are `spark.*` keys from flags."""
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # Workers must run this interpreter (with torch, jieba, ...), not whatever python3 is on PATH.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    settings = load_profile(profile)
+    builder = SparkSession.builder.appName(app_name)
+    if settings.get("master"):
+        builder = builder.master(settings["master"])
+    for key, value in builder_conf(settings, overrides).items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(os.environ.get("HCMRM_SPARK_LOG_LEVEL", "WARN"))
+    return spark
+
+
+def main() -> None:
+    """`python -m jobs.session`: resolve Delta's jars into the cache (the one step that needs the network)."""
+    spark = spark_session("test")
+    spark.range(1).count()
+    spark.stop()
+    jars = cached_delta_jars()
+    if not jars:
+        sys.exit(f"Delta jars were not cached under {ivy_dir()}")
+    print(f"Delta jars cached in {ivy_dir() / 'jars'}: {len(jars)} files")
+
+
+if __name__ == "__main__":
+    main()

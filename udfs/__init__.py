@@ -1,0 +1,1 @@
+"""Thin Spark adapters (pandas UDFs, mapInPandas functions) around the hcmrm library."""
