@@ -1,0 +1,63 @@
+# The verbs a newcomer types. `make demo` and `make test` set everything up first.
+PYTHON_BOOT ?= $(shell command -v python3.11 || command -v python3)
+VENV        := .venv
+PY          := $(VENV)/bin/python
+STAMP       := $(VENV)/.installed
+JARS_STAMP  := $(VENV)/.delta-jars
+
+export SPARK_LOCAL_IP         ?= 127.0.0.1
+export MLFLOW_DISABLE_TELEMETRY = true
+export PYSPARK_PYTHON         ?= $(abspath $(PY))
+export PYSPARK_DRIVER_PYTHON  ?= $(abspath $(PY))
+export TOKENIZERS_PARALLELISM  = false
+export PYTHONUNBUFFERED        = 1
+
+.PHONY: setup demo test bench bench-pseudo-query bench-scoring keyword-quality ablation params lock clean
+
+setup: $(STAMP) $(JARS_STAMP)
+
+# The pinned stack (requirements.txt is the lock; requirements.in its top-level pins).
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+# Delta's jars, resolved from Maven Central once into ~/.cache/hcmrm/ivy; later sessions read the cache.
+$(JARS_STAMP): $(STAMP)
+	$(PY) -m jobs.session
+	touch $@
+
+demo: setup
+	$(PY) -m jobs.cli demo
+
+test: setup
+	$(PY) -m pytest
+
+params: setup
+	$(PY) -m jobs.cli params
+
+bench: bench-pseudo-query bench-scoring
+
+bench-pseudo-query: setup
+	$(PY) benchmarks/pseudo_query_throughput.py
+
+bench-scoring: setup
+	$(PY) benchmarks/scoring_engine.py
+	$(PY) benchmarks/scoring_spark_overhead.py
+
+keyword-quality: setup
+	$(PY) experiments/keyword_quality.py
+
+ablation: setup
+	$(PY) experiments/ablation.py
+
+# Re-resolve the lock from requirements.in (needs the network).
+lock:
+	rm -rf .lock-venv && $(PYTHON_BOOT) -m venv .lock-venv
+	.lock-venv/bin/pip install -q -r requirements.in
+	.lock-venv/bin/pip freeze > requirements.txt && rm -rf .lock-venv
+
+clean:
+	rm -rf lake mlruns.db mlartifacts reports spark-warehouse metastore_db derby.log
