@@ -1,0 +1,40 @@
+"""Spark profiles: inheritance, flag overrides, Delta jars from the cache."""
+
+import pytest
+
+from jobs import session
+
+
+def test_test_profile_extends_local_and_overrides_keys():
+    profile = session.load_profile("test")
+    assert profile["master"] == "local[2]"
+    assert profile["conf"]["spark.ui.enabled"] == "false"
+    assert profile["conf"]["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
+
+
+def test_gpu_profile_asks_for_one_gpu_per_task_and_leaves_master_to_spark_submit():
+    profile = session.load_profile("gpu")
+    assert profile["master"] is None and profile["delta_jars"] is False
+    assert profile["conf"]["spark.task.resource.gpu.amount"] == "1"
+
+
+def test_flags_win_over_the_profile():
+    conf = session.builder_conf(session.load_profile("cluster"), {"spark.sql.shuffle.partitions": "7"})
+    assert conf["spark.sql.shuffle.partitions"] == "7"
+    assert "spark.jars.packages" not in conf and "spark.jars" not in conf
+
+
+def test_unknown_profile_names_the_known_ones():
+    with pytest.raises(ValueError, match="known: .*local"):
+        session.load_profile("nope")
+
+
+def test_delta_artifact_matches_installed_versions():
+    assert session.delta_artifact().startswith("io.delta:delta-spark_4.2_2.13:")
+
+
+@pytest.mark.spark
+def test_local_session_loads_delta_from_the_cache(spark):
+    assert session.cached_delta_jars(), "make setup resolves the jars once"
+    assert "delta" in spark.conf.get("spark.sql.extensions").lower()
+    assert spark.conf.get("spark.jars", "").count(".jar") >= 1
