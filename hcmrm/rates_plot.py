@@ -1,0 +1,97 @@
+"""The irrelevant-ad rate report: one PNG (rate per day, one line per model version) and an HTML page.
+
+Pure: it takes rows already aggregated per (dt, model_version) and writes files; no Spark, no MLflow.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class DailyRate:
+    dt: str  # the day, yyyy-mm-dd
+    model_version: str  # the registered model version that scored the day
+    pairs: int  # scored (query, ad) pairs
+    irrelevant_pairs: int  # pairs labeled Bad or Less (label <= 1)
+    impressions: int | None = None  # impressions of those pairs; None when the input had none
+    irrelevant_impressions: int | None = None  # impressions of the irrelevant pairs
+
+    @property
+    def rate(self) -> float:
+        return self.irrelevant_pairs / self.pairs if self.pairs else float("nan")
+
+    @property
+    def weighted_rate(self) -> float | None:
+        if not self.impressions:
+            return None
+        return (self.irrelevant_impressions or 0) / self.impressions
+
+
+def plot_rates(rows: Sequence[DailyRate], path: str | Path, title: str = "Irrelevant-ad rate per day") -> Path:
+    """Write a PNG: the pair rate (solid) and, where impressions exist, the weighted rate (dashed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers; must precede pyplot
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    days = sorted({r.dt for r in rows})
+    x_of = {d: i for i, d in enumerate(days)}
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(days) + 3), 4.0), dpi=100)
+    for version in sorted({r.model_version for r in rows}, key=_version_key):
+        mine = sorted((r for r in rows if r.model_version == version), key=lambda r: r.dt)
+        xs = [x_of[r.dt] for r in mine]
+        line = ax.plot(xs, [r.rate for r in mine], marker="o", label=f"v{version} pairs")[0]
+        weighted = [(x_of[r.dt], r.weighted_rate) for r in mine if r.weighted_rate is not None]
+        if weighted:
+            ax.plot(*zip(*weighted), marker="x", linestyle="--", color=line.get_color(), label=f"v{version} impressions")
+    ax.set_xticks(range(len(days)))
+    ax.set_xticklabels(days, rotation=45, ha="right")
+    ax.set_ylabel("irrelevant rate (label Bad or Less)")
+    ax.set_ylim(bottom=0)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    if rows:
+        ax.legend(loc="best", fontsize="small")
+    else:
+        ax.text(0.5, 0.5, "no scored days", ha="center", va="center", transform=ax.transAxes)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_html(rows: Sequence[DailyRate], png_path: str | Path, path: str | Path, title: str = "Irrelevant-ad rate") -> Path:
+    """Write an HTML page: the plot (linked relatively) above a table of the numbers it draws."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    png = Path(png_path)
+    src = png.name if png.parent.resolve() == path.parent.resolve() else png.resolve().as_uri()
+    lines = []
+    for r in sorted(rows, key=lambda r: (r.dt, _version_key(r.model_version))):
+        weighted = "" if r.weighted_rate is None else f"{r.weighted_rate:.4f}"
+        cells = [r.dt, f"v{r.model_version}", f"{r.pairs:,}", f"{r.irrelevant_pairs:,}", f"{r.rate:.4f}", weighted]
+        lines.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}</style></head>
+<body><h1>{html.escape(title)}</h1>
+<p>Irrelevant = predicted label Bad or Less (label &le; 1). Rate = irrelevant pairs / scored pairs;
+the weighted rate uses the pairs' impressions.</p>
+<img src="{html.escape(src)}" alt="irrelevant-ad rate per day">
+<table><tr><th>dt</th><th>model</th><th>pairs</th><th>irrelevant</th><th>rate</th><th>weighted rate</th></tr>
+{chr(10).join(lines)}
+</table></body></html>
+"""
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def _version_key(version: str):
+    return (0, int(version), "") if str(version).isdigit() else (1, 0, str(version))

@@ -1,0 +1,31 @@
+import math
+
+from PIL import Image
+
+from hcmrm.rates_plot import DailyRate, plot_rates, write_html
+
+ROWS = [
+    DailyRate("2024-09-10", "1", pairs=100, irrelevant_pairs=25, impressions=1000, irrelevant_impressions=100),
+    DailyRate("2024-09-11", "1", pairs=50, irrelevant_pairs=10, impressions=500, irrelevant_impressions=250),
+    DailyRate("2024-09-11", "2", pairs=50, irrelevant_pairs=5),
+]
+
+
+def test_rates_are_irrelevant_over_pairs_and_impressions():
+    assert ROWS[0].rate == 0.25 and ROWS[0].weighted_rate == 0.1
+    assert ROWS[2].weighted_rate is None  # no impressions in the input: no weighted rate
+    assert math.isnan(DailyRate("2024-09-12", "1", 0, 0).rate)
+
+
+def test_plot_writes_a_png_and_the_page_shows_it_with_the_numbers(tmp_path):
+    png = plot_rates(ROWS, tmp_path / "rates.png")
+    with Image.open(png) as image:
+        assert image.format == "PNG" and image.width > 300
+    page = write_html(ROWS, png, tmp_path / "rates.html").read_text()
+    assert '<img src="rates.png"' in page
+    assert "<td>2024-09-11</td><td>v2</td><td>50</td><td>5</td><td>0.1000</td><td></td>" in page
+    assert "<td>0.5000</td>" in page  # v1 on 2024-09-11, impression-weighted
+
+
+def test_an_empty_report_still_draws(tmp_path):
+    assert plot_rates([], tmp_path / "empty.png").stat().st_size > 0
