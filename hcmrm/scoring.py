@@ -1,0 +1,185 @@
+"""The scoring engine: (query, video ad) pairs -> HCMRM relevance, ad-major.
+
+Billions of pairs but far fewer ads, so the cost follows the ads: each ad's frames are decoded
+and run through the vision tower once, and the resulting VideoMemory is shared by every query
+of that ad. Pairs of many ads are batched together, sorted by token count so a batch carries
+little padding. No Spark here (udfs/score.py adapts it), so its raw speed is measured alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hcmrm.frames import FrameDecodeError, decode_frames, stack_videos
+
+LABELS = ("bad", "less", "good", "excellent")  # label 0..3, the order of RelevanceOutput.probs
+IRRELEVANT_MAX_LABEL = 1  # a pair is irrelevant when its label is Bad or Less
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    ads_per_batch: int = 32  # ads whose frames go through the vision tower in one forward pass
+    pairs_per_batch: int = 128  # (query, ad) pairs per fusion forward pass
+    sort_by_length: bool = True  # order pairs by token count before batching, to cut padding
+    sort_window: int = 64  # sort within windows of this many batches (bounds tokenized memory)
+    bf16: bool = True  # bf16 autocast on CUDA; CPU always runs float32
+    cpu_threads: int = 1  # torch threads per Python worker on CPU (Spark runs one worker per core)
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> "ScoringConfig":
+        return cls(**(values or {}))
+
+
+@dataclass
+class AdPairs:
+    """One ad and the queries it is scored against."""
+
+    ad_id: str
+    text: str  # the ad video's keyword sequence (hcmrm.pseudo_query.keyword_sequence)
+    frames: Sequence[bytes]  # encoded frames (JPEG/PNG), possibly none: the ad is then scored on text alone
+    queries: Sequence[str]
+
+
+@dataclass
+class AdScores:
+    """The relevance of every query of one ad, in the order of AdPairs.queries."""
+
+    ad_id: str
+    probs: np.ndarray | None  # [n, 4] P(Bad), P(Less), P(Good), P(Excellent); None when rejected
+    score: np.ndarray | None  # [n] p1 + 2 p2 + 3 p3, in 0..3; None when rejected
+    reason: str | None = None  # why every pair of this ad was rejected (its frames), else None
+
+    @property
+    def label(self) -> np.ndarray | None:
+        return None if self.probs is None else self.probs.argmax(axis=1)
+
+
+@dataclass
+class ScoringCounters:
+    """What the engine really did, summed over its calls (the job reports them)."""
+
+    vision_encodes: int = 0  # ads whose frames went through model.encode_video
+    pairs_scored: int = 0  # pairs through model.relevance
+    ads_rejected: int = 0  # ads whose frames could not be decoded or were unusable
+    batches: int = 0  # fusion forward passes
+    padded_tokens: int = 0  # token slots of those passes, padding included
+    real_tokens: int = 0  # token slots holding real tokens
+
+    def snapshot(self) -> "ScoringCounters":
+        return ScoringCounters(**vars(self))
+
+    def minus(self, before: "ScoringCounters") -> "ScoringCounters":
+        return ScoringCounters(**{k: v - getattr(before, k) for k, v in vars(self).items()})
+
+
+@dataclass
+class Scorer:
+    """A model on one device, ready to score ads; keep one per Python worker (or per GPU)."""
+
+    model: torch.nn.Module
+    tokenizer: object  # hcmrm.tokenizer.Tokenizer
+    config: ScoringConfig = field(default_factory=ScoringConfig)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    counters: ScoringCounters = field(default_factory=ScoringCounters)
+
+    def __post_init__(self):
+        self.device = torch.device(self.device)
+        self.model = self.model.to(self.device).eval()
+        self.vision_config = self.model.config.vision
+        self.max_frames = self.model.config.max_frames
+
+    @classmethod
+    def from_dir(cls, model_dir: str | Path, config: ScoringConfig | None = None, device="cpu") -> "Scorer":
+        """Load a model folder written by hcmrm.checkpoint.save_model (e.g. downloaded from the registry)."""
+        from hcmrm.checkpoint import load_model
+        from hcmrm.tokenizer import Tokenizer
+
+        model = load_model(model_dir)
+        return cls(model, Tokenizer.from_config(model.config), config or ScoringConfig(), torch.device(device))
+
+    def score(self, ads: Sequence[AdPairs]) -> list[AdScores]:
+        """Score every query of every ad; each ad's frames are encoded exactly once per call."""
+        results: list[AdScores] = []
+        for start in range(0, len(ads), self.config.ads_per_batch):
+            results += self._score_chunk(ads[start : start + self.config.ads_per_batch])
+        return results
+
+    # -- one chunk of ads: one vision pass, then their pairs in length-sorted batches --
+
+    def _score_chunk(self, ads: Sequence[AdPairs]) -> list[AdScores]:
+        videos, reasons = [], []
+        for ad in ads:
+            video, reason = self._decode(ad)
+            videos.append(video)
+            reasons.append(reason)
+        kept = [i for i, r in enumerate(reasons) if r is None]
+        self.counters.ads_rejected += len(ads) - len(kept)
+        results = [AdScores(ad.ad_id, None, None, reason) for ad, reason in zip(ads, reasons)]
+        if not kept:
+            return results
+
+        with self._inference():
+            frames, frame_mask = stack_videos([videos[i] for i in kept], self.max_frames)
+            memory = self.model.encode_video(frames.to(self.device), frame_mask.to(self.device))
+            self.counters.vision_encodes += len(kept)
+
+            # Flatten to pairs: pair j belongs to the row ad_row[j] of `memory`.
+            ad_row = np.concatenate([np.full(len(ads[i].queries), row, dtype=np.int64) for row, i in enumerate(kept)])
+            queries = [q for i in kept for q in ads[i].queries]
+            texts = [ads[i].text for i in kept for _ in ads[i].queries]
+            probs, score = self._score_pairs(queries, texts, ad_row, memory)
+
+        offset = 0
+        for i in kept:
+            n = len(ads[i].queries)
+            results[i] = AdScores(ads[i].ad_id, probs[offset : offset + n], score[offset : offset + n])
+            offset += n
+        return results
+
+    def _decode(self, ad: AdPairs):
+        """The ad's frames as a [f, 3, H, W] tensor (f may be 0), or the reason they are unusable."""
+        v = self.vision_config
+        try:
+            return decode_frames(list(ad.frames or []), v.image_size, self.max_frames, v.mean, v.std), None
+        except FrameDecodeError as err:
+            return None, f"undecodable_frames: {err}"
+
+    def _score_pairs(self, queries, texts, ad_row: np.ndarray, memory):
+        n = len(queries)
+        probs = np.empty((n, len(LABELS)), dtype=np.float32)
+        score = np.empty(n, dtype=np.float32)
+        window = self.config.pairs_per_batch * self.config.sort_window
+        for w0 in range(0, n, window):
+            w1 = min(n, w0 + window)
+            enc = self.tokenizer.encode_pairs(list(queries[w0:w1]), list(texts[w0:w1]))
+            if not bool(enc["attention_mask"][:, 0].all()):
+                raise ValueError("the tokenizer must pad on the right: batches are cut to their longest row")
+            lengths = enc["attention_mask"].sum(dim=1)
+            order = torch.argsort(lengths, stable=True) if self.config.sort_by_length else torch.arange(w1 - w0)
+            for b0 in range(0, len(order), self.config.pairs_per_batch):
+                rows = order[b0 : b0 + self.config.pairs_per_batch]
+                width = int(lengths[rows].max())  # padding is on the right: the first `width` columns suffice
+                batch = {k: v[rows, :width].to(self.device) for k, v in enc.items()}
+                video = memory.index_select(torch.as_tensor(ad_row[w0 + rows.numpy()], device=self.device))
+                out = self.model.relevance(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], video)
+                idx = w0 + rows.numpy()
+                probs[idx] = out.probs.float().cpu().numpy()
+                score[idx] = out.score.float().cpu().numpy()
+                self.counters.batches += 1
+                self.counters.padded_tokens += len(rows) * width
+                self.counters.real_tokens += int(lengths[rows].sum())
+        self.counters.pairs_scored += n
+        return probs, score
+
+    def _inference(self):
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.inference_mode())
+        if self.device.type == "cuda" and self.config.bf16:
+            stack.enter_context(torch.autocast("cuda", dtype=torch.bfloat16))
+        return stack

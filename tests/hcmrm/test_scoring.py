@@ -1,0 +1,108 @@
+"""The ad-major engine gives what the model gives pair by pair, encoding each ad's frames once."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hcmrm.checkpoint import save_model
+from hcmrm.frames import decode_frames, stack_videos
+from hcmrm.model import build_model
+from hcmrm.scoring import AdPairs, Scorer, ScoringConfig
+from hcmrm.tokenizer import Tokenizer
+
+
+def png(color) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (40, 30), color).save(out, format="PNG")
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model("tiny").eval()
+
+
+ADS = [
+    AdPairs("a1", "红色 连衣裙 夏季", [png((255, 0, 0)), png((200, 10, 10))], ["连衣裙", "夏天的红色长裙子", "手机"]),
+    AdPairs("a2", "手机 新款 拍照", [png((0, 0, 255))], ["拍照手机"]),
+    AdPairs("text-only", "英语 网课 考试", [], ["英语培训", "考研英语网课推荐"]),
+]
+
+
+def direct(model, query, text, frames):
+    """One pair through the model, as its own batch: the reference the engine must match."""
+    tokenizer = Tokenizer.from_config(model.config)
+    v = model.config.vision
+    video = decode_frames(frames, v.image_size, model.config.max_frames, v.mean, v.std)
+    with torch.inference_mode():
+        memory = model.encode_video(*stack_videos([video], model.config.max_frames))
+        enc = tokenizer.encode_pairs([query], [text])
+        out = model.relevance(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"], memory)
+    return out.probs[0].numpy(), float(out.score[0])
+
+
+def test_engine_scores_equal_the_model_called_pair_by_pair(model):
+    scorer = Scorer(model, Tokenizer.from_config(model.config), ScoringConfig(ads_per_batch=2, pairs_per_batch=3))
+    results = scorer.score(ADS)
+    assert [r.ad_id for r in results] == ["a1", "a2", "text-only"]
+    for ad, result in zip(ADS, results):
+        assert result.reason is None and result.probs.shape == (len(ad.queries), 4)
+        for i, query in enumerate(ad.queries):
+            probs, score = direct(model, query, ad.text, ad.frames)
+            np.testing.assert_allclose(result.probs[i], probs, atol=1e-5)
+            assert result.score[i] == pytest.approx(score, abs=1e-5)
+        assert (result.label == result.probs.argmax(1)).all()
+    np.testing.assert_allclose(results[0].probs.sum(1), 1.0, atol=1e-5)
+
+
+def test_each_ad_is_encoded_once_however_many_queries(model):
+    scorer = Scorer(model, Tokenizer.from_config(model.config), ScoringConfig(ads_per_batch=2, pairs_per_batch=2))
+    scorer.score(ADS)
+    c = scorer.counters
+    assert (c.vision_encodes, c.pairs_scored, c.ads_rejected) == (3, 6, 0)
+    assert c.batches == 3  # ads a1+a2: 4 pairs in 2 batches; the text-only ad: 2 pairs in 1
+    naive = Scorer(model, Tokenizer.from_config(model.config))
+    naive.score([AdPairs(ad.ad_id, ad.text, ad.frames, [q]) for ad in ADS for q in ad.queries])
+    assert naive.counters.vision_encodes == 6  # the per-pair baseline the benchmark compares against
+
+
+def test_sorting_by_length_cuts_padding_and_changes_no_score(model):
+    tokenizer = Tokenizer.from_config(model.config)
+    sorted_ = Scorer(model, tokenizer, ScoringConfig(pairs_per_batch=2, sort_by_length=True))
+    unsorted = Scorer(model, tokenizer, ScoringConfig(pairs_per_batch=2, sort_by_length=False))
+    a, b = sorted_.score(ADS), unsorted.score(ADS)
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x.probs, y.probs, atol=1e-5)
+    assert sorted_.counters.padded_tokens < unsorted.counters.padded_tokens
+    assert sorted_.counters.real_tokens == unsorted.counters.real_tokens
+
+
+def test_a_text_only_ad_scores_deterministically_whatever_its_batch(model):
+    scorer = Scorer(model, Tokenizer.from_config(model.config))
+    alone = scorer.score([ADS[2]])[0]
+    again = scorer.score([ADS[2]])[0]
+    with_videos = scorer.score(ADS)[2]
+    assert np.array_equal(alone.probs, again.probs)
+    np.testing.assert_allclose(alone.probs, with_videos.probs, atol=1e-6)
+    np.testing.assert_allclose(scorer.score([AdPairs("n", ADS[2].text, None, ADS[2].queries)])[0].probs, alone.probs)
+
+
+def test_undecodable_frames_reject_the_ad_and_spare_the_others(model):
+    scorer = Scorer(model, Tokenizer.from_config(model.config))
+    bad = AdPairs("bad", "文本", [png((1, 2, 3)), b"not an image"], ["查询"])
+    results = scorer.score([bad, ADS[1]])
+    assert results[0].probs is None and results[0].reason.startswith("undecodable_frames: frame 1")
+    assert results[1].reason is None and results[1].probs.shape == (1, 4)
+    assert (scorer.counters.vision_encodes, scorer.counters.ads_rejected) == (1, 1)
+
+
+def test_from_dir_loads_a_saved_model(model, tmp_path):
+    save_model(model, tmp_path / "m")
+    scorer = Scorer.from_dir(tmp_path / "m", ScoringConfig())
+    np.testing.assert_allclose(
+        scorer.score(ADS[:1])[0].probs, Scorer(model, Tokenizer.from_config(model.config)).score(ADS[:1])[0].probs
+    )
