@@ -1,0 +1,297 @@
+"""pseudo-queries: videos -> corpus IDF (`keyword_idf`) -> `pretrain_pairs`, bad rows -> `pretrain_rejects`.
+
+    hcmrm pseudo-queries --date 2024-08-18 [--input PATH] [--seed 0] [--top-k 8] [--idf corpus]
+    hcmrm pseudo-queries --all-dates
+    spark-submit jobs/pseudo_queries.py [same flags]
+
+Each video with usable text, a keyword and decodable frames becomes one pre-training pair: a
+pseudo-query (1..k of its keywords, sampled with a seed derived from --seed and the video id),
+the context text (the video text without them), the video keyword sequence (the model's text
+input) and the frames. Any other row goes to `pretrain_rejects` with a reason. Both tables are
+partitioned by `dt` and a rerun of a date replaces it. The counts must reconcile, input = pairs
++ rejects, or the job fails before writing.
+
+The corpus IDF (`--idf corpus`, the default) is counted over this run's input and replaces
+`keyword_idf`; `--idf stored` reuses the table from an earlier run (say, an --all-dates one);
+`--idf jieba` uses jieba's built-in table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
+from pyspark.sql.window import Window
+
+from hcmrm.keywords import Idf, KeywordConfig
+from hcmrm.settings import CONF_DIR, Settings
+from jobs.common import script_main, settings_from_args, spark_from_args
+from jobs.tables import is_delta_table, overwrite_table, read_table, replace_partitions
+from udfs.pseudo_query import document_terms_frame, pretrain_rows_frame
+
+COMMAND = "pseudo-queries"
+HELP = "build PQVM pre-training pairs (pseudo-query, context text, frames) from the videos table"
+
+log = logging.getLogger(__name__)
+
+VIDEOS_SCHEMA = "video_id string, title string, ocr_text string, asr_text string, frames array<binary>, dt string"
+PAIRS_COLUMNS = ["video_id", "dt", "pseudo_query", "keywords", "context_text", "video_text", "frames", "n_frames"]
+REJECTS_COLUMNS = ["video_id", "dt", "reason", "rejected_at"]
+MISSING_VIDEO_ID = "missing_video_id"  # null or blank video_id
+DUPLICATE = "duplicate_video_id"  # a second row with the same (video_id, dt); the first is kept
+DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+CONF_FILE = CONF_DIR / "jobs" / "pseudo_queries.yaml"
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    keywords: KeywordConfig = field(default_factory=KeywordConfig)  # extraction and sampling
+    seed: int = 0  # the run seed; each video samples with a seed from (seed, video_id)
+    max_sequence_chars: int = 128  # length bound of the video keyword sequence (video_text)
+    arrow_batch_rows: int = 512  # rows per Arrow batch into Python: frames make rows heavy
+
+    @classmethod
+    def load(cls, path: Path = CONF_FILE, overrides: dict | None = None) -> "JobConfig":
+        """conf/jobs/pseudo_queries.yaml, then flags (`overrides`, keys top_k, seed, idf_source)."""
+        values = yaml.safe_load(Path(path).read_text()) if Path(path).exists() else {}
+        values = dict(values or {})
+        keywords = dict(values.pop("keywords", None) or {})
+        for key, value in (overrides or {}).items():
+            if value is None:
+                continue
+            if key in KeywordConfig.__dataclass_fields__:
+                keywords[key] = value
+            else:
+                values[key] = value
+        return cls(keywords=KeywordConfig.from_dict(keywords), **values)
+
+
+# --- arguments ----------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--date", action="append", metavar="YYYY-MM-DD", help="a dt to build; repeatable")
+    which.add_argument("--all-dates", action="store_true", help="every dt in the input")
+    parser.add_argument("--input", help="videos table, Delta or Parquet (default: the lake's `videos`)")
+    parser.add_argument("--seed", type=int, help="run seed for pseudo-query sampling (conf default 0)")
+    parser.add_argument("--top-k", type=int, help="keywords kept per video (conf default)")
+    parser.add_argument(
+        "--idf", choices=("corpus", "stored", "jieba"), help="IDF: count over the input, reuse keyword_idf, or jieba's"
+    )
+    parser.add_argument("--job-conf", type=Path, default=CONF_FILE, help=f"job YAML (default {CONF_FILE})")
+
+
+# --- read ---------------------------------------------------------------------------------------
+
+
+def read_videos(spark: SparkSession, path: str) -> DataFrame:
+    """The input videos (Delta or Parquet) with exactly the contract's columns and types."""
+    df = read_table(spark, path)
+    schema = StructType.fromDDL(VIDEOS_SCHEMA)
+    missing = [f.name for f in schema.fields if f.name not in df.columns]
+    if missing:
+        raise ValueError(f"videos at {path} lack columns {missing}; they have {df.columns}")
+    return df.select([F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.fields])
+
+
+def select_dates(videos: DataFrame, dates: list[str] | None) -> tuple[DataFrame, list[str]]:
+    """The rows of `dates` (None = all) and the sorted dates; a malformed or null dt is an error."""
+    if dates is not None:
+        bad = [d for d in dates if not DATE.match(d)]
+        if bad:
+            raise ValueError(f"--date expects YYYY-MM-DD, got {bad}")
+        return videos.where(F.col("dt").isin(dates)), sorted(set(dates))
+    found = [r.dt for r in videos.select("dt").distinct().collect()]
+    bad = [d for d in found if d is None or not DATE.match(d)]
+    if bad:
+        raise ValueError(f"the input has rows whose dt is null or not YYYY-MM-DD: {bad[:5]}")
+    return videos, sorted(found)
+
+
+# --- transforms (DataFrame -> DataFrame) --------------------------------------------------------
+
+
+def corpus_idf(videos: DataFrame, config: KeywordConfig = KeywordConfig()) -> DataFrame:
+    """`keyword_idf` rows (term, df, n_docs, idf): document frequencies of jieba terms over `videos`.
+
+    n_docs counts videos with usable text; idf = ln((1 + n_docs) / (1 + df)) + 1, the formula of
+    hcmrm.keywords.idf_value; terms in fewer than config.min_df videos are left out.
+    """
+    terms = document_terms_frame(videos, config)
+    # One pass: each document also counts a "" term (never a real one), whose df is n_docs.
+    counts = (
+        terms.select(F.explode(F.array_union("terms", F.array(F.lit("")))).alias("term"))
+        .groupBy("term")
+        .agg(F.count("*").alias("df"))
+    )
+    n_docs = counts.where(F.col("term") == "").select(F.col("df").alias("n_docs"))
+    return (
+        counts.where((F.col("term") != "") & (F.col("df") >= config.min_df))
+        .crossJoin(n_docs)
+        .select(
+            "term",
+            "df",
+            "n_docs",
+            (F.log((1 + F.col("n_docs")) / (1 + F.col("df"))) + 1).alias("idf"),
+        )
+    )
+
+
+def idf_from_table(idf_rows: DataFrame, min_df: int = 1) -> Idf:
+    """The `keyword_idf` table collected into an hcmrm Idf (weights recomputed from the counts)."""
+    rows = idf_rows.select("term", "df", "n_docs").collect()
+    if not rows:
+        return Idf({}, default=1.0, source="corpus")
+    return Idf.from_counts({r.term: r.df for r in rows}, rows[0].n_docs, min_df)
+
+
+def flag_keys(videos: DataFrame) -> DataFrame:
+    """`videos` plus `key_problem`: null, MISSING_VIDEO_ID or DUPLICATE (all but one row of a key)."""
+    first = Window.partitionBy("video_id", "dt").orderBy(
+        F.col("title").asc_nulls_last(),
+        F.col("ocr_text").asc_nulls_last(),
+        F.col("asr_text").asc_nulls_last(),
+        F.xxhash64(*videos.columns),
+    )
+    blank = F.coalesce(F.trim(F.col("video_id")), F.lit("")) == ""
+    return videos.withColumn(
+        "key_problem",
+        F.when(blank, F.lit(MISSING_VIDEO_ID)).when(F.row_number().over(first) > 1, F.lit(DUPLICATE)),
+    )
+
+
+def pretrain_results(
+    videos: DataFrame, idf, config: KeywordConfig = KeywordConfig(), seed: int = 0, max_sequence_chars: int = 128
+) -> DataFrame:
+    """One row per input row (udfs.pseudo_query.PAIR_SCHEMA): the pair's fields, or a `reason`.
+
+    `idf` is a broadcast Idf or None (jieba's). Rows with a key problem are rejected in Spark and
+    never reach Python.
+    """
+    flagged = flag_keys(videos)
+    good = pretrain_rows_frame(flagged.where(F.col("key_problem").isNull()), idf, config, seed, max_sequence_chars)
+    bad = flagged.where(F.col("key_problem").isNotNull()).select(
+        "video_id",
+        "dt",
+        *[F.lit(None).cast(t).alias(c) for c, t in (
+            ("pseudo_query", "string"),
+            ("keywords", "array<string>"),
+            ("context_text", "string"),
+            ("video_text", "string"),
+        )],
+        "frames",
+        F.coalesce(F.size("frames"), F.lit(0)).cast("int").alias("n_frames"),
+        F.col("key_problem").alias("reason"),
+    )
+    return good.unionByName(bad)
+
+
+def pairs_of(results: DataFrame) -> DataFrame:
+    """The `pretrain_pairs` rows of `pretrain_results`."""
+    return results.where(F.col("reason").isNull()).select(*PAIRS_COLUMNS)
+
+
+def rejects_of(results: DataFrame, rejected_at: datetime) -> DataFrame:
+    """The `pretrain_rejects` rows of `pretrain_results`, stamped with the run's time."""
+    return results.where(F.col("reason").isNotNull()).select(
+        "video_id", "dt", "reason", F.lit(rejected_at).cast("timestamp").alias("rejected_at")
+    )
+
+
+# --- the job ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Counts:
+    input: int
+    pairs: int
+    rejects: int
+    reasons: dict[str, int]
+
+    def reconciles(self) -> bool:
+        return self.input == self.pairs + self.rejects
+
+    def summary(self) -> str:
+        reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(self.reasons.items())) or "none"
+        ok = "reconciled" if self.reconciles() else "NOT RECONCILED"
+        return f"input {self.input:,} = pairs {self.pairs:,} + rejects {self.rejects:,} ({ok}); rejects: {reasons}"
+
+
+def resolve_idf(spark: SparkSession, settings: Settings, videos: DataFrame, config: KeywordConfig):
+    """The run's Idf (None = jieba's): counted and stored, read back from the lake, or built in."""
+    if config.idf_source == "jieba":
+        return None
+    path = settings.table("keyword_idf")
+    if config.idf_source == "stored":
+        if not is_delta_table(spark, path):
+            raise FileNotFoundError(f"--idf stored: no keyword_idf table at {path}; run once with --idf corpus")
+    else:
+        overwrite_table(corpus_idf(videos, config), path)
+    idf = idf_from_table(read_table(spark, path), config.min_df)
+    log.info("IDF from %s: %d terms", path, len(idf))
+    return idf
+
+
+def build(spark: SparkSession, settings: Settings, input_path: str, dates: list[str] | None, config: JobConfig) -> Counts:
+    """The whole job: read, IDF, pairs and rejects, reconcile, write both tables; returns the counts."""
+    videos, dates = select_dates(read_videos(spark, input_path), dates)
+    n_input = videos.count()
+    if n_input == 0:
+        raise ValueError(f"no videos in {input_path} for dt {dates}: nothing to build (existing output kept)")
+    idf = resolve_idf(spark, settings, videos, config.keywords)
+    broadcast = spark.sparkContext.broadcast(idf) if idf is not None else None
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.arrow_batch_rows))
+    results = pretrain_results(videos, broadcast, config.keywords, config.seed, config.max_sequence_chars)
+    results = results.persist()  # jieba runs once; the counts and both writes read this
+    try:
+        by_reason = {r.reason: r["count"] for r in results.groupBy("reason").count().collect()}
+        n_pairs = by_reason.pop(None, 0)
+        counts = Counts(n_input, n_pairs, sum(by_reason.values()), by_reason)
+        log.info("pseudo-queries %s: %s", dates, counts.summary())
+        if not counts.reconciles():
+            raise RuntimeError(f"counts do not reconcile, nothing written: {counts.summary()}")
+        rejected_at = datetime.now(timezone.utc).replace(microsecond=0)
+        replace_partitions(pairs_of(results), settings.table("pretrain_pairs"), dates)
+        replace_partitions(rejects_of(results, rejected_at), settings.table("pretrain_rejects"), dates)
+    finally:
+        results.unpersist()
+        if broadcast is not None:
+            broadcast.unpersist()
+    written = written_counts(spark, settings, dates)
+    if written != (counts.pairs, counts.rejects):
+        raise RuntimeError(f"wrote {written} (pairs, rejects) for {dates}, expected {(counts.pairs, counts.rejects)}")
+    return counts
+
+
+def written_counts(spark: SparkSession, settings: Settings, dates: list[str]) -> tuple[int, int]:
+    """(pairs, rejects) now in the lake for `dates`: what a reader sees after the write."""
+    return tuple(
+        read_table(spark, settings.table(name)).where(F.col("dt").isin(dates)).count()
+        for name in ("pretrain_pairs", "pretrain_rejects")
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    config = JobConfig.load(args.job_conf, {"top_k": args.top_k, "seed": args.seed, "idf_source": args.idf})
+    spark = spark_from_args(args, settings, COMMAND)
+    input_path = args.input or settings.table("videos")
+    counts = build(spark, settings, input_path, None if args.all_dates else args.date, config)
+    print(f"pseudo-queries: {counts.summary()}")
+    print(f"  pairs   -> {settings.table('pretrain_pairs')}")
+    print(f"  rejects -> {settings.table('pretrain_rejects')}")
+    return 0
+
+
+if __name__ == "__main__":
+    script_main(sys.modules[__name__])

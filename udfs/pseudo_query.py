@@ -1,0 +1,97 @@
+"""Spark adapters (mapInPandas) around hcmrm.pseudo_query: document terms and pre-training rows.
+
+jieba loads once per Python worker (hcmrm.keywords.init_jieba keeps a process flag, and Spark
+reuses its Python workers); the IDF travels once per worker as a broadcast variable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pandas as pd
+from pyspark.broadcast import Broadcast
+from pyspark.sql import DataFrame
+
+from hcmrm.keywords import DEFAULT_CONFIG, KeywordConfig, document_terms, has_content, init_jieba
+
+TERMS_SCHEMA = "terms array<string>"
+
+# One row out per video in: the pre-training fields, or a reject `reason` (then the fields are null).
+PAIR_SCHEMA = (
+    "video_id string, dt string, pseudo_query string, keywords array<string>, context_text string, "
+    "video_text string, frames array<binary>, n_frames int, reason string"
+)
+
+
+def document_terms_frame(videos: DataFrame, config: KeywordConfig = DEFAULT_CONFIG) -> DataFrame:
+    """`terms`: the distinct candidate terms of each video with usable text (one row per such video)."""
+
+    def terms(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        from hcmrm.pseudo_query import video_text
+
+        init_jieba()
+        for batch in batches:
+            out = []
+            for title, ocr, asr in zip(batch["title"], batch["ocr_text"], batch["asr_text"]):
+                text = video_text(title, ocr, asr, config.max_text_chars)
+                if has_content(text):
+                    out.append(document_terms(text, config))
+            yield pd.DataFrame({"terms": out}, dtype=object)
+
+    return videos.select("title", "ocr_text", "asr_text").mapInPandas(terms, TERMS_SCHEMA)
+
+
+def pretrain_rows_frame(
+    videos: DataFrame,
+    idf: Broadcast | None,
+    config: KeywordConfig = DEFAULT_CONFIG,
+    seed: int = 0,
+    max_sequence_chars: int = 128,
+) -> DataFrame:
+    """PAIR_SCHEMA rows from `videos` (video_id, dt, title, ocr_text, asr_text, frames).
+
+    `idf` is a broadcast hcmrm.keywords.Idf, or None for jieba's built-in IDF. A row is rejected
+    with reason "no_text", "no_keywords" or "bad_frames: frame i: ..." (frames are checked only
+    for rows whose text is usable, so each row gets its first problem in that order).
+    """
+
+    def rows(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        from hcmrm.frames import check_frames
+        from hcmrm.pseudo_query import PretrainText, pretrain_text
+
+        init_jieba()
+        weights = idf.value if idf is not None else None
+        for batch in batches:
+            out = {name: [] for name in ("pseudo_query", "keywords", "context_text", "video_text", "reason")}
+            n_frames = []
+            for video_id, title, ocr, asr, frames in zip(
+                batch["video_id"], batch["title"], batch["ocr_text"], batch["asr_text"], batch["frames"]
+            ):
+                result = pretrain_text(video_id, title, ocr, asr, weights, config, seed, max_sequence_chars)
+                if isinstance(result, PretrainText):
+                    problem = check_frames(list(frames) if frames is not None else [])
+                    if problem is not None:
+                        result = f"bad_frames: {problem}"
+                ok = isinstance(result, PretrainText)
+                out["pseudo_query"].append(result.pseudo_query if ok else None)
+                out["keywords"].append(result.keywords if ok else None)
+                out["context_text"].append(result.context_text if ok else None)
+                out["video_text"].append(result.video_text if ok else None)
+                out["reason"].append(None if ok else result)
+                n_frames.append(len(frames) if frames is not None else 0)
+            yield pd.DataFrame(
+                {
+                    "video_id": batch["video_id"],
+                    "dt": batch["dt"],
+                    "pseudo_query": pd.Series(out["pseudo_query"], dtype=object),
+                    "keywords": pd.Series(out["keywords"], dtype=object),
+                    "context_text": pd.Series(out["context_text"], dtype=object),
+                    "video_text": pd.Series(out["video_text"], dtype=object),
+                    "frames": batch["frames"],
+                    "n_frames": pd.Series(n_frames, dtype="int32"),
+                    "reason": pd.Series(out["reason"], dtype=object),
+                }
+            )
+
+    columns = ["video_id", "dt", "title", "ocr_text", "asr_text", "frames"]
+    return videos.select(*columns).mapInPandas(rows, PAIR_SCHEMA)
