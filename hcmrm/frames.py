@@ -1,0 +1,107 @@
+"""Video frames: encoded JPEG/PNG bytes -> normalised tensors, and a batch of 0..F frames per video.
+
+A video with more frames than max_frames keeps max_frames of them, evenly spaced. A video with none
+(None or []) is a text-only video: an empty [0, 3, H, W] tensor, scored from its text alone.
+"""
+
+from __future__ import annotations
+
+import io
+
+import torch
+from PIL import Image
+
+DEFAULT_MEAN = (0.5, 0.5, 0.5)  # timm ViT-B/32 augreg weights
+DEFAULT_STD = (0.5, 0.5, 0.5)
+
+
+class FrameDecodeError(ValueError):
+    """A frame that is not a readable image; the message names the frame and the reason."""
+
+
+def _open(data) -> Image.Image:
+    if data is None:
+        raise ValueError("null frame")
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ValueError(f"expected bytes, got {type(data).__name__}")
+    if len(data) == 0:
+        raise ValueError("empty bytes")
+    image = Image.open(io.BytesIO(bytes(data)))
+    image.load()  # decode now: a truncated file fails here, not later
+    return image
+
+
+def _reason(error: Exception) -> str:
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    # PIL's "cannot identify image file <_io.BytesIO object at 0x...>" carries a memory address: drop it.
+    if text.startswith("cannot identify image file"):
+        text = "cannot identify image"
+    return text
+
+
+def check_frames(frames: list[bytes] | None) -> str | None:
+    """None when every frame decodes, else the first problem, like "frame 2: cannot identify image"."""
+    for index, data in enumerate(frames or []):
+        try:
+            _open(data)
+        except Exception as error:  # PIL raises many types (OSError, SyntaxError, DecompressionBombError...)
+            return f"frame {index}: {_reason(error)}"
+    return None
+
+
+def sample_indices(count: int, max_frames: int) -> list[int]:
+    """max_frames indices spread evenly over count frames (all of them when count <= max_frames)."""
+    if count <= max_frames:
+        return list(range(count))
+    return [int((i + 0.5) * count / max_frames) for i in range(max_frames)]
+
+
+def image_to_tensor(image: Image.Image, image_size: int, mean=DEFAULT_MEAN, std=DEFAULT_STD) -> torch.Tensor:
+    image = image.convert("RGB").resize((image_size, image_size), Image.Resampling.BICUBIC)
+    pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+    pixels = pixels.view(image_size, image_size, 3).permute(2, 0, 1).float().div_(255.0)
+    return (pixels - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+
+
+def decode_frames(frames: list[bytes] | None, image_size: int, max_frames: int,
+                  mean=DEFAULT_MEAN, std=DEFAULT_STD) -> torch.Tensor:
+    """[f, 3, image_size, image_size] float, f <= max_frames; raises FrameDecodeError on a bad frame."""
+    frames = list(frames or [])
+    out = []
+    for index in sample_indices(len(frames), max_frames):
+        try:
+            image = _open(frames[index])
+        except Exception as error:
+            raise FrameDecodeError(f"frame {index}: {_reason(error)}") from error
+        out.append(image_to_tensor(image, image_size, mean, std))
+    if not out:
+        return torch.zeros((0, 3, image_size, image_size))
+    return torch.stack(out)
+
+
+def stack_videos(videos: list[torch.Tensor], max_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad videos of 0..max_frames frames to [B, F, 3, H, W] and a [B, F] bool mask (True = real frame).
+
+    F is the longest video in the batch (never more than max_frames), so a text-only batch has F = 0.
+    """
+    if not videos:
+        raise ValueError("stack_videos needs at least one video")
+    shape = videos[0].shape[1:]
+    for v in videos:
+        if v.dim() != 4 or v.shape[1:] != shape:
+            raise ValueError(f"every video must be [f, 3, H, W] of one size; got {tuple(v.shape)} and {tuple(shape)}")
+    frames_per_video = min(max((v.shape[0] for v in videos), default=0), max_frames)
+    frames = torch.zeros((len(videos), frames_per_video, *shape), dtype=videos[0].dtype)
+    frame_mask = torch.zeros((len(videos), frames_per_video), dtype=torch.bool)
+    for i, v in enumerate(videos):
+        n = min(v.shape[0], frames_per_video)
+        frames[i, :n] = v[:n]
+        frame_mask[i, :n] = True
+    return frames, frame_mask
+
+
+def encode_image(image: Image.Image, format: str = "JPEG") -> bytes:
+    """PIL image -> encoded bytes, as stored in the videos table's `frames` column."""
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format=format)
+    return buffer.getvalue()
