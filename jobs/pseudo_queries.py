@@ -235,8 +235,8 @@ def resolve_idf(spark: SparkSession, settings: Settings, videos: DataFrame, conf
     if config.idf_source == "stored":
         if not is_delta_table(spark, path):
             raise FileNotFoundError(f"--idf stored: no keyword_idf table at {path}; run once with --idf corpus")
-    else:
-        overwrite_table(corpus_idf(videos, config), path)
+    else:  # over the rows that can become pairs: no duplicate or id-less row counts twice
+        overwrite_table(corpus_idf(flag_keys(videos).where(F.col("key_problem").isNull()), config), path)
     idf = idf_from_table(read_table(spark, path), config.min_df)
     log.info("IDF from %s: %d terms", path, len(idf))
     return idf

@@ -56,7 +56,6 @@ def pretrain_rows_frame(
     """
 
     def rows(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        from hcmrm.frames import check_frames
         from hcmrm.pseudo_query import PretrainText, pretrain_text
 
         init_jieba()
@@ -68,8 +67,10 @@ def pretrain_rows_frame(
                 batch["video_id"], batch["title"], batch["ocr_text"], batch["asr_text"], batch["frames"]
             ):
                 result = pretrain_text(video_id, title, ocr, asr, weights, config, seed, max_sequence_chars)
-                if isinstance(result, PretrainText):
-                    problem = check_frames(list(frames) if frames is not None else [])
+                if isinstance(result, PretrainText) and frames is not None and len(frames):
+                    from hcmrm.frames import check_frames  # imports torch: only when there are frames
+
+                    problem = check_frames(list(frames))
                     if problem is not None:
                         result = f"bad_frames: {problem}"
                 ok = isinstance(result, PretrainText)

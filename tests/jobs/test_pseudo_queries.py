@@ -1,0 +1,153 @@
+"""The pseudo-queries job: its transforms on small frames, then the whole job on a temp lake."""
+
+import io
+import math
+from datetime import datetime, timezone
+
+import pytest
+from PIL import Image
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+
+from hcmrm.keywords import Idf, KeywordConfig, document_terms, idf_value
+from hcmrm.pseudo_query import NO_KEYWORDS, NO_TEXT, pretrain_text
+from jobs import pseudo_queries as job
+from jobs.cli import make_parser
+
+VIDEOS_SCHEMA = job.VIDEOS_SCHEMA
+
+
+def png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4), (0, 120, 200)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+FRAME = png()
+DAY1, DAY2 = "2024-08-18", "2024-08-19"
+VIDEOS = [
+    ("v1", "《原神》纳塔交响音乐现场", "伦敦交响乐团", None, [FRAME], DAY1),
+    ("v2", "原神新角色PV 米哈游", None, "大家好", [], DAY1),
+    ("v2", "原神新角色PV 米哈游 重复", None, None, [], DAY1),  # same key: a duplicate
+    ("v3", None, None, None, [FRAME], DAY1),  # no text
+    (None, "没有编号的视频标题", None, None, [], DAY1),  # no id
+    ("v4", "北京大学开学典礼", None, None, [FRAME, b"\x89PNG broken"], DAY2),  # bad frame
+    ("v5", "我们今天点赞视频", None, None, [], DAY2),  # no keywords
+    ("v6", "叙利亚战机起飞 以色列", "新闻联播", None, None, DAY2),
+]
+
+
+@pytest.fixture
+def videos(spark):
+    return spark.createDataFrame(VIDEOS, VIDEOS_SCHEMA)
+
+
+# --- transforms ---------------------------------------------------------------------------------
+
+
+def test_cli_has_the_command_and_the_yaml_matches_the_dataclass_defaults():
+    args = make_parser().parse_args(["pseudo-queries", "--date", DAY1, "--seed", "3", "--top-k", "4"])
+    assert args.handler is job.run and args.date == [DAY1]
+    loaded = job.JobConfig.load()
+    assert loaded == job.JobConfig()  # conf/jobs/pseudo_queries.yaml documents the defaults
+    flagged = job.JobConfig.load(overrides={"seed": 3, "top_k": 4, "idf_source": "jieba", "min_df": None})
+    assert flagged.seed == 3 and flagged.keywords.top_k == 4 and flagged.keywords.idf_source == "jieba"
+
+
+@pytest.mark.spark
+def test_corpus_idf_is_the_document_frequency_of_jieba_terms(spark):
+    texts = ["原神 游戏 原神", "游戏 评测", "北京大学", "!!!"]  # the last has no usable text
+    df = spark.createDataFrame([(f"v{i}", t, None, None, [], DAY1) for i, t in enumerate(texts)], VIDEOS_SCHEMA)
+    counts = {}
+    for text in texts[:3]:
+        for term in document_terms(text):
+            counts[term] = counts.get(term, 0) + 1
+    expected = [(t, d, 3, math.log(4 / (1 + d)) + 1) for t, d in counts.items()]
+    got = job.corpus_idf(df)
+    assertDataFrameEqual(got, spark.createDataFrame(expected, "term string, df long, n_docs long, idf double"))
+    idf = job.idf_from_table(got)
+    assert idf.weights == pytest.approx(Idf.from_counts(counts, 3).weights)
+    pruned = job.corpus_idf(df, KeywordConfig(min_df=2)).collect()
+    assert [(r.term, r.df) for r in pruned] == [("游戏", 2)]
+
+
+@pytest.mark.spark
+def test_flag_keys_rejects_missing_ids_and_keeps_one_row_per_key(spark, videos):
+    got = job.flag_keys(videos).select("video_id", "dt", "title", "key_problem")
+    expected = [(v, d, t, None) for v, t, _, _, _, d in VIDEOS]
+    expected[2] = ("v2", DAY1, VIDEOS[2][1], job.DUPLICATE)  # the first by title is kept
+    expected[4] = (None, DAY1, VIDEOS[4][1], job.MISSING_VIDEO_ID)
+    assertDataFrameEqual(got, spark.createDataFrame(expected, "video_id string, dt string, title string, key_problem string"))
+
+
+@pytest.mark.spark
+def test_pretrain_results_split_into_pairs_and_rejects(spark, videos):
+    results = job.pretrain_results(videos, None, seed=1).persist()
+    at = datetime(2024, 8, 20, 1, 2, 3, tzinfo=timezone.utc)
+    rejects = job.rejects_of(results, at)
+    assertDataFrameEqual(
+        rejects,
+        spark.createDataFrame(
+            [
+                ("v2", DAY1, job.DUPLICATE, at),
+                ("v3", DAY1, NO_TEXT, at),
+                (None, DAY1, job.MISSING_VIDEO_ID, at),
+                ("v4", DAY2, "bad_frames: frame 1: cannot identify image", at),
+                ("v5", DAY2, NO_KEYWORDS, at),
+            ],
+            "video_id string, dt string, reason string, rejected_at timestamp",
+        ),
+    )
+    expected = []
+    for video_id, title, ocr, asr, frames, dt in (VIDEOS[0], VIDEOS[1], VIDEOS[7]):
+        p = pretrain_text(video_id, title, ocr, asr, None, seed=1)
+        expected.append((video_id, dt, p.pseudo_query, p.keywords, p.context_text, p.video_text, frames, len(frames or [])))
+    schema = "video_id string, dt string, pseudo_query string, keywords array<string>, context_text string, " \
+             "video_text string, frames array<binary>, n_frames int"
+    assertDataFrameEqual(job.pairs_of(results), spark.createDataFrame(expected, schema))
+    results.unpersist()
+
+
+@pytest.mark.spark
+def test_select_dates_filters_and_refuses_bad_dates(spark, videos):
+    day1, dates = job.select_dates(videos, [DAY1])
+    assert dates == [DAY1] and day1.count() == 5
+    assert job.select_dates(videos, None)[1] == [DAY1, DAY2]
+    with pytest.raises(ValueError, match="YYYY-MM-DD"):
+        job.select_dates(videos, ["18/08/2024"])
+    with pytest.raises(ValueError, match="null or not"):
+        job.select_dates(videos.union(spark.createDataFrame([("v9", "标题", None, None, [], None)], VIDEOS_SCHEMA)), None)
+
+
+# --- the job ------------------------------------------------------------------------------------
+
+
+@pytest.mark.spark
+def test_the_job_writes_reconciled_tables_and_a_rerun_replaces_its_date(spark, settings, tmp_path):
+    source = str(tmp_path / "videos_parquet")
+    spark.createDataFrame(VIDEOS, VIDEOS_SCHEMA).write.parquet(source)
+
+    counts = job.build(spark, settings, source, None, job.JobConfig())
+    assert (counts.input, counts.pairs, counts.rejects) == (8, 3, 5) and counts.reconciles()
+    assert counts.reasons[NO_TEXT] == 1 and "reconciled" in counts.summary()
+
+    pairs = spark.read.format("delta").load(settings.table("pretrain_pairs"))
+    assert sorted(r.video_id for r in pairs.collect()) == ["v1", "v2", "v6"]
+    assert pairs.where("video_id = 'v1'").first().n_frames == 1
+    idf = spark.read.format("delta").load(settings.table("keyword_idf"))
+    assert idf.where("term = '原神'").first().df == 2  # v1 and v2, not v2's duplicate
+    assert idf.first().n_docs == 5  # rows with a usable key and text
+
+    # Rerun DAY2 with another seed, reusing the stored IDF: DAY2 replaced, DAY1 untouched, no duplicates.
+    before = {r.video_id: r.pseudo_query for r in pairs.where(F.col("dt") == DAY1).collect()}
+    config = job.JobConfig.load(overrides={"seed": 11, "idf_source": "stored"})
+    counts2 = job.build(spark, settings, source, [DAY2], config)
+    assert (counts2.input, counts2.pairs, counts2.rejects) == (3, 1, 2)
+    pairs = spark.read.format("delta").load(settings.table("pretrain_pairs"))
+    assert pairs.count() == 3
+    assert {r.video_id: r.pseudo_query for r in pairs.where(F.col("dt") == DAY1).collect()} == before
+    rejects = spark.read.format("delta").load(settings.table("pretrain_rejects"))
+    assert rejects.count() == 5 and rejects.where(F.col("dt") == DAY2).count() == 2
+
+    with pytest.raises(ValueError, match="no videos"):
+        job.build(spark, settings, source, ["2030-01-01"], job.JobConfig())
