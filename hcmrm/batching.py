@@ -57,3 +57,54 @@ def collate_labeled(examples: list[LabeledExample], tokenizer: Tokenizer, config
     encoded = tokenizer.encode_pairs([e.query for e in examples], [e.text for e in examples])
     frames, frame_mask = collate_videos([e.frames for e in examples], config)
     return LabeledBatch(**encoded, frames=frames, frame_mask=frame_mask, labels=torch.tensor(labels, dtype=torch.long))
+
+
+@dataclass
+class PretrainExample:
+    pseudo_query: str  # keywords extracted from the video text (TF-IDF + NER)
+    context_text: str  # the video text without the pseudo-query
+    frames: list[bytes] | None  # encoded frames; None or [] for text corpora
+
+
+@dataclass
+class PretrainBatch(_ToDevice):
+    query_ids: torch.Tensor  # [B, Lq] `[CLS] pseudo-query [SEP]`
+    query_mask: torch.Tensor  # [B, Lq]
+    text_ids: torch.Tensor  # [B, Lt] `[CLS] context text [SEP]`
+    text_mask: torch.Tensor  # [B, Lt]
+    mlm_ids: torch.Tensor  # [B, Lt] text_ids with whole words masked
+    mlm_labels: torch.Tensor  # [B, Lt] original ids at masked tokens, -100 elsewhere
+    frames: torch.Tensor  # [B, F, 3, H, W]
+    frame_mask: torch.Tensor  # [B, F] bool
+
+
+def collate_pretrain(examples: list[PretrainExample], tokenizer: Tokenizer, config: HCMRMConfig,
+                     generator: torch.Generator | None = None) -> PretrainBatch:
+    """Tokenise, whole-word mask the context text (jieba words), decode frames. `generator` fixes the masks."""
+    from hcmrm.masking import whole_word_mask
+
+    queries = tokenizer.encode_texts([e.pseudo_query for e in examples], config.max_query_len)
+    texts = whole_word_mask([e.context_text for e in examples], tokenizer, config.max_text_len,
+                            config.mlm_probability, generator)
+    frames, frame_mask = collate_videos([e.frames for e in examples], config)
+    return PretrainBatch(
+        query_ids=queries["input_ids"], query_mask=queries["attention_mask"],
+        text_ids=texts["input_ids"], text_mask=texts["attention_mask"],
+        mlm_ids=texts["mlm_input_ids"], mlm_labels=texts["mlm_labels"],
+        frames=frames, frame_mask=frame_mask,
+    )
+
+
+def pack_pairs(query_ids: torch.Tensor, query_mask: torch.Tensor, text_ids: torch.Tensor,
+               text_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """`[CLS] q [SEP]` rows + `[CLS] t [SEP]` rows -> `[CLS] q [SEP] t [SEP]` pair inputs, on tensors.
+
+    The query's padding stays in the middle of the row; HCMRM.encode_text numbers positions over real
+    tokens only, so the model sees exactly what Tokenizer.encode_pairs would have produced.
+    """
+    text_ids, text_mask = text_ids[:, 1:], text_mask[:, 1:]  # drop the text's own [CLS]
+    return {
+        "input_ids": torch.cat([query_ids, text_ids], dim=1),
+        "attention_mask": torch.cat([query_mask, text_mask], dim=1),
+        "token_type_ids": torch.cat([torch.zeros_like(query_ids), torch.ones_like(text_ids)], dim=1),
+    }

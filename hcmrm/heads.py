@@ -3,9 +3,13 @@
 ITC: projections of the vision CLS and the text CLS to embed_dim, and a learned temperature.
 ITM: 2-way classifier on the fused CLS (ALBEF). PQVM: 1 logit on the fused CLS (binary cross-entropy).
 MLM: BERT's prediction head, its decoder tied to the word embeddings.
+For ITC, `Momentum` (an EMA copy of the model) and `FeatureQueue` (its past features) are the ALBEF
+pieces; the pre-trainer uses them when config.use_momentum is on (off in `tiny`).
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 import torch.nn.functional as F
@@ -48,3 +52,44 @@ class PretrainHeads(nn.Module):
     def text_feature(self, cls: torch.Tensor) -> torch.Tensor:
         """[B, hidden] text-encoder CLS -> [B, embed_dim], unit norm."""
         return F.normalize(self.text_proj(cls).float(), dim=-1)
+
+
+class FeatureQueue(nn.Module):
+    """A ring buffer of past momentum features: extra ITC negatives beyond the batch (ALBEF/MoCo)."""
+
+    def __init__(self, size: int, dim: int):
+        super().__init__()
+        self.register_buffer("vision", torch.zeros(size, dim))
+        self.register_buffer("text", torch.zeros(size, dim))
+        self.register_buffer("ptr", torch.zeros((), dtype=torch.long))  # next row to write
+        self.register_buffer("filled", torch.zeros((), dtype=torch.long))  # rows holding real features
+
+    def features(self) -> tuple[torch.Tensor, torch.Tensor]:
+        n = int(self.filled)
+        return self.vision[:n], self.text[:n]
+
+    @torch.no_grad()
+    def push(self, vision: torch.Tensor, text: torch.Tensor) -> None:
+        size = self.vision.shape[0]
+        for v, t in zip(vision[-size:], text[-size:]):  # plain loop: batches are small next to the queue
+            i = int(self.ptr)
+            self.vision[i], self.text[i] = v, t
+            self.ptr.fill_((i + 1) % size)
+        self.filled.fill_(min(size, int(self.filled) + min(len(vision), size)))
+
+
+class Momentum(nn.Module):
+    """An exponential moving average copy of the model; its ITC features are soft targets and queue entries."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        super().__init__()
+        self.decay = decay
+        self.model = copy.deepcopy(model).requires_grad_(False).eval()
+
+    def train(self, mode: bool = True) -> "Momentum":
+        return self  # always eval: its features are targets, without dropout noise
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for p_m, p in zip(self.model.parameters(), model.parameters()):
+            p_m.lerp_(p.detach(), 1.0 - self.decay)

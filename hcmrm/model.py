@@ -82,8 +82,11 @@ class HCMRM(nn.Module):
         init_bert_weights(self.video_proj)
 
     # --- video ---------------------------------------------------------------------------------
-    def encode_video(self, frames: torch.Tensor, frame_mask: torch.Tensor) -> VideoMemory:
-        """frames [B, F, 3, H, W], frame_mask [B, F] bool -> the video memory; only real frames go through the ViT."""
+    def encode_video(self, frames: torch.Tensor, frame_mask: torch.Tensor, keys_values: bool = True) -> VideoMemory:
+        """frames [B, F, 3, H, W], frame_mask [B, F] bool -> the video memory; only real frames go through the ViT.
+
+        keys_values=True also computes each fusion layer's cross-attention keys and values once per video.
+        """
         b, f = frame_mask.shape
         if f > self.frame_embed.shape[0]:
             raise ValueError(f"{f} frames per video, the model was built for max_frames={self.config.max_frames}")
@@ -111,8 +114,8 @@ class HCMRM(nn.Module):
         no_image = self.no_image.to(embeds.dtype).expand(b, 1, hidden)
         embeds = torch.cat([embeds, no_image], dim=1)
         mask = torch.cat([token_mask, token_mask.new_ones((b, 1))], dim=1)
-        keys_values = [layer.cross_attention.keys_values(embeds) for layer in self.fusion_layers]
-        return VideoMemory(embeds, mask, pooled, frame_mask.any(dim=1), keys_values)
+        kv = [layer.cross_attention.keys_values(embeds) for layer in self.fusion_layers] if keys_values else None
+        return VideoMemory(embeds, mask, pooled, frame_mask.any(dim=1), kv)
 
     def empty_video(self, batch_size: int, device=None) -> VideoMemory:
         """The memory of batch_size text-only videos."""
