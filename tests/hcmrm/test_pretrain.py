@@ -1,0 +1,92 @@
+"""The pre-training loop on the tiny preset: the loss goes down, and a resume is exact."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from hcmrm.batching import PretrainExample
+from hcmrm.checkpoint import load_model
+from hcmrm.frames import encode_image
+from hcmrm.pretrain import PretrainConfig, examples_from_records, pretrain
+from hcmrm.train_state import latest_checkpoint
+
+COLORS = ["red", "green", "blue", "yellow", "purple", "orange", "white", "black"]
+WORDS = ["红色", "绿色", "蓝色", "黄色", "紫色", "橙色", "白色", "黑色"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def corpus():
+    """Colour words as pseudo-queries, with a frame of that colour for half of them (ITC/ITM need frames)."""
+    out = []
+    for i, (color, word) in enumerate(zip(COLORS, WORDS)):
+        frames = [encode_image(Image.new("RGB", (24, 24), color))] if i % 2 == 0 else None
+        out.append(PretrainExample(word + "手机壳", f"新款{word}外壳 防摔 耐用", frames))
+    return out
+
+
+def config(steps, seed=0, **loop):
+    return PretrainConfig(
+        preset="tiny",
+        loop={"max_steps": steps, "batch_size": 4, "seed": seed, "log_every": 1,
+              "optim": {"lr": 3e-3, "warmup_steps": 2}, **loop},
+    )
+
+
+def test_loss_goes_down_and_every_term_is_logged(tmp_path):
+    logged = []
+    result = pretrain(corpus(), config(40), tmp_path, log_metrics=lambda m, s: logged.append((s, m)), progress=False)
+    losses = result.loop.losses
+    assert len(losses) == 40
+    assert sum(losses[-8:]) / 8 < 0.8 * sum(losses[:8]) / 8
+    assert {"train/loss", "train/itc", "train/itm", "train/mlm", "train/pqvm", "train/lr"} <= set(logged[0][1])
+    assert [s for s, _ in logged] == list(range(1, 41))
+    reloaded = load_model(result.model_dir)  # the saved model is a plain model folder
+    assert torch.equal(reloaded.embeddings.word.weight, result.model.embeddings.word.weight)
+
+
+class Crash(Exception):
+    pass
+
+
+def test_resume_gives_the_same_next_steps_as_an_uninterrupted_run(tmp_path):
+    straight = pretrain(corpus(), config(6, checkpoint_every=2), tmp_path / "a", progress=False)
+
+    def crash_after_step_3(metrics, step):
+        if step == 3:
+            raise Crash  # killed after step 3: the last checkpoint is the one of step 2
+    with pytest.raises(Crash):
+        pretrain(corpus(), config(6, checkpoint_every=2), tmp_path / "b", log_metrics=crash_after_step_3,
+                 progress=False)
+    assert latest_checkpoint(tmp_path / "b" / "checkpoints").name == "step-00000002"
+    state = json.loads((latest_checkpoint(tmp_path / "b" / "checkpoints") / "train_state.json").read_text())
+    assert state["position"] == {"step": 2, "epoch": 1, "batch": 0}
+
+    torch.manual_seed(1234)  # whatever the global RNG holds now, the checkpoint's state wins
+    resumed = pretrain(corpus(), config(6, checkpoint_every=2), tmp_path / "b", progress=False)
+    assert resumed.loop.resumed_from == 2
+    assert resumed.loop.losses == straight.loop.losses[2:]  # bit-identical steps 3..6
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_pretrain_pairs_rows_become_examples():
+    frame = pd.DataFrame({
+        "pseudo_query": ["红色手机壳", None, "耳机"],
+        "context_text": ["新款 外壳", "x", "蓝牙 降噪"],
+        "frames": [[encode_image(Image.new("RGB", (8, 8), "red"))], None, []],
+    })
+    examples = examples_from_records(frame)
+    assert [e.pseudo_query for e in examples] == ["红色手机壳", "耳机"]  # the row without a query is skipped
+    assert len(examples[0].frames) == 1 and examples[1].frames == []
+    with pytest.raises(ValueError, match="pseudo_query"):
+        examples_from_records(pd.DataFrame({"query": ["q"]}))
