@@ -341,19 +341,20 @@ def main() -> None:
     write_jsonl(dev, out / "labeled" / "kuake_qtr_dev.jsonl")
 
     # The facts SOURCE.md quotes.
-    print(f"videos: {len(videos)} ({len(photos)} photos, {len(bili)} bilibili, 4 bad) by dt {dict(Counter(v['dt'] for v in videos))}")
+    by_dt = dict(Counter(v["dt"] for v in videos))
+    print(f"videos: {len(videos)} ({len(photos)} photos, {len(bili)} bilibili, 4 bad) by dt {by_dt}")
     print(f"  with ocr_text: {sum(v['ocr_text'] is not None for v in videos)}")
     print(f"ads: {len(ads)}; industries {dict(Counter(a['industry'] for a in ads).most_common())}")
     print(f"  advertisers: {len({a['advertiser'] for a in ads})}")
     for dt in PAIR_DATES:
         day = [p for p in pairs if p["dt"] == dt]
-        print(
-            f"pairs {dt}: {len(day)} rows, {len({p['query'] for p in day})} queries, {len({p['ad_id'] for p in day})} ads, "
-            f"{sum(p['impressions'] for p in day)} impressions"
-        )
+        queries, day_ads = len({p["query"] for p in day}), len({p["ad_id"] for p in day})
+        impressions = sum(p["impressions"] for p in day)
+        print(f"pairs {dt}: {len(day)} rows, {queries} queries, {day_ads} ads, {impressions} impressions")
     for name, rows in (("train", train), ("dev", dev)):
         labels = Counter(r["label"] for r in rows)
-        print(f"kuake {name}: {len(rows)} rows, {len({r['query'] for r in rows})} queries, labels {sorted(labels.items())}")
+        queries = len({r["query"] for r in rows})
+        print(f"kuake {name}: {len(rows)} rows, {queries} queries, labels {sorted(labels.items())}")
     for f in sorted(out.rglob("*")):
         if f.is_file():
             print(f"  {f.relative_to(out)}: {f.stat().st_size / 1e6:.2f} MB")

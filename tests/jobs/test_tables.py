@@ -10,10 +10,8 @@ SCHEMA = "dt string, query string, ad_id string, impressions long"
 
 
 def rows_of(spark, path):
-    return [
-        tuple(r)
-        for r in spark.sql(f"SELECT dt, query, ad_id, impressions FROM delta.`{path}` ORDER BY dt, query, ad_id").collect()
-    ]
+    query = f"SELECT dt, query, ad_id, impressions FROM delta.`{path}` ORDER BY dt, query, ad_id"
+    return [tuple(r) for r in spark.sql(query).collect()]
 
 
 def test_replace_one_date_leaves_the_other_and_is_recorded(spark, settings):

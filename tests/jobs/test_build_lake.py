@@ -1,0 +1,131 @@
+"""build-lake on the shipped sample: the tables, their counts, a rerun that changes nothing, the summary."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+from pyspark.testing import assertDataFrameEqual
+
+from hcmrm.settings import Settings
+from jobs import build_lake as job
+from jobs.common import build_parser
+
+pytestmark = pytest.mark.spark
+
+SAMPLE = job.SAMPLE_DIR
+
+
+def sample_rows(name: str) -> int:
+    if name == "labeled_pairs":
+        return sum(1 for rel in ("train", "dev") for _ in open(SAMPLE / "labeled" / f"kuake_qtr_{rel}.jsonl"))
+    return pq.read_metadata(SAMPLE / f"{name}.parquet").num_rows
+
+
+@pytest.fixture(scope="module")
+def lake(spark, tmp_path_factory):
+    """The sample built once into a temp lake, shared by the tests of this module."""
+    root = tmp_path_factory.mktemp("build_lake")
+    settings = Settings(lake=str(root / "lake"), tracking_uri=f"sqlite:///{root / 'mlruns.db'}", spark_profile="test")
+    job.build_lake(spark, settings, SAMPLE)
+    return settings
+
+
+# --- transforms on small frames -----------------------------------------------------------------
+
+
+def test_labeled_pairs_unions_the_splits(spark):
+    train = spark.createDataFrame([("感冒吃什么", "感冒了吃什么药好", 3)], job.LABELED_JSON_SCHEMA)
+    dev = spark.createDataFrame([("头疼", "头疼怎么办", 1), ("头疼", "牙疼", 0)], job.LABELED_JSON_SCHEMA)
+    expected = spark.createDataFrame(
+        [("感冒吃什么", "感冒了吃什么药好", 3, "train"), ("头疼", "头疼怎么办", 1, "dev"), ("头疼", "牙疼", 0, "dev")],
+        job.SCHEMAS["labeled_pairs"],
+    )
+    assertDataFrameEqual(job.labeled_pairs(train, dev), expected)
+
+
+def test_conform_orders_casts_and_drops_extra_columns(spark):
+    raw = spark.createDataFrame(
+        [("ad-0001", 12, "q", "2024-09-10", "extra")],
+        "ad_id string, impressions int, query string, dt string, x string",
+    )
+    expected = spark.createDataFrame([("2024-09-10", "q", "ad-0001", 12)], job.SCHEMAS["query_ad_pairs"])
+    assertDataFrameEqual(job.conform(raw, job.SCHEMAS["query_ad_pairs"]), expected, checkRowOrder=True)
+    assert job.conform(raw, job.SCHEMAS["query_ad_pairs"]).schema == expected.schema
+
+    with pytest.raises(ValueError, match=r"ads lacks columns \['video_id', 'advertiser', 'industry'\]"):
+        job.conform(raw, job.SCHEMAS["ads"], "ads")
+
+
+def test_a_missing_sample_file_is_a_clear_error(spark, tmp_path):
+    (tmp_path / "videos.parquet").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="make_sample.py"):
+        job.read_sample(spark, tmp_path)
+
+
+# --- the shipped sample in a lake ---------------------------------------------------------------
+
+
+def test_tables_match_the_sample_and_their_contracts(spark, lake):
+    from delta.tables import DeltaTable
+    from pyspark.sql.types import StructType
+
+    for name in job.LAKE_TABLES:
+        table = DeltaTable.forPath(spark, lake.table(name))
+        df = table.toDF()
+        assert df.schema == StructType.fromDDL(job.SCHEMAS[name]), name
+        assert df.count() == sample_rows(name), name
+        expected_parts = [job.PARTITIONED[name]] if name in job.PARTITIONED else []
+        assert list(table.detail().first().partitionColumns) == expected_parts, name
+
+    sql = spark.sql
+    dates = sql(f"SELECT DISTINCT dt FROM delta.`{lake.table('query_ad_pairs')}` ORDER BY dt").collect()
+    assert [r.dt for r in dates] == ["2024-09-10", "2024-09-11"]
+    # Photos carry one JPEG frame each; Bilibili videos none; the bad rows are kept for the rejects paths.
+    videos = sql(
+        f"""SELECT count_if(video_id LIKE 'flickr-%' AND size(frames) = 1) AS photos,
+                   count_if(video_id LIKE 'bili-%' AND size(frames) = 0) AS bili,
+                   count_if(video_id LIKE 'bad-%') AS bad,
+                   count_if(video_id LIKE 'flickr-%' AND substr(frames[0], 1, 2) = X'FFD8') AS jpeg
+            FROM delta.`{lake.table('videos')}`"""
+    ).first()
+    assert (videos.photos, videos.bili, videos.bad, videos.jpeg) == (200, 1121, 4, 200)
+    labels = sql(f"SELECT DISTINCT label FROM delta.`{lake.table('labeled_pairs')}` ORDER BY label").collect()
+    assert [r.label for r in labels] == [0, 1, 2, 3]
+
+
+def test_rerun_replaces_and_prints_the_summary(spark, lake, capsys):
+    from delta.tables import DeltaTable
+
+    def state():
+        out = {}
+        for name in job.LAKE_TABLES:
+            table = DeltaTable.forPath(spark, lake.table(name))
+            out[name] = (table.history(1).first().version, table.toDF().count())
+        return out
+
+    before = state()
+    flags = ["--sample-dir", str(SAMPLE), "--lake", lake.lake, "--tracking-uri", lake.tracking_uri]
+    args = build_parser(job).parse_args(flags + ["--spark-profile", "test"])
+    assert job.run(args) == 0
+    after = state()
+    # One more version per table, the same rows: nothing duplicated.
+    assert after == {name: (version + 1, rows) for name, (version, rows) in before.items()}
+    keys = spark.sql(
+        f"SELECT count(*) AS n, count(DISTINCT dt, query, ad_id) AS keys FROM delta.`{lake.table('query_ad_pairs')}`"
+    ).first()
+    assert keys.n == keys.keys + 1  # all distinct but the null-query bad row, which count(DISTINCT) skips
+
+    out = capsys.readouterr().out
+    assert f"lake: {lake.lake}" in out
+    for name in job.LAKE_TABLES:
+        assert f"\n{name}  (Delta version {after[name][0]}" in out
+    assert "2 partitions by dt: 2024-08-25 (200), 2024-09-01 (1,125)" in out
+    assert "dt=2024-08-25: 200 videos, 200 with frames (200 frames), 0 text only, 0 without any text" in out
+    assert "train: 3,000 pairs" in out and "dev: 500 pairs" in out
+
+
+def test_summary_of_a_missing_table(spark, settings):
+    lines = job.summarize_lake(spark, settings, ["videos"])
+    assert lines == [f"lake: {settings.lake}", f"videos: no Delta table at {settings.table('videos')}"]
