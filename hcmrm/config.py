@@ -27,7 +27,8 @@ class TextConfig:
     fusion_layers: int = 6  # layers with cross-attention to the video (BERT layers 6..11)
     max_positions: int = 512  # learned position embeddings
     type_vocab_size: int = 2  # segment ids: 0 = query, 1 = video text
-    dropout: float = 0.1  # hidden and attention dropout while training
+    dropout: float = 0.1  # hidden dropout while training (BERT's hidden_dropout_prob)
+    attention_dropout: float = 0.1  # dropout on attention weights (BERT's attention_probs_dropout_prob; costly on CPU)
     layer_norm_eps: float = 1e-12  # BERT's LayerNorm epsilon
 
 
@@ -123,7 +124,7 @@ class HCMRMConfig:
 def _tiny() -> HCMRMConfig:
     return HCMRMConfig(
         text=TextConfig(hidden=32, heads=2, intermediate=64, text_layers=2, fusion_layers=2,
-                        max_positions=64, dropout=0.0),
+                        max_positions=64, dropout=0.0, attention_dropout=0.0),
         vision=VisionConfig(image_size=32, patch_size=16, width=32, depth=2, heads=2, timm_model=None),
         embed_dim=16, max_frames=2, max_query_len=8, max_text_len=24,
     )
@@ -132,7 +133,7 @@ def _tiny() -> HCMRMConfig:
 def _small() -> HCMRMConfig:
     return HCMRMConfig(
         text=TextConfig(hidden=128, heads=4, intermediate=256, text_layers=2, fusion_layers=2,
-                        max_positions=128, dropout=0.1),
+                        max_positions=128, dropout=0.1, attention_dropout=0.0),
         vision=VisionConfig(image_size=64, patch_size=16, width=128, depth=2, heads=4, timm_model=None),
         embed_dim=64, max_frames=2, max_query_len=16, max_text_len=48,
     )

@@ -30,6 +30,7 @@ class Attention(nn.Module):
         self.out = nn.Linear(config.hidden, config.hidden)
         self.norm = nn.LayerNorm(config.hidden, eps=config.layer_norm_eps)
         self.dropout = config.dropout
+        self.attention_dropout = config.attention_dropout
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
         b, t, c = x.shape
@@ -49,7 +50,7 @@ class Attention(nn.Module):
         k, v = keys_values if keys_values is not None else self.keys_values(x if source is None else source)
         mask = key_mask[:, None, None, :].to(torch.bool)  # [B, 1, 1, S], True = may attend
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                           dropout_p=self.dropout if self.training else 0.0)
+                                           dropout_p=self.attention_dropout if self.training else 0.0)
         y = y.transpose(1, 2).reshape(x.shape)
         return self.norm(x + F.dropout(self.out(y), self.dropout, self.training))
 
