@@ -140,3 +140,32 @@ def test_momentum_and_queue():
     moved = [(a - b).abs().max().item() for a, b in
              zip(pretrainer.model.parameters(), pretrainer.momentum.model.parameters())]
     assert max(moved) > 0  # the EMA copy trails the model
+
+
+def test_feature_queue_is_a_ring():
+    from hcmrm.heads import FeatureQueue
+
+    queue = FeatureQueue(size=4, dim=2)
+    assert queue.features()[0].shape == (0, 2)
+    queue.push(torch.ones(3, 2), torch.ones(3, 2))
+    queue.push(torch.full((2, 2), 2.0), torch.full((2, 2), 2.0))
+    vision, _ = queue.features()
+    assert vision[:, 0].tolist() == [2.0, 1.0, 1.0, 2.0]  # the 5th row overwrote the 1st
+    assert int(queue.ptr) == 1 and int(queue.filled) == 4
+
+
+def test_momentum_copy_starts_from_the_weights_at_the_first_update():
+    """A loop that builds the pre-trainer, then loads a checkpoint into the model, gets an EMA of the loaded model."""
+    from hcmrm.heads import Momentum
+
+    torch.manual_seed(0)
+    model = HCMRM(preset("tiny"))
+    momentum = Momentum(model, decay=0.9)
+    with torch.no_grad():
+        model.relevance_head.bias.fill_(5.0)  # "resumed" weights
+    momentum.update(model)
+    assert torch.equal(momentum.model.relevance_head.bias, model.relevance_head.bias)
+    with torch.no_grad():
+        model.relevance_head.bias.fill_(15.0)
+    momentum.update(model)
+    assert torch.allclose(momentum.model.relevance_head.bias, torch.full((3,), 6.0))  # 0.9 * 5 + 0.1 * 15
