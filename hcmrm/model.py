@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import nn
 
-from hcmrm.config import HCMRMConfig, preset
+from hcmrm.config import HCMRMConfig, _merge, preset
 from hcmrm.heads import PretrainHeads
 from hcmrm.layers import Block, TextEmbeddings, init_bert_weights
 from hcmrm.losses import expected_grade, relevance_probs
@@ -187,11 +187,5 @@ def build_model(config_or_preset_name: HCMRMConfig | str = "tiny", **overrides) 
     else:
         config = config_or_preset_name
         if overrides:
-            config = HCMRMConfig.from_dict(_merge_overrides(config, overrides))
+            config = HCMRMConfig.from_dict(_merge(config.to_dict(), overrides))
     return HCMRM(config)
-
-
-def _merge_overrides(config: HCMRMConfig, overrides: dict) -> dict:
-    from hcmrm.config import _merge
-
-    return _merge(config.to_dict(), overrides)

@@ -97,7 +97,8 @@ def test_a_video_is_encoded_once_and_gathered_per_pair(tiny):
 
 
 def test_bf16_autocast_matches_fp32(tiny):
-    """Tolerance: probabilities within 0.02 and scores within 0.05 of fp32 (bf16 keeps ~3 significant digits)."""
+    """Tolerance: probabilities within 0.01 and scores within 0.02 of fp32 (measured: 1e-4 and 3e-3 on tiny,
+    9e-4 and 5e-3 on base at init; bf16 keeps ~3 significant digits)."""
     model, tok, config = tiny
     model.eval()
     batch = collate_labeled(examples(), tok, config)
@@ -107,8 +108,8 @@ def test_bf16_autocast_matches_fp32(tiny):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             bf16 = model(*args)
     assert bf16.probs.dtype == torch.float32  # probabilities are always computed in fp32
-    assert (bf16.probs - fp32.probs).abs().max().item() < 0.02
-    assert (bf16.score - fp32.score).abs().max().item() < 0.05
+    assert (bf16.probs - fp32.probs).abs().max().item() < 0.01
+    assert (bf16.score - fp32.score).abs().max().item() < 0.02
 
 
 def overfit_examples(n=32):
