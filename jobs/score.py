@@ -1,0 +1,432 @@
+"""score: one day's (query, ad) pairs -> Delta `relevance_scores` (+ `scoring_rejects`), ad-major.
+
+    hcmrm score --date 2024-09-10 [--model-uri models:/hcmrm@champion | --model-version 3]
+    spark-submit jobs/score.py --date 2024-09-10 [same flags]
+
+read:      query_ad_pairs for the day, ads, videos; the model version resolved once on the driver
+transform: validate pairs (reason per bad row) -> group the good ones by ad (one row per ad, its
+           queries in an array, the video's frames joined after grouping so they travel once per
+           ad) -> score with the engine in mapInArrow (udfs/score.py) -> pair rows
+write:     scoring_rejects then relevance_scores for dt = the day (replaceWhere: a rerun replaces
+           the day, never duplicates it), a row in scoring_runs, an MLflow run with the counts.
+Input pairs = scored + rejected is checked before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime as dt_
+import logging
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from hcmrm.scoring import IRRELEVANT_MAX_LABEL, LABELS, ScoringConfig
+from hcmrm.settings import CONF_DIR, Settings
+from jobs.common import script_main, settings_from_args, spark_from_args
+from jobs.tables import read_table, replace_partitions
+from udfs.score import ModelRef, score_ads
+
+COMMAND = "score"
+HELP = "score one day's query_ad_pairs with a registered model -> relevance_scores (+ scoring_rejects)"
+
+log = logging.getLogger("hcmrm.score")
+
+PAIRS, ADS, VIDEOS = "query_ad_pairs", "ads", "videos"  # inputs (DESIGN.md section 2)
+SCORES, REJECTS, RUNS = "relevance_scores", "scoring_rejects", "scoring_runs"  # outputs
+CONF_FILE = CONF_DIR / "jobs" / "score.yaml"
+
+
+@dataclass(frozen=True)
+class ScoreJobConfig:
+    experiment: str = "hcmrm-scoring"  # MLflow experiment of the score and backfill runs
+    dimensions: tuple[str, ...] = ("advertiser", "industry")  # carried from query_ad_pairs (first) or ads
+    device: str = "auto"  # auto (the task's Spark GPU, else cuda:0, else CPU), cpu or cuda
+    require_text: bool = True  # reject ads whose video has no text at all
+    ads_per_arrow_batch: int = 64  # ads (frames included) per Arrow batch into a Python worker
+    engine: ScoringConfig = field(default_factory=ScoringConfig)  # the engine's batching
+    parallel: int = 1  # backfill: dates scored at once
+    retries: int = 2  # backfill: re-tries of a date after a Delta concurrent-write conflict
+    report_days: int = 30  # report: days plotted
+    report_dir: str = "reports"  # report: output folder
+
+    @classmethod
+    def load(cls, path: str | Path = CONF_FILE, overrides: dict | None = None) -> "ScoreJobConfig":
+        """conf/jobs/score.yaml, then `overrides` (flags; None values ignored)."""
+        values = (yaml.safe_load(Path(path).read_text()) or {}) if Path(path).exists() else {}
+        values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown keys {sorted(unknown)} in {path}")
+        engine = values.pop("engine", None)
+        if not isinstance(engine, ScoringConfig):
+            engine = ScoringConfig.from_dict(engine)
+        if "dimensions" in values:
+            values["dimensions"] = tuple(values["dimensions"] or ())
+        return cls(engine=engine, **values)
+
+
+@dataclass
+class DateResult:
+    """What scoring one day did (one line of the backfill summary)."""
+
+    dt: str  # the day
+    status: str  # scored, skipped or failed
+    model_version: str = ""  # the version that scored (or had scored) the day
+    input_pairs: int = 0  # rows of query_ad_pairs for the day
+    scored_pairs: int = 0  # rows written to relevance_scores
+    rejected_pairs: int = 0  # rows written to scoring_rejects
+    distinct_ads: int = 0  # distinct ads among the scored pairs
+    vision_encodes: int = 0  # ads the engine ran through the vision tower (equals distinct_ads)
+    irrelevant_rate: float | None = None  # share of scored pairs labeled Bad or Less
+    seconds: float = 0.0  # wall time of the whole day
+    pairs_per_second: float = 0.0  # scored pairs / seconds of the scoring stage
+    rejects_by_reason: dict = field(default_factory=dict)  # reason code -> pairs
+    run_id: str = ""  # the MLflow run of this scoring
+    error: str = ""  # why it failed
+
+
+# --- arguments -----------------------------------------------------------------------------------
+
+
+def day(text: str) -> str:
+    """A yyyy-mm-dd date (argparse type)."""
+    try:
+        return dt_.date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date yyyy-mm-dd, got {text!r}") from None
+
+
+def days_between(start: str, end: str) -> list[str]:
+    first, last = dt_.date.fromisoformat(start), dt_.date.fromisoformat(end)
+    if last < first:
+        raise ValueError(f"--end {end} is before --start {start}")
+    return [(first + dt_.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model-uri / --model-version / --device / --job-config: shared with backfill."""
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--model-uri", help="models:/<name>@<alias> or models:/<name>/<version> (default: @champion)")
+    which.add_argument("--model-version", type=int, help="a version number of the registered model (--model-name)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where the workers score (default: conf)")
+    parser.add_argument("--job-config", type=Path, default=CONF_FILE, help=f"job defaults (default {CONF_FILE})")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--date", type=day, required=True, help="the dt of query_ad_pairs to score, yyyy-mm-dd")
+    add_model_arguments(parser)
+
+
+def model_uri_from_args(args: argparse.Namespace, settings: Settings) -> str:
+    if getattr(args, "model_version", None) is not None:
+        return f"models:/{settings.model_name}/{args.model_version}"
+    return args.model_uri or f"models:/{settings.model_name}@champion"
+
+
+# --- the model, resolved once on the driver ---------------------------------------------------------
+
+
+def resolve_model(spark: SparkSession, settings: Settings, model_uri: str) -> ModelRef:
+    """Resolve `model_uri` to one version, download it, check it loads, ship it to the executors."""
+    from hcmrm.checkpoint import load_config_json
+    from hcmrm.registry import download_model
+
+    folder, version = download_model(settings, model_uri)
+    load_config_json(folder)  # fail here, on the driver, if the artifact is not an HCMRM model
+    # A unique name: SparkContext.addFile refuses two different folders under one name.
+    shipped = folder.parent / f"hcmrm-{version.name}-v{version.version}-{uuid.uuid4().hex[:8]}"
+    folder.rename(shipped)
+    spark.sparkContext.addFile(str(shipped), recursive=True)
+    log.info("model %s -> %s version %s (run %s)", model_uri, version.name, version.version, version.run_id)
+    return ModelRef(version.name, str(version.version), version.run_id or "", str(shipped), shipped.name)
+
+
+@contextlib.contextmanager
+def arrow_batch_size(spark: SparkSession, rows: int):
+    """Ad rows carry frames: cap the rows per Arrow batch while scoring, then restore the setting."""
+    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    before = spark.conf.get(key, None)
+    spark.conf.set(key, str(rows))
+    try:
+        yield
+    finally:
+        if before is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, before)
+
+
+# --- read --------------------------------------------------------------------------------------------
+
+REQUIRED = {PAIRS: ("dt", "query", "ad_id"), ADS: ("ad_id", "video_id"), VIDEOS: ("video_id", "title", "frames")}
+
+
+def read_inputs(spark: SparkSession, settings: Settings, date: str) -> tuple[DataFrame, DataFrame, DataFrame]:
+    """(the day's pairs, ads, videos), each checked for the columns the job needs."""
+    frames = {}
+    for name in (PAIRS, ADS, VIDEOS):
+        path = settings.table(name)
+        try:
+            frames[name] = read_table(spark, path)
+        except Exception as err:
+            raise FileNotFoundError(f"input table {name} cannot be read at {path}: {err}") from err
+        missing = [c for c in REQUIRED[name] if c not in frames[name].columns]
+        if missing:
+            raise ValueError(f"table {name} at {path} lacks columns {missing}")
+    videos = frames[VIDEOS]
+    for column in ("ocr_text", "asr_text"):  # optional text fields
+        if column not in videos.columns:
+            videos = videos.withColumn(column, F.lit(None).cast("string"))
+    pairs = frames[PAIRS].where(F.col("dt").cast("string") == date)
+    return pairs, frames[ADS], videos
+
+
+# --- transforms ---------------------------------------------------------------------------------------
+
+
+def dimension_columns(pairs: DataFrame, ads: DataFrame, dimensions) -> tuple[list[str], list[str]]:
+    """(dimensions taken from the pairs, dimensions taken from the ads): the pairs win a name clash."""
+    from_pairs = [d for d in dimensions if d in pairs.columns]
+    from_ads = [d for d in dimensions if d in ads.columns and d not in from_pairs]
+    return from_pairs, from_ads
+
+
+def validate_pairs(pairs: DataFrame, ads: DataFrame, videos: DataFrame, dimensions=()) -> DataFrame:
+    """Each input pair with its ad's `video_id`, the ads' dimensions and `reason` (null = scoreable).
+
+    Reasons: null_ad_id, null_query, empty_query, unknown_ad, duplicate_ad, no_video, unknown_video,
+    duplicate_video, duplicate_pair (a repeated (query, ad_id): the first by impressions is kept).
+    """
+    _, from_ads = dimension_columns(pairs, ads, dimensions)
+    ad_keys = ads.groupBy("ad_id").agg(
+        F.count(F.lit(1)).alias("_ad_rows"), F.first("video_id").alias("video_id"),
+        *[F.first(d).alias(d) for d in from_ads],
+    )
+    video_keys = videos.groupBy("video_id").agg(F.count(F.lit(1)).alias("_video_rows"))
+    order = F.col("impressions").desc_nulls_last() if "impressions" in pairs.columns else F.lit(0)
+    first = F.row_number().over(Window.partitionBy("query", "ad_id").orderBy(order))
+    df = (
+        pairs.withColumn("_nth", first)
+        .join(ad_keys, "ad_id", "left")
+        .join(video_keys, "video_id", "left")
+    )
+    reason = (
+        F.when(F.col("ad_id").isNull(), "null_ad_id")
+        .when(F.col("query").isNull(), "null_query")
+        .when(F.regexp_replace("query", r"(?U)\s+", "") == "", "empty_query")
+        .when(F.col("_ad_rows").isNull(), "unknown_ad: ad_id not in ads")
+        .when(F.col("_ad_rows") > 1, F.format_string("duplicate_ad: ad_id appears %d times in ads", "_ad_rows"))
+        .when(F.col("video_id").isNull(), "no_video: the ad has no video_id")
+        .when(F.col("_video_rows").isNull(), "unknown_video: the ad's video_id is not in videos")
+        .when(F.col("_video_rows") > 1, "duplicate_video: the ad's video_id appears more than once in videos")
+        .when(F.col("_nth") > 1, "duplicate_pair: (dt, query, ad_id) repeated in the input")
+    )
+    return df.withColumn("reason", reason).drop("_ad_rows", "_video_rows", "_nth")
+
+
+def ad_major(valid: DataFrame, videos: DataFrame, pair_columns: list[str], ad_columns: list[str]) -> DataFrame:
+    """One row per ad: its dimensions, its video's text and frames, and `pairs` array<struct<query, ...>>.
+
+    The pairs are grouped first, then the video content is joined to the (few) grouped rows, and
+    only the videos the day needs are read for it: frame bytes travel once per ad.
+    """
+    grouped = valid.groupBy("ad_id", "video_id", *ad_columns).agg(
+        F.collect_list(F.struct(*pair_columns)).alias("pairs")
+    )
+    needed = valid.select("video_id").distinct()
+    content = videos.select("video_id", "title", "ocr_text", "asr_text", "frames").join(
+        F.broadcast(needed), "video_id", "left_semi"
+    )
+    return grouped.join(content, "video_id")
+
+
+def reason_code(column: str = "reason"):
+    """The reason's code (the text before ':'), for counting."""
+    return F.split(F.col(column), ":").getItem(0)
+
+
+# --- one day -----------------------------------------------------------------------------------------
+
+
+def score_date(
+    spark: SparkSession,
+    settings: Settings,
+    config: ScoreJobConfig,
+    date: str,
+    model: ModelRef,
+    experiment_id: str,
+    parent_run_id: str | None = None,
+) -> DateResult:
+    """Score `date` with `model` and write it; the MLflow run is closed FAILED if anything raises."""
+    from hcmrm.tracking import configure
+
+    client = configure(settings).MlflowClient()
+    tags = {"hcmrm.job": COMMAND, "hcmrm.date": date}
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    run_id = client.create_run(experiment_id, run_name=f"score {date}", tags=tags).info.run_id
+    try:
+        for key, value in {
+            "date": date, "model_name": model.name, "model_version": model.version, "model_run_id": model.run_id,
+            "device": config.device, "spark_profile": settings.spark_profile,
+            **{f"engine.{k}": v for k, v in dataclasses.asdict(config.engine).items()},
+        }.items():
+            client.log_param(run_id, key, value)
+        result = _score_and_write(spark, settings, config, date, model, run_id)
+        metrics = {k: v for k, v in dataclasses.asdict(result).items() if isinstance(v, (int, float)) and v is not None}
+        metrics.update({f"rejected.{k}": v for k, v in result.rejects_by_reason.items()})
+        for key, value in metrics.items():
+            client.log_metric(run_id, key, float(value))
+        client.set_terminated(run_id, "FINISHED")
+        return result
+    except BaseException as err:
+        client.set_tag(run_id, "error", str(err)[:4000])
+        client.set_terminated(run_id, "FAILED")
+        raise
+
+
+def _score_and_write(spark, settings, config, date, model, run_id) -> DateResult:
+    started = time.perf_counter()
+    now = dt_.datetime.now(dt_.timezone.utc).replace(tzinfo=None)
+    pairs, ads, videos = read_inputs(spark, settings, date)
+    from_pairs, from_ads = dimension_columns(pairs, ads, config.dimensions)
+    pair_columns = ["query", *(["impressions"] if "impressions" in pairs.columns else []), *from_pairs]
+
+    validated = validate_pairs(pairs, ads, videos, config.dimensions).persist(StorageLevel.MEMORY_AND_DISK)
+    valid = validated.where(F.col("reason").isNull())
+    ad_rows = ad_major(valid, videos, pair_columns, from_ads)
+    scored = score_ads(ad_rows, model, config.engine, config.device, config.require_text)
+    scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        input_pairs = pairs.count()
+        checked = dict(validated.groupBy(reason_code()).count().collect())
+        scoring_started = time.perf_counter()  # the next action runs the scorer and fills the cache
+        ok = F.col("reason").isNull()
+        by_reason = scored.groupBy(reason_code().alias("code")).agg(
+            F.count(F.lit(1)).alias("rows"),
+            F.coalesce(F.sum("vision_encodes"), F.lit(0)).alias("vision_encodes"),
+            F.countDistinct("ad_id").alias("distinct_ads"),
+            F.count(F.when(F.col("label") <= IRRELEVANT_MAX_LABEL, 1)).alias("irrelevant"),
+        ).collect()
+        scoring_seconds = time.perf_counter() - scoring_started
+        done = next((r for r in by_reason if r["code"] is None), None)
+        scored_pairs, distinct_ads = (done["rows"], done["distinct_ads"]) if done else (0, 0)
+        vision_encodes = sum(r["vision_encodes"] for r in by_reason)
+
+        rejects_by_reason = {k: v for k, v in checked.items() if k is not None}
+        for r in by_reason:
+            if r["code"] is not None:
+                rejects_by_reason[r["code"]] = rejects_by_reason.get(r["code"], 0) + r["rows"]
+        rejected = sum(rejects_by_reason.values())
+        if sum(r["rows"] for r in by_reason) != checked.get(None, 0):
+            raise RuntimeError(f"{date}: {checked.get(None, 0)} valid pairs went into the scorer, "
+                               f"{sum(r['rows'] for r in by_reason)} came out")
+        if input_pairs != scored_pairs + rejected:
+            raise RuntimeError(f"{date}: input {input_pairs} != scored {scored_pairs} + rejected {rejected}")
+        if vision_encodes != distinct_ads:
+            log.warning("%s: %d vision encodes for %d distinct ads", date, vision_encodes, distinct_ads)
+
+        stamp = {
+            "model_name": F.lit(model.name), "model_version": F.lit(model.version), "run_id": F.lit(model.run_id),
+            "scoring_run_id": F.lit(run_id),
+        }
+        dims = [*(["impressions"] if "impressions" in pairs.columns else []), *from_pairs, *from_ads]
+        scores = scored.where(ok).select(
+            F.lit(date).alias("dt"), "query", "ad_id", *dims, *[f"p_{name}" for name in LABELS], "score", "label",
+            *[value.alias(name) for name, value in stamp.items()], F.lit(now).alias("scored_at"),
+        )
+        rejects = (
+            validated.where(~ok).select("query", "ad_id", "reason")
+            .unionByName(scored.where(~ok).select("query", "ad_id", "reason"))
+            .select(
+                F.lit(date).alias("dt"), "query", "ad_id", "reason", stamp["model_version"].alias("model_version"),
+                stamp["scoring_run_id"].alias("scoring_run_id"), F.lit(now).alias("rejected_at"),
+            )
+        )
+        # Rejects first: relevance_scores holding the day is what marks the day done (backfill).
+        replace_partitions(rejects, settings.table(REJECTS), [date])
+        replace_partitions(scores, settings.table(SCORES), [date])
+    finally:
+        scored.unpersist()
+        validated.unpersist()
+
+    result = DateResult(
+        dt=date, status="scored", model_version=model.version, input_pairs=input_pairs,
+        scored_pairs=scored_pairs, rejected_pairs=rejected, distinct_ads=distinct_ads, vision_encodes=vision_encodes,
+        irrelevant_rate=done["irrelevant"] / scored_pairs if scored_pairs else None,
+        seconds=time.perf_counter() - started,
+        pairs_per_second=scored_pairs / scoring_seconds if scoring_seconds > 0 else 0.0,
+        rejects_by_reason=rejects_by_reason, run_id=run_id,
+    )
+    append_run_log(spark, settings, result, model)
+    log.info(
+        "%s: %d pairs -> %d scored + %d rejected; %d distinct ads, %d vision encodes; %.1f pairs/s",
+        date, input_pairs, result.scored_pairs, rejected, result.distinct_ads, result.vision_encodes,
+        result.pairs_per_second,
+    )
+    return result
+
+
+RUN_LOG_SCHEMA = (
+    "dt string, model_name string, model_version string, model_run_id string, scoring_run_id string, "
+    "input_pairs long, scored_pairs long, rejected_pairs long, distinct_ads long, vision_encodes long, "
+    "irrelevant_rate double, seconds double, finished_at timestamp"
+)
+
+
+def append_run_log(spark: SparkSession, settings: Settings, result: DateResult, model: ModelRef) -> None:
+    """One row per finished scoring in Delta `scoring_runs` (an audit log; appends never conflict)."""
+    row = (
+        result.dt, model.name, model.version, model.run_id, result.run_id, result.input_pairs, result.scored_pairs,
+        result.rejected_pairs, result.distinct_ads, result.vision_encodes, result.irrelevant_rate, result.seconds,
+        dt_.datetime.now(dt_.timezone.utc).replace(tzinfo=None),
+    )
+    spark.createDataFrame([row], RUN_LOG_SCHEMA).write.format("delta").mode("append").save(settings.table(RUNS))
+
+
+# --- the command -------------------------------------------------------------------------------------
+
+
+def prepare(args: argparse.Namespace, command: str):
+    """(settings, job config, spark, model, experiment id): what score and backfill set up once."""
+    from hcmrm.tracking import use_experiment
+
+    settings = settings_from_args(args)
+    config = ScoreJobConfig.load(args.job_config, {"device": args.device})
+    spark = spark_from_args(args, settings, command)
+    model = resolve_model(spark, settings, model_uri_from_args(args, settings))
+    experiment_id = use_experiment(settings, config.experiment)
+    return settings, config, spark, model, experiment_id
+
+
+def run(args: argparse.Namespace) -> int:
+    settings, config, spark, model, experiment_id = prepare(args, COMMAND)
+    try:
+        with arrow_batch_size(spark, config.ads_per_arrow_batch):
+            r = score_date(spark, settings, config, args.date, model, experiment_id)
+    finally:
+        shutil.rmtree(model.local_dir, ignore_errors=True)
+    rate = "n/a" if r.irrelevant_rate is None else f"{r.irrelevant_rate:.4f}"
+    print(f"scored {r.dt} with {model.name} v{model.version}: {r.input_pairs} pairs = {r.scored_pairs} scored "
+          f"+ {r.rejected_pairs} rejected {r.rejects_by_reason}")
+    print(f"  distinct ads {r.distinct_ads}, vision encodes {r.vision_encodes}; irrelevant rate {rate}; "
+          f"{r.pairs_per_second:.1f} pairs/s; {r.seconds:.1f} s")
+    print(f"  {SCORES}: {settings.table(SCORES)}")
+    print(f"  {REJECTS}: {settings.table(REJECTS)}")
+    print(f"  MLflow run {r.run_id} at {settings.tracking_uri}")
+    return 0
+
+
+if __name__ == "__main__":
+    script_main(sys.modules[__name__])

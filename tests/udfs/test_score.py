@@ -1,0 +1,109 @@
+"""The Spark adapter: one Arrow batch of ads in, one Arrow batch of pairs out (tested without a JVM)."""
+
+import io
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from PIL import Image
+from pyspark.sql.types import ArrayType, BinaryType, LongType, StringType, StructField, StructType
+
+from hcmrm.checkpoint import save_model
+from hcmrm.model import build_model
+from hcmrm.pseudo_query import keyword_sequence
+from hcmrm.scoring import AdPairs, Scorer, ScoringConfig
+from udfs import score as udf
+
+
+def png(color) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (20, 20), color).save(out, format="PNG")
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("udf") / "model"
+    save_model(build_model("tiny").eval(), folder)
+    return folder
+
+
+PAIR = pa.struct([("query", pa.string()), ("impressions", pa.int64())])
+AD_ROWS = pa.RecordBatch.from_pydict(
+    {
+        "ad_id": ["a1", "a2", "a3", "a4"],
+        "advertiser": ["s1", "s2", "s3", "s4"],
+        "title": ["红色连衣裙", "考研英语", "坏视频", ""],
+        "ocr_text": ["夏季 新款", None, None, None],
+        "asr_text": [None, None, None, None],
+        "frames": [[png((255, 0, 0))], [], [b"junk"], []],
+        "pairs": [[{"query": "裙子", "impressions": 3}, {"query": "手机", "impressions": None}],
+                  [{"query": "英语", "impressions": 1}], [{"query": "x", "impressions": 1}],
+                  [{"query": "y", "impressions": 2}]],
+    },
+    schema=pa.schema([("ad_id", pa.string()), ("advertiser", pa.string()), ("title", pa.string()),
+                      ("ocr_text", pa.string()), ("asr_text", pa.string()), ("frames", pa.list_(pa.binary())),
+                      ("pairs", pa.list_(PAIR))]),
+)
+
+
+def test_a_batch_of_ads_becomes_one_row_per_pair_with_scores_or_a_reason(model_dir):
+    scorer = Scorer.from_dir(model_dir, ScoringConfig())
+    out = udf.score_batch(AD_ROWS, scorer).to_pydict()
+    assert out["ad_id"] == ["a1", "a1", "a2", "a3", "a4"]
+    assert out["advertiser"] == ["s1", "s1", "s2", "s3", "s4"]  # ad-level columns repeat per pair
+    assert out["query"] == ["裙子", "手机", "英语", "x", "y"] and out["impressions"] == [3, None, 1, 1, 2]
+    assert "title" not in out and "frames" not in out  # video content stays behind
+    assert out["reason"][:3] == [None] * 3
+    assert out["reason"][3].startswith("undecodable_frames: frame 0")
+    assert out["reason"][4] == udf.EMPTY_TEXT
+    assert out["p_bad"][3] is None and out["label"][4] is None
+    assert sum(out["vision_encodes"]) == 2  # a1 and a2 (text-only) went through the vision tower once each
+
+    # The same numbers as the engine given the same ads.
+    engine = Scorer.from_dir(model_dir, ScoringConfig()).score([
+        AdPairs("a1", keyword_sequence("红色连衣裙", "夏季 新款", None), [png((255, 0, 0))], ["裙子", "手机"]),
+        AdPairs("a2", keyword_sequence("考研英语", None, None), [], ["英语"]),
+    ])
+    probs = np.array([out[f"p_{k}"][:3] for k in ("bad", "less", "good", "excellent")]).T
+    np.testing.assert_allclose(probs, np.concatenate([engine[0].probs, engine[1].probs]), atol=1e-6)
+    assert out["label"][:3] == probs.argmax(1).tolist()
+    np.testing.assert_allclose(out["score"][:3], np.concatenate([engine[0].score, engine[1].score]), atol=1e-6)
+
+
+def test_output_schema_is_ad_columns_then_pair_fields_then_scores():
+    ads = StructType([
+        StructField("ad_id", StringType()), StructField("video_id", StringType()), StructField("title", StringType()),
+        StructField("frames", ArrayType(BinaryType())),
+        StructField("pairs", ArrayType(StructType([StructField("query", StringType()),
+                                                   StructField("impressions", LongType())]))),
+    ])
+    assert udf.output_schema(ads).fieldNames() == [
+        "ad_id", "video_id", "query", "impressions", "p_bad", "p_less", "p_good", "p_excellent", "score", "label",
+        "reason", "vision_encodes"]
+    with pytest.raises(ValueError, match="pairs"):
+        udf.output_schema(StructType([StructField("ad_id", StringType())]))
+
+
+def test_a_worker_loads_the_model_once_and_keeps_it(model_dir):
+    threads = torch.get_num_threads()
+    try:
+        ref = udf.ModelRef("m", "1", "run", str(model_dir))
+        first = udf.worker_scorer(ref, ScoringConfig(), "cpu")
+        assert udf.worker_scorer(ref, ScoringConfig(), "cpu") is first
+        assert first.device == torch.device("cpu") and torch.get_num_threads() == 1  # one thread per worker
+        other = udf.worker_scorer(udf.ModelRef("m", "2", "run", str(model_dir)), ScoringConfig(), "cpu")
+        assert other is not first and udf._WORKER["scorer"] is other  # one model per worker: the old one is dropped
+    finally:
+        udf._WORKER.clear()
+        torch.set_num_threads(threads)
+
+
+def test_task_device_is_the_cpu_without_cuda():
+    assert udf.task_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        assert udf.task_device("auto") == torch.device("cpu")
+        with pytest.raises(RuntimeError, match="CUDA"):
+            udf.task_device("cuda")

@@ -1,0 +1,194 @@
+"""Spark adapter of the scoring engine: mapInArrow over ad-major rows, one row per ad.
+
+Each input row is one ad: `ad_id`, the video's `title`, `ocr_text`, `asr_text`, `frames`
+array<binary>, `pairs` array<struct<query, ...>> (the ad's queries with their per-pair columns), and
+any other column (per-ad dimensions such as advertiser). Frame bytes cross into Python once per
+ad. Each output row is one pair: the ad's columns (minus video content), the pair's fields, the four
+probabilities, score, label, and a `reason` when the pair could not be scored.
+
+mapInArrow rather than mapInPandas: the rows carry nested lists and binary frames, which Arrow
+flattens without building a Python object per pair. The model is loaded once per Python worker
+(Spark reuses workers) on the GPU Spark assigned to the task, else on the CPU.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyspark.sql import DataFrame
+from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType
+
+from hcmrm.scoring import LABELS, AdPairs, Scorer, ScoringConfig
+
+VIDEO_COLUMNS = ("title", "ocr_text", "asr_text", "frames")  # consumed by the scorer, not passed on
+PAIRS_COLUMN = "pairs"
+SCORE_FIELDS = [StructField(f"p_{name}", DoubleType()) for name in LABELS] + [
+    StructField("score", DoubleType()),  # p_less + 2 p_good + 3 p_excellent
+    StructField("label", IntegerType()),  # argmax 0..3 (Bad, Less, Good, Excellent)
+    StructField("reason", StringType()),  # null when scored, else why the pair was rejected
+    StructField("vision_encodes", IntegerType()),  # the engine's encode count, on one row per Arrow batch
+]
+EMPTY_TEXT = "empty_text: the ad's video has no title, OCR or ASR text to score against"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """The one model version the driver resolved; workers load it from `folder()`."""
+
+    name: str  # registered model name
+    version: str  # registered model version
+    run_id: str  # the MLflow run that logged the model
+    local_dir: str  # the model folder downloaded on the driver
+    spark_file: str | None = None  # the same folder shipped to executors with SparkContext.addFile
+
+    def folder(self) -> str:
+        """The shipped copy when this worker has one (a cluster), else the driver's folder (local mode)."""
+        if self.spark_file:
+            from pyspark import SparkFiles
+
+            try:
+                shipped = SparkFiles.get(self.spark_file)
+            except Exception:  # no SparkFiles root outside a task
+                shipped = None
+            if shipped and os.path.isdir(shipped):
+                return shipped
+        return self.local_dir
+
+
+# --- one model per Python worker ----------------------------------------------------------------
+
+_WORKER: dict = {}  # {"key": (model folder, version, device), "scorer": Scorer}: the worker's one model
+
+
+def task_device(mode: str = "auto"):
+    """The GPU Spark assigned to this task; with no assignment cuda:0 if CUDA exists; else the CPU."""
+    import torch
+
+    if mode == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        if mode == "cuda":
+            raise RuntimeError("device 'cuda' asked for but torch sees no CUDA device on this worker")
+        return torch.device("cpu")
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    gpus = context.resources().get("gpu") if context is not None else None
+    if gpus is not None and gpus.addresses:
+        return torch.device("cuda", int(gpus.addresses[0]))
+    return torch.device("cuda", 0)  # local mode: Spark assigns no task resources
+
+
+def worker_scorer(ref: ModelRef, config: ScoringConfig, device_mode: str = "auto") -> Scorer:
+    """This worker's Scorer, loaded on first use and kept while the model and device stay the same."""
+    import torch
+
+    device = task_device(device_mode)
+    key = (ref.local_dir, ref.version, str(device))
+    if _WORKER.get("key") != key:
+        _WORKER.clear()  # one model per worker: drop any previous one before loading
+        if device.type == "cpu":
+            torch.set_num_threads(config.cpu_threads)  # Spark already runs one worker per core
+        _WORKER["scorer"] = Scorer.from_dir(ref.folder(), config, device)
+        _WORKER["key"] = key
+    return _WORKER["scorer"]
+
+
+# --- one Arrow batch of ads -> one Arrow batch of pairs ------------------------------------------
+
+
+def output_schema(ad_schema: StructType) -> StructType:
+    """The pair rows: ad-level columns, then the pair struct's fields, then the scores."""
+    if PAIRS_COLUMN not in ad_schema.fieldNames():
+        raise ValueError(f"ad rows need a `{PAIRS_COLUMN}` array<struct<query, ...>> column, got {ad_schema.simpleString()}")
+    pair_fields = ad_schema[PAIRS_COLUMN].dataType.elementType.fields
+    ad_fields = [f for f in ad_schema.fields if f.name not in (*VIDEO_COLUMNS, PAIRS_COLUMN)]
+    return StructType(ad_fields + list(pair_fields) + SCORE_FIELDS)
+
+
+def score_batch(batch: pa.RecordBatch, scorer: Scorer, require_text: bool = True) -> pa.RecordBatch:
+    """Score every pair of the ads in `batch` (the ad-level contract above)."""
+    from hcmrm.pseudo_query import keyword_sequence
+
+    names = batch.schema.names
+    pairs = batch.column(names.index(PAIRS_COLUMN))
+    flat = pc.list_flatten(pairs)  # StructArray, the pairs of ad 0, then ad 1, ...
+    parent = pc.list_parent_indices(pairs)
+    lengths = pc.fill_null(pc.list_value_length(pairs), 0).to_numpy(zero_copy_only=False)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    queries = flat.field("query").to_pylist()
+
+    def column(name):
+        return batch.column(names.index(name)).to_pylist() if name in names else [None] * batch.num_rows
+
+    titles, ocrs, asrs, frames = column("title"), column("ocr_text"), column("asr_text"), column("frames")
+    ad_ids = column("ad_id")
+
+    n = len(flat)
+    probs = np.full((n, len(LABELS)), np.nan)
+    score = np.full(n, np.nan)
+    reasons: list[str | None] = [None] * n
+    to_score, where = [], []
+    for i in range(batch.num_rows):
+        a, b = int(starts[i]), int(starts[i] + lengths[i])
+        text = keyword_sequence(titles[i], ocrs[i], asrs[i])
+        if require_text and not text.strip():
+            reasons[a:b] = [EMPTY_TEXT] * (b - a)
+            continue
+        to_score.append(AdPairs(ad_ids[i], text, frames[i] or [], queries[a:b]))
+        where.append((a, b))
+
+    before = scorer.counters.vision_encodes
+    for (a, b), result in zip(where, scorer.score(to_score)):
+        if result.reason is not None:
+            reasons[a:b] = [result.reason] * (b - a)
+        else:
+            probs[a:b] = result.probs
+            score[a:b] = result.score
+    encodes = np.zeros(n, dtype=np.int32)
+    if n:
+        encodes[0] = scorer.counters.vision_encodes - before
+
+    rejected = np.array([r is not None for r in reasons], dtype=bool)
+    label = np.where(rejected, 0, np.nan_to_num(probs).argmax(axis=1)).astype(np.int32)
+    arrays, fields = [], []
+    for name in names:  # ad-level columns, repeated for each of the ad's pairs
+        if name not in (*VIDEO_COLUMNS, PAIRS_COLUMN):
+            arrays.append(pc.take(batch.column(names.index(name)), parent))
+            fields.append(batch.schema.field(name))
+    for j in range(flat.type.num_fields):
+        arrays.append(flat.field(j))
+        fields.append(flat.type.field(j))
+    string_type = batch.schema.field("ad_id").type if "ad_id" in names else pa.string()
+    for j, name in enumerate(LABELS):
+        arrays.append(pa.array(probs[:, j], type=pa.float64(), mask=rejected))
+        fields.append(pa.field(f"p_{name}", pa.float64()))
+    arrays += [
+        pa.array(score, type=pa.float64(), mask=rejected),
+        pa.array(label, type=pa.int32(), mask=rejected),
+        pa.array(reasons, type=string_type),
+        pa.array(encodes, type=pa.int32()),
+    ]
+    fields += [pa.field("score", pa.float64()), pa.field("label", pa.int32()), pa.field("reason", string_type),
+               pa.field("vision_encodes", pa.int32())]
+    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def score_ads(ad_rows: DataFrame, ref: ModelRef, config: ScoringConfig, device: str = "auto",
+              require_text: bool = True) -> DataFrame:
+    """Ad rows -> pair rows with scores (or a reason), via the engine on each worker."""
+
+    def score_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        scorer = None
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            scorer = scorer or worker_scorer(ref, config, device)
+            yield score_batch(batch, scorer, require_text)
+
+    return ad_rows.mapInArrow(score_partition, output_schema(ad_rows.schema))
