@@ -85,13 +85,17 @@ class RelevanceStep(nn.Module):
 
 
 def _model_folder(init: str | Path, settings=None) -> Path:
-    """A model folder from a models:/ URI, a model folder, or a training checkpoint root."""
-    if str(init).startswith("models:/"):
-        from hcmrm.registry import download_model
-
+    """A model folder from a models:/ or runs:/ URI, a model folder, or a training checkpoint root."""
+    if str(init).startswith(("models:/", "runs:/")):
         if settings is None:
-            raise ValueError(f"--init {init}: a models:/ URI needs MLflow settings")
-        return download_model(settings, str(init))[0]
+            raise ValueError(f"--init {init}: an MLflow URI needs MLflow settings")
+        if str(init).startswith("models:/"):
+            from hcmrm.registry import download_model
+
+            return download_model(settings, str(init))[0]
+        from hcmrm.tracking import configure
+
+        return Path(configure(settings).artifacts.download_artifacts(artifact_uri=str(init)))
     path = Path(init)
     if (path / "config.json").exists():
         return path

@@ -1,0 +1,232 @@
+"""finetune: graded (query, video, 0..3) pairs -> a fine-tuned HCMRM, registered, and gated to `champion`.
+
+    hcmrm finetune [--train PATH] [--dev PATH] [--loss hierarchical_softmax|bce]
+                   [--init runs/pretrain/model | runs:/<id>/model | models:/hcmrm/3]
+                   [--train-conf conf/train/finetune.yaml] [--epochs N] [--steps N] [--lr X] [--seed N]
+                   [--gate-metric auc] [--no-register] [--out runs/finetune]
+    spark-submit jobs/finetune.py [same flags]
+    torchrun --nproc-per-node 2 jobs/finetune.py --train train.jsonl --dev dev.jsonl ...   (gloo)
+
+Labeled pairs come from the lake's Delta table `labeled_pairs` (query, title, label, split; rows of
+split `train` to train, `dev` to evaluate), or from --train/--dev: a Delta table, Parquet, a JSON
+array or JSON lines, with `query`, a video text (`title` [+ `ocr_text`, `asr_text`] or `text`) or a
+`video_id` looked up in the `videos` table, optional `frames`, and `label`/`relevant` 0..3. Rows that
+cannot be used are counted and logged to the MLflow run (`rejects.json`), never silently dropped.
+
+Each epoch ends with an evaluation on dev (AUC with label >= 2, Spearman, accuracy, per-query
+NDCG). The model folder is logged to the MLflow run (experiment `hcmrm-finetune`) and registered as
+a new version of the model with its metrics; the alias `champion` moves to it only when it beats the
+current champion on --gate-metric, measured on the same dev data; the decision is logged either way.
+Prints one JSON line: run id, model version, metrics, gate decision.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from hcmrm.settings import CONF_DIR, REPO_ROOT, Settings
+from jobs.common import script_main, settings_from_args
+from jobs.pretrain import add_training_arguments, is_plain_file, merge, tracked_run, training_overrides
+
+COMMAND = "finetune"
+HELP = "fine-tune HCMRM on labeled pairs, evaluate, register in MLflow, move champion if better"
+
+log = logging.getLogger(__name__)
+
+CONF_FILE = CONF_DIR / "train" / "finetune.yaml"
+EXPERIMENT = "hcmrm-finetune"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--train", help="training pairs: Delta table, Parquet, JSON (default: the lake's labeled_pairs)")
+    parser.add_argument("--dev", help="dev pairs, same formats (default: --train's rows of --dev-split)")
+    parser.add_argument("--train-split", default="train", help="rows of this split train (when there is a split column)")
+    parser.add_argument("--dev-split", default="dev", help="rows of this split evaluate")
+    parser.add_argument("--videos", help="videos table for pairs given by video_id (default: the lake's videos)")
+    parser.add_argument("--loss", choices=("hierarchical_softmax", "bce"), help="default: the training YAML's")
+    parser.add_argument("--init", help="start from a model folder, a checkpoint root, runs:/.../model or models:/...")
+    parser.add_argument("--limit", type=int, help="train on at most this many pairs (a quick run)")
+    add_training_arguments(parser, CONF_FILE)
+    parser.add_argument("--gate-metric", choices=("auc", "spearman", "accuracy", "ndcg"), help="metric of the gate")
+    parser.add_argument("--no-register", action="store_true", help="log the run, but register no model version")
+    parser.add_argument("--out", type=Path, help="run folder: checkpoints and the model (default runs/finetune)")
+
+
+def load_config(args: argparse.Namespace):
+    import yaml
+
+    from hcmrm.finetune import FinetuneConfig
+
+    values = yaml.safe_load(Path(args.train_conf).read_text(encoding="utf-8")) or {}
+    values = merge(values, training_overrides(args))
+    if args.loss:
+        values["loss"] = args.loss
+    if args.gate_metric:
+        values["gate_metric"] = args.gate_metric
+    return FinetuneConfig.from_dict(values)
+
+
+# --- read ---------------------------------------------------------------------------------------
+
+
+def with_video_text(labeled, videos):
+    """Pairs given by video_id get the video's title, OCR, ASR and frames (its latest dt); a transform.
+
+    A pair whose video is unknown keeps a null title, and is rejected downstream with that reason.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    if "title" in labeled.columns or "text" in labeled.columns or "video_id" not in labeled.columns:
+        return labeled
+    latest = Window.partitionBy("video_id").orderBy(F.col("dt").desc())
+    video_columns = [c for c in ("title", "ocr_text", "asr_text", "frames") if c in videos.columns]
+    newest = (
+        videos.withColumn("_n", F.row_number().over(latest)).where("_n = 1").select("video_id", *video_columns)
+    )
+    return labeled.join(newest, "video_id", "left")
+
+
+def read_frame(path: str | None, args: argparse.Namespace, settings: Settings):
+    """One labeled source as pandas: a file directly, a Delta table through Spark."""
+    from hcmrm.labeled_data import read_records
+
+    path = path or settings.table("labeled_pairs")
+    if is_plain_file(path):
+        return read_records(path)
+    from jobs.common import spark_from_args
+    from jobs.tables import is_delta_table, read_table
+
+    spark = spark_from_args(args, settings, COMMAND)
+    df = read_table(spark, path)
+    videos_path = args.videos or settings.table("videos")
+    if "video_id" in df.columns and "title" not in df.columns and "text" not in df.columns:
+        if not (is_delta_table(spark, videos_path) or Path(videos_path).exists()):
+            raise SystemExit(f"{path} names videos by video_id but there is no videos table at {videos_path}")
+        df = with_video_text(df, read_table(spark, videos_path))
+    return df.toPandas()
+
+
+def split_rows(frame, split: str):
+    return frame[frame["split"] == split] if "split" in frame.columns else frame
+
+
+def read_labeled_sets(args: argparse.Namespace, settings: Settings):
+    """(train pairs, dev pairs, rejects) after validation (hcmrm.labeled_data)."""
+    import pandas as pd
+
+    from hcmrm.labeled_data import build_texts, normalize
+
+    train_frame = read_frame(args.train, args, settings)
+    dev_frame = read_frame(args.dev, args, settings) if args.dev else train_frame
+    train_raw = split_rows(train_frame, args.train_split)
+    dev_raw = split_rows(dev_frame, args.dev_split) if (args.dev is None or "split" in dev_frame.columns) else dev_frame
+    if args.dev is None and "split" not in train_frame.columns:
+        dev_raw = train_frame.iloc[0:0]  # no split column and no --dev: nothing to evaluate on
+    train = normalize(train_raw, source="train")
+    dev = normalize(dev_raw, source="dev") if len(dev_raw) else None
+    if args.limit:
+        train.pairs = train.pairs.head(args.limit)
+    rejects = pd.concat([r.rejects.assign(set=name) for name, r in (("train", train), ("dev", dev)) if r is not None])
+    train_pairs = build_texts(train.pairs)
+    dev_pairs = build_texts(dev.pairs) if dev is not None and len(dev.pairs) else None
+    if len(train_pairs) == 0:
+        raise SystemExit("no usable training pairs" + (f" ({len(rejects)} rejected)" if len(rejects) else ""))
+    return train_pairs, dev_pairs, rejects
+
+
+def fingerprint(examples) -> str:
+    """Order-independent digest of the evaluation set: the gate compares metrics on equal data only."""
+    lines = sorted(f"{e.query}\t{e.text}\t{e.label}\t{len(e.frames or [])}" for e in examples)
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()[:16]
+
+
+def _rejects_summary(rejects) -> dict:
+    if rejects is None or len(rejects) == 0:
+        return {"count": 0, "reasons": {}, "rows": []}
+    keep = [c for c in rejects.columns if c != "frames"]
+    return {
+        "count": int(len(rejects)),
+        "reasons": {str(k): int(v) for k, v in rejects["reason"].value_counts().items()},
+        "rows": json.loads(rejects[keep].head(1000).to_json(orient="records", force_ascii=False)),
+    }
+
+
+# --- run ----------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> int:
+    from hcmrm import distributed, gate, registry
+    from hcmrm.finetune import evaluate, finetune
+    from hcmrm.labeled_data import to_examples
+
+    settings = settings_from_args(args)
+    config = load_config(args)
+    dist = distributed.init()
+    train_pairs, dev_pairs, rejects = read_labeled_sets(args, settings)
+    train = to_examples(train_pairs)
+    dev = to_examples(dev_pairs) if dev_pairs is not None else None
+    if len(rejects):
+        log.warning("%d labeled rows rejected: %s", len(rejects), rejects["reason"].value_counts().to_dict())
+    out = args.out or REPO_ROOT / "runs" / "finetune"
+    data_id = fingerprint(dev) if dev else None
+    params = {**config.to_dict(), "init": args.init or "none",
+              "data": {"train": args.train or settings.table("labeled_pairs"), "dev": args.dev or f"split={args.dev_split}",
+                       "train_pairs": len(train), "dev_pairs": len(dev or []), "rejected": len(rejects),
+                       "dev_fingerprint": data_id or "none"},
+              "processes": dist.world_size}
+    summary: dict = {}
+    try:
+        with tracked_run(settings, args.experiment or EXPERIMENT, f"finetune-{config.loss}", params, dist.is_main) as (
+            mlrun, log_metrics
+        ):
+            result = finetune(train, dev, config, out, init=args.init, settings=settings, log_metrics=log_metrics,
+                              progress=not args.no_progress, dist=dist, resume=not args.no_resume)
+            if dist.is_main:
+                summary = finish(settings, args, config, result, mlrun, rejects, dev, data_id, registry, gate, evaluate)
+    finally:
+        distributed.shutdown()
+    if dist.is_main:
+        print(json.dumps(summary, ensure_ascii=False))
+    return 0
+
+
+def finish(settings, args, config, result, mlrun, rejects, dev, data_id, registry, gate, evaluate) -> dict:
+    """Log the model and metrics, register the version, and run the gate (main process only)."""
+    import mlflow
+
+    metrics = {k: v for k, v in result.metrics.items() if v is not None}
+    if metrics:
+        mlflow.log_metrics({f"final_{k}": float(v) for k, v in metrics.items()})
+    mlflow.log_dict(_rejects_summary(rejects), "rejects.json")
+    mlflow.log_dict({"history": result.history}, "dev_history.json")
+    source = registry.log_model_dir(result.model_dir)
+    summary = {"run_id": mlrun.info.run_id, "model_dir": str(result.model_dir), "metrics": result.metrics,
+               "rejected": int(len(rejects)), "model_version": None, "gate": None}
+    if args.no_register:
+        return summary
+    if not dev:
+        log.warning("no dev pairs: the model is logged but not registered (nothing to gate on)")
+        return summary
+    version = registry.register_version(settings, mlrun.info.run_id, source,
+                                        description=f"finetune {config.loss}, init {args.init or 'scratch'}")
+    gate.record_version_metrics(settings, version.version, result.metrics, data_id)
+
+    def evaluate_champion(uri: str) -> dict:
+        model, _ = registry.load_registered(settings, uri)
+        return evaluate(model, dev, config.positive_label, config.eval_batch_size).as_dict()
+
+    decision = gate.apply_gate(settings, version.version, result.metrics, config.gate_metric, data_id,
+                               evaluate_champion, config.gate_min_delta)
+    summary.update(model_version=str(version.version), gate=asdict(decision))
+    return summary
+
+
+if __name__ == "__main__":
+    script_main(sys.modules[__name__])

@@ -1,0 +1,227 @@
+"""pretrain: `pretrain_pairs` -> a pre-trained HCMRM (ITC + ITM + MLM + PQVM), tracked in MLflow.
+
+    hcmrm pretrain [--date 2024-08-25 ...] [--input PATH] [--train-conf conf/train/pretrain.yaml]
+                   [--preset small] [--steps N] [--epochs N] [--batch-size N] [--lr X] [--seed N]
+                   [--weights pqvm=0] [--out runs/pretrain] [--no-resume]
+    spark-submit jobs/pretrain.py [same flags]
+    torchrun --nproc-per-node 2 jobs/pretrain.py --input pairs.parquet ...      (several processes, gloo)
+
+Reads the Delta table `pretrain_pairs` of the lake (or --input: a Delta table, Parquet, JSON lines),
+collects the selected dates to the driver (pandas via Arrow) and trains with the loss weights of
+the training config. Checkpoints (safetensors + JSON) go to --out/checkpoints; a rerun with the same
+--out resumes exactly where the last checkpoint left off. The MLflow run (experiment
+`hcmrm-pretrain`) holds the parameters, the per-step losses and the model folder (artifact `model`),
+which `hcmrm finetune --init runs:/<run_id>/model` or `--init <out>/model` starts from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+from hcmrm.settings import CONF_DIR, REPO_ROOT, Settings
+from jobs.common import script_main, settings_from_args
+
+COMMAND = "pretrain"
+HELP = "pre-train HCMRM (ITC + ITM + MLM + PQVM) on pretrain_pairs, tracked in MLflow"
+
+log = logging.getLogger(__name__)
+
+CONF_FILE = CONF_DIR / "train" / "pretrain.yaml"
+EXPERIMENT = "hcmrm-pretrain"
+COLUMNS = ["video_id", "dt", "pseudo_query", "context_text", "frames"]
+FILE_SUFFIXES = (".parquet", ".pq", ".json", ".jsonl")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--date", action="append", metavar="YYYY-MM-DD", help="a dt of pretrain_pairs; repeatable (default: all)")
+    parser.add_argument("--input", help="pretrain_pairs as a Delta table, Parquet or JSON lines (default: the lake's)")
+    parser.add_argument("--limit", type=int, help="train on at most this many pairs (a quick run)")
+    add_training_arguments(parser, CONF_FILE)
+    parser.add_argument("--weights", help="loss weights, e.g. 'itc=1,itm=1,mlm=1,pqvm=0' (ALBEF-style)")
+    parser.add_argument("--out", type=Path, help="run folder: checkpoints and the model (default runs/pretrain)")
+
+
+def add_training_arguments(parser: argparse.ArgumentParser, conf_file: Path) -> None:
+    """Flags shared with `hcmrm finetune`: each overrides the training YAML."""
+    group = parser.add_argument_group("training (override the training YAML)")
+    group.add_argument("--train-conf", type=Path, default=conf_file, help=f"training YAML (default {conf_file})")
+    group.add_argument("--preset", help="model preset of a fresh model: tiny | small | base")
+    group.add_argument("--steps", type=int, help="optimizer steps (0 = whole epochs)")
+    group.add_argument("--epochs", type=int, help="passes over the data")
+    group.add_argument("--batch-size", type=int, help="global batch size")
+    group.add_argument("--lr", type=float, help="peak learning rate")
+    group.add_argument("--seed", type=int, help="seed of the data order, masking, negatives, dropout")
+    group.add_argument("--threads", type=int, help="torch CPU threads")
+    group.add_argument("--log-every", type=int, help="steps between logged losses (1 = every step)")
+    group.add_argument("--no-resume", action="store_true", help="start over even if --out has a checkpoint")
+    group.add_argument("--no-progress", action="store_true", help="no progress bar")
+    group.add_argument("--experiment", help="MLflow experiment name")
+
+
+def training_overrides(args: argparse.Namespace) -> dict:
+    """The training YAML's keys that the flags set."""
+    loop = {"max_steps": args.steps, "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
+            "log_every": args.log_every}
+    loop = {k: v for k, v in loop.items() if v is not None}
+    out: dict = {"loop": loop} if loop else {}
+    if args.lr is not None:
+        out.setdefault("loop", {})["optim"] = {"lr": args.lr}
+    if args.preset:
+        out["preset"] = args.preset
+    if args.threads is not None:
+        out["num_threads"] = args.threads
+    return out
+
+
+def merge(base: dict, overrides: dict) -> dict:
+    out = dict(base)
+    for key, value in overrides.items():
+        out[key] = merge(out.get(key) or {}, value) if isinstance(value, dict) else value
+    return out
+
+
+def parse_weights(text: str | None) -> dict:
+    if not text:
+        return {}
+    weights = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        if not sep or name.strip() not in ("itc", "itm", "mlm", "pqvm"):
+            raise SystemExit(f"--weights expects name=value pairs of itc, itm, mlm, pqvm; got {part!r}")
+        weights[name.strip()] = float(value)
+    return weights
+
+
+def load_config(args: argparse.Namespace):
+    import yaml
+
+    from hcmrm.pretrain import PretrainConfig
+
+    values = yaml.safe_load(Path(args.train_conf).read_text(encoding="utf-8")) or {}
+    values = merge(values, training_overrides(args))
+    weights = parse_weights(args.weights)
+    if weights:
+        values["weights"] = {**(values.get("weights") or {}), **weights}
+    return PretrainConfig.from_dict(values)
+
+
+# --- read ---------------------------------------------------------------------------------------
+
+
+def is_plain_file(path: str) -> bool:
+    """A Parquet / JSON-lines file (or Parquet folder) that pandas reads without Spark."""
+    p = Path(path)
+    return p.suffix in FILE_SUFFIXES or (p.is_dir() and not (p / "_delta_log").exists() and any(p.glob("*.parquet")))
+
+
+def select_pairs(df, dates: list[str] | None):
+    """pretrain_pairs -> the training columns of the chosen dates (a transform, DataFrame -> DataFrame)."""
+    from pyspark.sql import functions as F
+
+    missing = [c for c in ("pseudo_query", "context_text") if c not in df.columns]
+    if missing:
+        raise ValueError(f"pretrain_pairs lacks columns {missing}; it has {df.columns}")
+    if dates:
+        df = df.where(F.col("dt").isin(dates))
+    columns = [c for c in COLUMNS if c in df.columns]
+    return df.select(columns).orderBy(*[c for c in ("dt", "video_id") if c in columns])
+
+
+def read_pairs(args: argparse.Namespace, settings: Settings):
+    """The pairs as pandas: straight from a file, or through Spark from a Delta table."""
+    import pandas as pd
+
+    from hcmrm.labeled_data import read_records
+
+    path = args.input or settings.table("pretrain_pairs")
+    if is_plain_file(path):
+        frame = read_records(path)
+        if args.date and "dt" in frame.columns:
+            frame = frame[frame["dt"].isin(args.date)]
+    else:
+        from jobs.common import spark_from_args
+        from jobs.tables import read_table
+
+        spark = spark_from_args(args, settings, COMMAND)
+        frame = select_pairs(read_table(spark, path), args.date).toPandas()
+    if args.limit:
+        frame = frame.head(args.limit)
+    if len(frame) == 0:
+        raise SystemExit(f"no pre-training pairs in {path}" + (f" for dates {args.date}" if args.date else ""))
+    return pd.DataFrame(frame).reset_index(drop=True)
+
+
+# --- MLflow -------------------------------------------------------------------------------------
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+@contextmanager
+def tracked_run(settings: Settings, experiment: str, run_name: str, params: dict, is_main: bool = True):
+    """An MLflow run on the main process (yields a step logger); nothing on the others."""
+    if not is_main:
+        yield None, (lambda metrics, step: None)
+        return
+    from hcmrm.tracking import configure, use_experiment
+
+    mlflow = configure(settings)
+    use_experiment(settings, experiment)
+    with mlflow.start_run(run_name=run_name) as run:
+        mlflow.log_params({k: str(v)[:500] for k, v in flatten(params).items()})
+
+        def log_metrics(metrics: dict, step: int) -> None:
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+        yield run, log_metrics
+
+
+# --- run ----------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> int:
+    from hcmrm import distributed
+    from hcmrm.pretrain import examples_from_records, pretrain
+    from hcmrm.registry import log_model_dir
+
+    settings = settings_from_args(args)
+    config = load_config(args)
+    dist = distributed.init()
+    frame = read_pairs(args, settings)
+    examples = examples_from_records(frame)
+    out = args.out or REPO_ROOT / "runs" / "pretrain"
+    n_frames = sum(1 for e in examples if e.frames)
+    log.info("pre-training on %d pairs (%d with frames) -> %s", len(examples), n_frames, out)
+    params = {**config.to_dict(), "data": {"input": args.input or settings.table("pretrain_pairs"),
+                                           "dates": ",".join(args.date or []) or "all", "pairs": len(examples),
+                                           "with_frames": n_frames}, "processes": dist.world_size}
+    try:
+        with tracked_run(settings, args.experiment or EXPERIMENT, "pretrain", params, dist.is_main) as (mlrun, log_metrics):
+            result = pretrain(examples, config, out, log_metrics=log_metrics, progress=not args.no_progress,
+                              dist=dist, resume=not args.no_resume)
+            if dist.is_main:
+                import mlflow
+
+                mlflow.log_metrics({"steps": result.loop.steps, "seconds": result.loop.seconds})
+                mlflow.log_dict(config.to_dict(), "pretrain_config.json")
+                log_model_dir(result.model_dir)
+                print(f"pre-trained model: {result.model_dir} (MLflow run {mlrun.info.run_id}, artifact 'model')")
+    finally:
+        distributed.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    script_main(sys.modules[__name__])

@@ -1,0 +1,76 @@
+"""`hcmrm evaluate`: a registered or local model on the public sets' file formats -> metrics JSON."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from hcmrm import registry, tracking
+from hcmrm.checkpoint import save_model
+from hcmrm.model import build_model
+from jobs import evaluate
+from jobs.common import build_parser
+
+ROWS = [  # QBQTC v0 style: `relevant` as a string, 3 levels, several titles per query
+    {"query": "手机壳", "title": "新款手机壳 防摔", "relevant": "2"},
+    {"query": "手机壳", "title": "耳机配件", "relevant": "0"},
+    {"query": "手机壳", "title": "手机壳怎么选", "relevant": "1"},
+    {"query": "跑鞋", "title": "跑鞋推荐", "relevant": "2"},
+    {"query": "跑鞋", "title": "茶叶特价", "relevant": "0"},
+    {"query": "跑鞋", "title": "", "relevant": "1"},  # rejected: empty title
+]
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    torch.manual_seed(0)
+    save_model(build_model("tiny"), tmp_path / "model")
+    return tmp_path / "model"
+
+
+def run_evaluate(settings, capsys, *argv):
+    common = ["--tracking-uri", settings.tracking_uri, "--artifact-root", settings.artifact_root,
+              "--model-name", settings.model_name]
+    args = build_parser(evaluate).parse_args([*argv, *common])
+    assert evaluate.run(args) == 0
+    captured = capsys.readouterr()
+    return json.loads(captured.out.strip().splitlines()[-1]), captured.err
+
+
+def test_local_folder_on_json_array_and_json_lines(settings, capsys, tmp_path, model_dir):
+    array = tmp_path / "dev.json"
+    array.write_text(json.dumps(ROWS, ensure_ascii=False), encoding="utf-8")
+    out, err = run_evaluate(settings, capsys, "--model", str(model_dir), "--data", str(array))
+    assert set(out) == {"auc", "spearman", "accuracy", "ndcg", "n"}
+    assert out["n"] == 5 and "1 rows rejected" in err
+    assert 0 <= out["auc"] <= 1 and -1 <= out["spearman"] <= 1 and out["ndcg"] is not None
+
+    lines = tmp_path / "dev.jsonl"
+    lines.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in ROWS), encoding="utf-8")
+    again, _ = run_evaluate(settings, capsys, "--model", str(model_dir), "--data", str(lines))
+    assert again == out  # same rows, same numbers
+
+
+def test_registered_model_by_alias_on_parquet(settings, capsys, tmp_path, model_dir):
+    mlflow = tracking.configure(settings)
+    tracking.use_experiment(settings, "evaluate-test")
+    with mlflow.start_run() as run:
+        source = registry.log_model_dir(model_dir)
+    version = registry.register_version(settings, run.info.run_id, source)
+    registry.set_alias(settings, version.version)
+    parquet = tmp_path / "dev.parquet"
+    pd.DataFrame([{"query": r["query"], "title": r["title"], "label": int(r["relevant"])} for r in ROWS]).to_parquet(parquet)
+    by_alias, _ = run_evaluate(settings, capsys, "--model", f"models:/{settings.model_name}@champion", "--data", str(parquet))
+    local, _ = run_evaluate(settings, capsys, "--model", str(model_dir), "--data", str(parquet))
+    assert by_alias == local and by_alias["n"] == 5
+
+
+def test_positive_label_moves_the_auc_threshold(settings, capsys, tmp_path, model_dir):
+    path = tmp_path / "dev.json"
+    path.write_text(json.dumps(ROWS, ensure_ascii=False), encoding="utf-8")
+    two, _ = run_evaluate(settings, capsys, "--model", str(model_dir), "--data", str(path))
+    one, _ = run_evaluate(settings, capsys, "--model", str(model_dir), "--data", str(path), "--positive-label", "1")
+    assert two["spearman"] == one["spearman"] and two["n"] == one["n"]  # only the binary metrics move
+    with pytest.raises(FileNotFoundError):
+        run_evaluate(settings, capsys, "--model", str(tmp_path / "nope"), "--data", str(path))

@@ -1,0 +1,75 @@
+"""`hcmrm pretrain` on the tiny preset: a Parquet file or the lake's pretrain_pairs -> model + MLflow run."""
+
+import io
+
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from hcmrm import tracking
+from hcmrm.checkpoint import load_model
+from jobs import pretrain as job
+from jobs.common import build_parser
+
+
+def png(color) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (16, 16), color).save(out, format="PNG")
+    return out.getvalue()
+
+
+PAIRS = pd.DataFrame({
+    "video_id": ["v1", "v2", "v3", "v4", "v5", "v6"],
+    "dt": ["2024-08-25"] * 3 + ["2024-09-01"] * 3,
+    "pseudo_query": ["红色连衣裙", "拍照手机", "英语网课", "蓝牙耳机", "跑鞋", "茶叶"],
+    "context_text": ["夏季新款 显瘦", "旗舰 夜景", "考研 名师", "降噪 长续航", "减震 轻便", "明前 龙井"],
+    "frames": [[png("red")], [png("blue")], [], [png("white")], None, [png("green")]],
+})
+
+
+def run_job(settings, capsys, *argv):
+    common = ["--tracking-uri", settings.tracking_uri, "--artifact-root", settings.artifact_root,
+              "--lake", settings.lake, "--spark-profile", "test"]
+    training = ["--preset", "tiny", "--batch-size", "3", "--threads", "1", "--log-every", "1", "--no-progress"]
+    threads = torch.get_num_threads()
+    try:
+        assert job.run(build_parser(job).parse_args([*argv, *training, *common])) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return capsys.readouterr().out
+
+
+def test_parquet_input_logs_params_losses_and_the_model(settings, capsys, tmp_path):
+    path = tmp_path / "pairs.parquet"
+    PAIRS.to_parquet(path)
+    out = run_job(settings, capsys, "--input", str(path), "--steps", "4", "--weights", "pqvm=0.5",
+                  "--out", str(tmp_path / "run"))
+    assert "pre-trained model" in out
+    client = tracking.configure(settings).MlflowClient()
+    (run,) = client.search_runs([client.get_experiment_by_name("hcmrm-pretrain").experiment_id])
+    assert run.data.params["weights.pqvm"] == "0.5" and run.data.params["data.pairs"] == "6"
+    assert run.data.params["data.with_frames"] == "4"
+    for name in ("train/loss", "train/itc", "train/itm", "train/mlm", "train/pqvm"):
+        assert len(client.get_metric_history(run.info.run_id, name)) == 4
+    assert "model" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    load_model(tmp_path / "run" / "model")  # the folder `finetune --init` takes
+
+
+def test_bad_weights_flag_is_refused(settings, capsys, tmp_path):
+    with pytest.raises(SystemExit, match="--weights"):
+        run_job(settings, capsys, "--input", "x.parquet", "--weights", "itx=1")
+
+
+@pytest.mark.spark
+def test_lake_table_and_date_filter(spark, settings, capsys, tmp_path):
+    from pyspark.testing import assertDataFrameEqual
+
+    from jobs.tables import overwrite_table
+
+    df = spark.createDataFrame(PAIRS.assign(frames=[f if f is not None else None for f in PAIRS["frames"]]))
+    overwrite_table(df, settings.table("pretrain_pairs"), "dt")
+    selected = job.select_pairs(spark.read.format("delta").load(settings.table("pretrain_pairs")), ["2024-09-01"])
+    assertDataFrameEqual(selected.select("video_id"), spark.createDataFrame([("v4",), ("v5",), ("v6",)], "video_id string"))
+    out = run_job(settings, capsys, "--date", "2024-09-01", "--steps", "2", "--out", str(tmp_path / "run"))
+    assert "pre-trained model" in out
