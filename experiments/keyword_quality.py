@@ -24,6 +24,7 @@ import argparse
 import ast
 import dataclasses
 import json
+import random
 import statistics
 import time
 import unicodedata
@@ -31,7 +32,7 @@ from collections import Counter
 from pathlib import Path
 
 from hcmrm.keywords import Idf, KeywordConfig, clean_text, document_terms, has_content, rank_tokens, tokenize
-from hcmrm.pseudo_query import make_pseudo_query, video_seed, video_text
+from hcmrm.pseudo_query import video_pseudo_query, video_text
 
 DATA = Path("/work/shared/data")
 KS = (1, 3, 5)
@@ -44,18 +45,20 @@ def norm(word: str) -> str:
 # ---------------------------------------------------------------- data
 
 
-def tnews(data: Path, split: str) -> list[tuple[str, list[str]]]:
+def tnews(data: Path, split: str) -> list[tuple[str, str, list[str]]]:
+    """(title, other text, reference keywords): headlines have no other text."""
     rows = [json.loads(line) for line in (data / "tnews_keywords" / f"{split}.json").open(encoding="utf-8")]
-    return [(r["sentence"], [k for k in r["keywords"].split(",") if k]) for r in rows if r["keywords"].strip()]
+    return [(r["sentence"], "", [k for k in r["keywords"].split(",") if k]) for r in rows if r["keywords"].strip()]
 
 
-def bilibili(data: Path) -> list[tuple[str, list[str]]]:
+def bilibili(data: Path) -> list[tuple[str, str, list[str]]]:
+    """(title, description in the OCR/ASR slot, uploader tags)."""
     out = []
     for line in (data / "bilibili_top100_titles" / "videos_dedup.jsonl").open(encoding="utf-8"):
         r = json.loads(line)
         desc = "" if r["desc"].strip() in ("-", "Not Found") else r["desc"]
         tags = list(dict.fromkeys(ast.literal_eval(r["tags"])))  # uploader tags repeat; keep first of each
-        out.append((video_text(r["title"], desc, None), tags))
+        out.append((r["title"], desc, tags))
     return out
 
 
@@ -93,13 +96,15 @@ def score(predicted: list[list[str]], references: list[list[str]], texts: list[s
     return out
 
 
-def evaluate(rows: list[tuple[str, list[str]]], config: KeywordConfig, idf_kind: str, cache: dict) -> dict:
-    texts = [clean_text(t, config.max_text_chars) for t, _ in rows]
-    key = config.hmm
-    tokens = cache.setdefault(("tokens", key), {})
-    for t in texts:
-        if t not in tokens:
-            tokens[t] = tokenize(t, config.hmm)
+def evaluate(rows: list[tuple[str, str, list[str]]], config: KeywordConfig, idf_kind: str, cache: dict) -> dict:
+    """Score the top keywords of each (title, other) against its references, title words weighted."""
+    fields = [(clean_text(t, config.max_text_chars), clean_text(o, config.max_text_chars)) for t, o, _ in rows]
+    tokens = cache.setdefault(("tokens", config.hmm), {})
+    for pair in fields:
+        for f in pair:
+            if f not in tokens:
+                tokens[f] = tokenize(f, config.hmm) if f else []
+    texts = [" ".join(f for f in pair if f) for pair in fields]
     if idf_kind == "jieba":
         idf = Idf.builtin()
     else:  # document frequencies over the evaluated texts themselves, as the Spark job does
@@ -108,9 +113,12 @@ def evaluate(rows: list[tuple[str, list[str]]], config: KeywordConfig, idf_kind:
         for t in docs:
             counts.update(document_terms(t, config))
         idf = Idf.from_counts(counts, len(docs), config.min_df)
-    big = dataclasses.replace(config, top_k=max(KS))
-    predicted = [[kw.word for kw in rank_tokens(tokens[t], idf, big)[: max(KS)]] for t in texts]
-    return score(predicted, [r for _, r in rows], texts)
+    predicted = []
+    for title, other in fields:
+        toks = tokens[title] + tokens[other]
+        weights = [config.title_weight] * len(tokens[title]) + [1.0] * len(tokens[other])
+        predicted.append([kw.word for kw in rank_tokens(toks, idf, config, weights)[: max(KS)]])
+    return score(predicted, [r for _, _, r in rows], texts)
 
 
 def table(results: list[tuple[str, dict]]) -> str:
@@ -124,7 +132,13 @@ def table(results: list[tuple[str, dict]]) -> str:
 # ---------------------------------------------------------------- pseudo-queries vs real queries
 
 
-def describe(strings: list[str], ref_chars: set[str], ref_dist: Counter, hmm: bool) -> dict:
+def length_tv(a: list[int], b: list[int]) -> float:
+    """Total variation distance between two length histograms (0 = same, 1 = disjoint)."""
+    ca, cb = Counter(a), Counter(b)
+    return 0.5 * sum(abs(ca[k] / len(a) - cb[k] / len(b)) for k in set(ca) | set(cb))
+
+
+def describe(strings: list[str], ref: list[str], ref_dist: Counter, hmm: bool) -> dict:
     lengths = sorted(len(s) for s in strings)
     words = [sum(1 for w, _ in tokenize(s, hmm) if w.strip()) for s in strings]
     chars = Counter(c for s in strings for c in s if not c.isspace())
@@ -134,7 +148,8 @@ def describe(strings: list[str], ref_chars: set[str], ref_dist: Counter, hmm: bo
         "chars mean": statistics.mean(lengths),
         "chars p10/p50/p90": "/".join(str(lengths[int(q * (len(lengths) - 1))]) for q in (0.1, 0.5, 0.9)),
         "words mean": statistics.mean(words),
-        "char coverage": sum(n for c, n in chars.items() if c in ref_chars) / total,
+        "length TV vs real": length_tv(lengths, [len(q) for q in ref]),
+        "char coverage": sum(n for c, n in chars.items() if c in ref_dist) / total,
         "char hist. intersection": sum(min(n / total, ref_dist.get(c, 0) / ref_total) for c, n in chars.items()),
     }
 
@@ -142,29 +157,33 @@ def describe(strings: list[str], ref_chars: set[str], ref_dist: Counter, hmm: bo
 def query_report(data: Path, config: KeywordConfig, sample: int) -> str:
     queries = multicpr(data)
     ref_dist = Counter(c for q in queries for c in q if not c.isspace())
-    ref_chars = set(ref_dist)
-    bili = [t for t, _ in bilibili(data)]
-    titles = [json.loads(line)["title"] for line in (data / "bilibili_top100_titles" / "videos_dedup.jsonl").open()]
-    thuc = thucnews(data)[:sample]
-    rows = [("Multi-CPR real queries (train, 100k)", describe(queries[:sample], ref_chars, ref_dist, config.hmm))]
-    for name, texts, raw in (("Bilibili", bili, titles), ("THUCNews", thuc, thuc)):
-        idf = Idf.from_documents(texts, config)
-        pqs = [make_pseudo_query(t, idf, config, seed=video_seed(0, str(i))) for i, t in enumerate(texts)]
-        pqs = [p.pseudo_query for p in pqs if p is not None]
-        rows.append((f"pseudo-queries from {name} ({len(pqs)})", describe(pqs, ref_chars, ref_dist, config.hmm)))
-        rows.append((f"baseline: raw {name} titles", describe(raw, ref_chars, ref_dist, config.hmm)))
+    rng = random.Random(0)
+    ref_sample = rng.sample(queries, min(sample, len(queries)))
+    rows = [(f"Multi-CPR real queries ({len(ref_sample):,} of {len(queries):,})",
+             describe(ref_sample, queries, ref_dist, config.hmm))]
+    videos = [(t, o) for t, o, _ in bilibili(data)]
+    thuc = [(t, "") for t in thucnews(data)[:sample]]
+    for name, items in (("Bilibili", videos), ("THUCNews", thuc)):
+        idf = Idf.from_documents([video_text(t, o, None) for t, o in items], config)
+        for low, high in ((1, 3), (2, 4), (2, 5)):
+            cfg = dataclasses.replace(config, query_min_keywords=low, query_max_keywords=high)
+            pqs = [video_pseudo_query(str(i), t, o, None, idf, cfg, seed=0) for i, (t, o) in enumerate(items)]
+            pqs = [p.pseudo_query for p in pqs if p is not None]
+            mark = " (default)" if (low, high) == (config.query_min_keywords, config.query_max_keywords) else ""
+            rows.append((f"pseudo-queries from {name}, {low}..{high} keywords{mark}",
+                         describe(pqs, queries, ref_dist, config.hmm)))
+        rows.append((f"baseline: raw {name} titles", describe([t for t, _ in items], queries, ref_dist, config.hmm)))
     cols = list(rows[0][1])
     lines = ["| text | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, res in rows:
         cells = [f"{res[c]:.3f}" if isinstance(res[c], float) else str(res[c]) for c in cols]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    examples = [
-        (t[:40], make_pseudo_query(t, Idf.from_documents(bili, config), config, seed=video_seed(0, str(i))))
-        for i, t in enumerate(bili[:6])
-    ]
-    lines.append("\nexamples (Bilibili, corpus IDF):")
-    lines += [f"- {t} -> {p.pseudo_query if p else None}" for t, p in examples]
-    lines.append("real queries: " + ", ".join(queries[:8]))
+    idf = Idf.from_documents([video_text(t, o, None) for t, o in videos], config)
+    lines.append("\nexamples (Bilibili title -> pseudo-query, corpus IDF, default sampling):")
+    for i, (t, o) in enumerate(videos[:8]):
+        p = video_pseudo_query(str(i), t, o, None, idf, config, seed=0)
+        lines.append(f"- {t[:40]} -> {p.pseudo_query if p else None}")
+    lines.append("\nreal queries: " + ", ".join(ref_sample[:10]))
     return "\n".join(lines)
 
 
@@ -185,6 +204,7 @@ def grid(data: Path) -> None:
         "nouns+verbs": dataclasses.replace(base, tfidf_pos=("n", "v", "eng")),
         "nouns+verbs+adj": dataclasses.replace(base, tfidf_pos=("n", "v", "eng", "a")),
         "keep contained": dataclasses.replace(base, drop_contained=False),
+        "no fallback POS": dataclasses.replace(base, fallback_pos=()),
         "all POS": dataclasses.replace(base, tfidf_pos=("",)),
     }
     results = []
@@ -193,6 +213,10 @@ def grid(data: Path) -> None:
             results.append((f"{name}, {idf_kind} IDF", evaluate(rows, config, idf_kind, cache)))
             print(table(results[-1:]).splitlines()[-1], flush=True)
     print(table(results))
+    videos = bilibili(data)
+    weights = [(f"title_weight {w}, {kind} IDF", evaluate(videos, dataclasses.replace(base, title_weight=w), kind, cache))
+               for w in (1.0, 2.0, 3.0) for kind in ("jieba", "corpus")]
+    print("\nBilibili (title + description):\n" + table(weights))
 
 
 def main() -> None:

@@ -36,7 +36,9 @@ class KeywordConfig:
     max_chars: int = 12  # longest keyword; longer "words" are jieba failures on noisy text
     tfidf_pos: tuple[str, ...] = ("n", "vn", "eng")  # posseg tag prefixes eligible by TF-IDF alone
     entity_pos: tuple[str, ...] = ENTITY_TAGS  # posseg tags counted as named entities
+    fallback_pos: tuple[str, ...] = ("v", "a", "i", "l")  # tag prefixes used only when no word passes the above
     entity_boost: float = 2.0  # score multiplier for named entities
+    title_weight: float = 2.0  # a title word counts this many times (OCR/ASR words once)
     hmm: bool = True  # jieba's HMM finds unknown words (names); about 10x slower when on
     drop_contained: bool = True  # drop a keyword contained in (or containing) a better one
     stopwords_file: str | None = None  # one word a line; None = hcmrm/assets/stopwords.txt
@@ -128,19 +130,29 @@ def load_stopwords(path: str | None = None, extra: tuple[str, ...] = ()) -> froz
     return frozenset(words | {w.lower() for w in extra})
 
 
-def is_candidate(word: str, flag: str, config: KeywordConfig, stopwords: frozenset[str]) -> bool:
-    """Whether a jieba word may be a keyword: length, stopwords, content and POS filters."""
+def is_candidate(word: str, flag: str, config: KeywordConfig, stopwords: frozenset[str], fallback: bool = False) -> bool:
+    """Whether a jieba word may be a keyword: length, stopwords, content and POS filters.
+
+    With `fallback`, the POS filter is config.fallback_pos instead (verbs, adjectives, idioms):
+    for texts such as "夜晚中正在看电视的人" whose only content word is a verb.
+    """
     if not config.min_chars <= len(word) <= config.max_chars:
         return False
     if word.lower() in stopwords or not has_content(word):
         return False
+    if fallback:
+        return flag.startswith(config.fallback_pos) and flag not in config.entity_pos
     return flag in config.entity_pos or flag.startswith(config.tfidf_pos)
 
 
 def document_terms(text: str, config: KeywordConfig = DEFAULT_CONFIG) -> list[str]:
     """The distinct candidate terms of one document: what its document frequency counts."""
     stopwords = load_stopwords(config.stopwords_file, config.extra_stopwords)
-    terms = {w.lower() for w, f in tokenize(text, config.hmm) if is_candidate(w, f, config, stopwords)}
+    terms = {
+        w.lower()
+        for w, f in tokenize(text, config.hmm)
+        if is_candidate(w, f, config, stopwords) or is_candidate(w, f, config, stopwords, fallback=True)
+    }
     return sorted(terms)
 
 
@@ -221,25 +233,34 @@ def _jieba_idf() -> Idf:
 @dataclass(frozen=True)
 class Keyword:
     word: str  # the first surface form seen in the text
-    score: float  # count x IDF (x entity_boost for entities)
+    score: float  # (weighted) count x IDF (x entity_boost for entities)
     entity: bool  # tagged as a named entity by jieba.posseg
     position: int  # index of its first token in the text, for reading order
 
 
 def rank_tokens(
-    tokens: list[tuple[str, str]], idf: Idf | None = None, config: KeywordConfig = DEFAULT_CONFIG
+    tokens: list[tuple[str, str]],
+    idf: Idf | None = None,
+    config: KeywordConfig = DEFAULT_CONFIG,
+    weights: list[float] | None = None,
 ) -> list[Keyword]:
-    """All candidate keywords of tokenized text, best first (ties: earlier in the text first)."""
+    """All candidate keywords of tokenized text, best first (ties: earlier in the text first).
+
+    `weights` (one per token, default 1) scale what each occurrence adds to the term count: a
+    video's title words count `title_weight` times. The fallback POS tier is used only when no
+    word passes the main one.
+    """
     idf = Idf.builtin() if idf is None else idf
     stopwords = load_stopwords(config.stopwords_file, config.extra_stopwords)
-    counts: dict[str, int] = {}
+    fallback = not any(is_candidate(w, f, config, stopwords) for w, f in tokens)
+    counts: dict[str, float] = {}
     first: dict[str, tuple[int, str]] = {}
     entities: set[str] = set()
     for i, (word, flag) in enumerate(tokens):
-        if not is_candidate(word, flag, config, stopwords):
+        if not is_candidate(word, flag, config, stopwords, fallback):
             continue
         key = word.lower()
-        counts[key] = counts.get(key, 0) + 1
+        counts[key] = counts.get(key, 0.0) + (1.0 if weights is None else weights[i])
         first.setdefault(key, (i, word))
         if flag in config.entity_pos:
             entities.add(key)

@@ -118,10 +118,40 @@ def make_pseudo_query(
 ) -> PseudoQuery | None:
     """A pseudo-query drawn from the top_k keywords of `text`; None when it has no usable keyword.
 
-    For a video, pass `video_text(title, ocr, asr)` and `seed=video_seed(run_seed, video_id)`.
+    For a video, `video_pseudo_query` weights its title words above OCR/ASR words.
     """
     text = clean_text(text, config.max_text_chars)
     return _pseudo_query(text, rank_tokens(tokenize(text, config.hmm), idf, config), seed, config)
+
+
+def _field_tokens(title, ocr_text, asr_text, config: KeywordConfig):
+    """Cleaned fields, the text they make, and each field's tokens (each field tokenized once)."""
+    fields = [clean_text(t, config.max_text_chars) for t in (title, ocr_text, asr_text)]
+    text = " ".join(f for f in fields if f)
+    return fields, text, [tokenize(f, config.hmm) if f else [] for f in fields]
+
+
+def _rank_video(tokens: list[list[tuple[str, str]]], idf: Idf | None, config: KeywordConfig) -> list[Keyword]:
+    weights = [config.title_weight] * len(tokens[0]) + [1.0] * (len(tokens[1]) + len(tokens[2]))
+    return rank_tokens(tokens[0] + tokens[1] + tokens[2], idf, config, weights)
+
+
+def video_pseudo_query(
+    video_id: str,
+    title: str | None,
+    ocr_text: str | None,
+    asr_text: str | None,
+    idf: Idf | None = None,
+    config: KeywordConfig = DEFAULT_CONFIG,
+    seed: int = 0,
+) -> PseudoQuery | None:
+    """A video's pseudo-query: keywords of title + OCR + ASR, title words weighted by title_weight.
+
+    The sampling seed is video_seed(seed, video_id). With title_weight 1 this equals
+    make_pseudo_query(video_text(title, ocr_text, asr_text), seed=video_seed(seed, video_id)).
+    """
+    _, text, tokens = _field_tokens(title, ocr_text, asr_text, config)
+    return _pseudo_query(text, _rank_video(tokens, idf, config), video_seed(seed, video_id), config)
 
 
 def _sequence(title: str, extra_ranked: list[Keyword], max_chars: int) -> str:
@@ -167,16 +197,13 @@ def pretrain_text(
 ) -> PretrainText | str:
     """Everything `pretrain_pairs` holds for one video's text, or the reject reason (a str).
 
-    Each field is tokenized once: the pseudo-query ranks title + OCR + ASR together, the keyword
-    sequence ranks OCR + ASR; the results equal `make_pseudo_query(video_text(...), seed=
-    video_seed(seed, video_id))` and `keyword_sequence(...)` called separately.
+    Each field is tokenized once; the results equal `video_pseudo_query(...)` and
+    `keyword_sequence(...)` called separately.
     """
-    fields = [clean_text(t, config.max_text_chars) for t in (title, ocr_text, asr_text)]
-    text = " ".join(f for f in fields if f)
+    fields, text, tokens = _field_tokens(title, ocr_text, asr_text, config)
     if not has_content(text):
         return NO_TEXT
-    tokens = [tokenize(f, config.hmm) if f else [] for f in fields]
-    query = _pseudo_query(text, rank_tokens(tokens[0] + tokens[1] + tokens[2], idf, config), video_seed(seed, video_id), config)
+    query = _pseudo_query(text, _rank_video(tokens, idf, config), video_seed(seed, video_id), config)
     if query is None:
         return NO_KEYWORDS
     extra = rank_tokens(tokens[1] + tokens[2], idf, config) if tokens[1] or tokens[2] else []

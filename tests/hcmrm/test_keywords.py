@@ -119,6 +119,12 @@ def test_rank_keywords_reports_scores_and_entity_flags():
     assert [k.score for k in ranked] == sorted((k.score for k in ranked), reverse=True)
 
 
+def test_verbs_and_idioms_are_a_fallback_only_when_there_is_no_noun():
+    assert extract_keywords("夜晚中正在看电视的人。") == ["看电视"]  # 看电视 is jieba's verb
+    assert extract_keywords("民心所向，众望所归！") == ["民心所向", "众望所归"]  # idioms
+    assert "起飞" not in extract_keywords(NEWS)  # nouns there: verbs stay out
+
+
 def test_stopwords_and_filters_leave_no_keywords():
     assert extract_keywords("我们今天点赞视频") == []
     assert extract_keywords("") == []

@@ -18,6 +18,7 @@ from hcmrm.pseudo_query import (
     rank_keywords,
     remove_keywords,
     sample_keywords,
+    video_pseudo_query,
     video_seed,
     video_text,
 )
@@ -112,13 +113,27 @@ def test_pretrain_text_matches_the_separate_public_functions():
     idf = Idf.from_documents([video_text(TITLE, OCR, ASR), NEWS, "原神 新角色 PV"])
     for video_id, (title, ocr, asr) in {"a": (TITLE, OCR, ASR), "b": (NEWS, None, None), "c": (None, OCR, "")}.items():
         got = pretrain_text(video_id, title, ocr, asr, idf, seed=3, max_chars=64)
-        pq = make_pseudo_query(video_text(title, ocr, asr), idf, seed=video_seed(3, video_id))
+        pq = video_pseudo_query(video_id, title, ocr, asr, idf, seed=3)
         assert got == PretrainText(
             pseudo_query=pq.pseudo_query,
             keywords=pq.keywords,
             context_text=pq.context_text,
             video_text=keyword_sequence(title, ocr, asr, idf, max_chars=64),
         )
+
+
+def test_video_pseudo_query_weights_title_words_above_ocr_asr_words():
+    idf = Idf({}, 1.0)
+    one = KeywordConfig(query_max_keywords=1, query_sampling="top", title_weight=1.0)
+    # equal counts and IDF: with no title weight the earlier word wins, with it the title word wins
+    assert video_pseudo_query("v", "游戏", "电影", None, idf, one).keywords == ["游戏"]
+    assert video_pseudo_query("v", "游戏", "电影 电影", None, idf, one).keywords == ["电影"]
+    weighted = replace(one, title_weight=3.0)
+    assert video_pseudo_query("v", "游戏", "电影 电影", None, idf, weighted).keywords == ["游戏"]
+    # title_weight 1: the same as the plain-text function over the joined video text
+    same = replace(KeywordConfig(), title_weight=1.0)
+    assert video_pseudo_query("v9", TITLE, OCR, ASR, idf, same, seed=4) == make_pseudo_query(
+        video_text(TITLE, OCR, ASR), idf, same, seed=video_seed(4, "v9"))
 
 
 def test_pretrain_text_gives_a_reason_when_there_is_no_pair():

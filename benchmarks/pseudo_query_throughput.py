@@ -1,0 +1,170 @@
+"""Titles/s of the pseudo-queries Spark job against the same extraction in a plain Python loop.
+
+Input: N real headlines (THUCNews dev + test, then TNEWS; default 20,000) as a `videos` table
+with no OCR, ASR or frames, one dt. Both sides do the same work: corpus IDF (every title
+tokenized once to count document frequencies), then for every title the pseudo-query, context
+text and keyword sequence (`hcmrm.pseudo_query.pretrain_text`, a second tokenization).
+
+- Spark: `jobs.pseudo_queries.build` on the `local` profile (local[*]: one Python worker per core),
+  the whole job as scheduled: read Parquet, IDF aggregate written to Delta, pairs and rejects
+  written to Delta, counts reconciled and read back. Also the transforms alone, into Spark's
+  `noop` sink (no Delta), to show what the writes cost.
+- Loop: one Python process, pandas reads the same Parquet, then a for loop.
+
+Warm-up first (JVM, Python workers with jieba loaded, jieba in this process), then one timed run
+of each. The ratio is Spark titles/s over loop titles/s: Spark's `cores` workers against one
+process, so on 2 cores the ideal is about 2 and the target is >= 0.9. The machine is shared:
+the load average is printed before and after.
+
+    .venv/bin/python benchmarks/pseudo_query_throughput.py [--n 20000] [--data /work/shared/data]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+DATA = Path("/work/shared/data")
+DT = "2024-09-01"
+
+
+def titles(data: Path, n: int) -> list[str]:
+    out = []
+    for split in ("dev", "test"):
+        out += [line.split("\t")[0] for line in (data / "thucnews_titles" / f"{split}.txt").open(encoding="utf-8")]
+    for split in ("dev", "test"):
+        out += [json.loads(line)["sentence"] for line in (data / "tnews_keywords" / f"{split}.json").open(encoding="utf-8")]
+    if len(out) < n:
+        raise SystemExit(f"only {len(out)} titles available, asked for {n}")
+    return out[:n]
+
+
+def write_videos(path: str, texts: list[str]) -> None:
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    frame = pd.DataFrame(
+        {
+            "video_id": [f"t{i:06d}" for i in range(len(texts))],
+            "title": texts,
+            "ocr_text": None,
+            "asr_text": None,
+            "frames": [[] for _ in texts],
+            "dt": DT,
+        }
+    )
+    schema = pa.schema(
+        [
+            ("video_id", pa.string()),
+            ("title", pa.string()),
+            ("ocr_text", pa.string()),
+            ("asr_text", pa.string()),
+            ("frames", pa.list_(pa.binary())),
+            ("dt", pa.string()),
+        ]
+    )
+    pq.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False), path)
+
+
+def python_loop(path: str, config) -> int:
+    """The same extraction, one process: IDF over the titles, then every pair."""
+    import pandas as pd
+
+    from hcmrm.keywords import Idf
+    from hcmrm.pseudo_query import PretrainText, pretrain_text, video_text
+
+    rows = pd.read_parquet(path)
+    kw = config.keywords
+    idf = Idf.from_documents((video_text(t, o, a, kw.max_text_chars) for t, o, a in
+                              zip(rows.title, rows.ocr_text, rows.asr_text)), kw)
+    pairs = 0
+    for video_id, title, ocr, asr in zip(rows.video_id, rows.title, rows.ocr_text, rows.asr_text):
+        result = pretrain_text(video_id, title, ocr, asr, idf, kw, config.seed, config.max_sequence_chars)
+        pairs += isinstance(result, PretrainText)
+    return pairs
+
+
+def spark_transforms(spark, path: str, config) -> None:
+    """The job's transforms without Delta: IDF aggregate collected, pairs into the noop sink."""
+    from pyspark.sql import functions as F
+
+    from jobs import pseudo_queries as job
+
+    videos = job.spread(job.read_videos(spark, path), config.partitions)
+    valid = job.flag_keys(videos).where(F.col("key_problem").isNull())
+    idf = job.idf_from_table(job.corpus_idf(valid, config.keywords), config.keywords.min_df)
+    broadcast = spark.sparkContext.broadcast(idf)
+    results = job.pretrain_results(videos, broadcast, config.keywords, config.seed, config.max_sequence_chars)
+    results.write.format("noop").mode("overwrite").save()
+    broadcast.unpersist()
+
+
+def timed(fn, *args) -> float:
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=20000, help="titles to process")
+    parser.add_argument("--warmup", type=int, default=2000, help="titles in the warm-up runs")
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--profile", default="local", help="Spark profile (conf/spark)")
+    args = parser.parse_args()
+
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from hcmrm.keywords import init_jieba
+    from hcmrm.settings import Settings
+    from jobs import pseudo_queries as job
+    from jobs.session import spark_session
+
+    config = job.JobConfig.load()
+    texts = titles(args.data, args.n)
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="pq-bench-") as tmp:
+        full, warm = f"{tmp}/videos.parquet", f"{tmp}/warm.parquet"
+        write_videos(full, texts)
+        write_videos(warm, texts[: args.warmup])
+        settings = Settings(lake=f"{tmp}/lake", tracking_uri=f"sqlite:///{tmp}/mlruns.db",
+                            artifact_root=f"{tmp}/mlartifacts", spark_profile=args.profile)
+        spark = spark_session(args.profile, {"spark.ui.enabled": "false"}, app_name="hcmrm-bench-pseudo-query")
+        cores = spark.sparkContext.defaultParallelism
+
+        # Warm-up: JVM, Delta, Python workers (jieba loaded once each); jieba in this process.
+        job.build(spark, settings, warm, None, config)
+        spark_transforms(spark, warm, config)
+        init_jieba()
+        python_loop(warm, config)
+
+        loop_s = timed(python_loop, full, config)
+        transforms_s = timed(spark_transforms, spark, full, config)
+        job_s = timed(job.build, spark, settings, full, [DT], config)
+        spark.stop()
+    load_after = os.getloadavg()
+
+    n = args.n
+    rows = [("python loop, 1 process", loop_s), (f"spark transforms -> noop, {cores} workers", transforms_s),
+            (f"spark job (build, Delta writes), {cores} workers", job_s)]
+    print(f"pseudo-query throughput: {n:,} titles (THUCNews + TNEWS), hmm={config.keywords.hmm}, "
+          f"{os.cpu_count()} CPUs, Spark profile {args.profile!r} with {cores} cores")
+    for name, seconds in rows:
+        print(f"  {name:<45} {seconds:7.1f} s  {n / seconds:8.0f} titles/s")
+    print(f"  ratio spark job / loop        = {loop_s / job_s:.2f}  (target >= 0.9)")
+    print(f"  ratio spark transforms / loop = {loop_s / transforms_s:.2f}")
+    print(f"  load average (1, 5, 15 min) before {tuple(round(x, 1) for x in load_before)}, "
+          f"after {tuple(round(x, 1) for x in load_after)}")
+
+
+if __name__ == "__main__":
+    main()
