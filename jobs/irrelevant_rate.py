@@ -1,0 +1,130 @@
+"""irrelevant-rate: the share of irrelevant ads per day, model version and dimension -> Delta + SQL views.
+
+    hcmrm irrelevant-rate [--date D | --start S --end E] [--sql "SELECT ... FROM irrelevant_rate_by_day"]
+    spark-submit jobs/irrelevant_rate.py [same flags]
+
+Irrelevant = the predicted label is Bad or Less (label <= 1). From `relevance_scores`, per (dt,
+model_name, model_version, the dimensions present: advertiser, industry, ...): pairs,
+irrelevant_pairs, rate = irrelevant_pairs / pairs and, where the input had impressions,
+impressions, irrelevant_impressions and impression_weighted_rate (pairs with null impressions
+weigh 0). Written to `irrelevant_rate_daily` per dt (replaceWhere, like relevance_scores: a
+re-scored day gets its rates replaced). With no date, every dt in relevance_scores is done.
+
+Views for analysts in this Spark session: `irrelevant_rate_daily` (the table) and
+`irrelevant_rate_by_day` (summed over the dimensions, one row per dt and model version).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from hcmrm.scoring import IRRELEVANT_MAX_LABEL
+from hcmrm.settings import Settings
+from jobs.common import script_main, settings_from_args, spark_from_args
+from jobs.score import CONF_FILE, SCORES, ScoreJobConfig, day, days_between
+from jobs.tables import is_delta_table, replace_partitions
+
+COMMAND = "irrelevant-rate"
+HELP = "irrelevant-ad rate per day, model version and dimension -> Delta irrelevant_rate_daily + SQL views"
+
+RATES = "irrelevant_rate_daily"
+BY_DAY_VIEW = "irrelevant_rate_by_day"
+COUNTS = ("pairs", "irrelevant_pairs", "impressions", "irrelevant_impressions")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--date", type=day, help="one dt (default: every dt in relevance_scores)")
+    parser.add_argument("--start", type=day, help="first dt of a range (with --end)")
+    parser.add_argument("--end", type=day, help="last dt of a range (with --start)")
+    parser.add_argument("--sql", help=f"a query to print afterwards, over the views {RATES} and {BY_DAY_VIEW}")
+    parser.add_argument("--job-config", default=CONF_FILE, help="job defaults (the dimensions)")
+
+
+def daily_rates(scores: DataFrame, dimensions=()) -> DataFrame:
+    """relevance_scores rows -> one row per (dt, model_name, model_version, *dimensions present)."""
+    dims = [d for d in dimensions if d in scores.columns]
+    irrelevant = F.col("label") <= IRRELEVANT_MAX_LABEL
+    if "impressions" in scores.columns:
+        impressions = F.sum("impressions").cast("long")
+        irrelevant_impressions = F.sum(F.when(irrelevant, F.col("impressions")).otherwise(0)).cast("long")
+    else:
+        impressions = irrelevant_impressions = F.lit(None).cast("long")
+    out = scores.groupBy("dt", "model_name", "model_version", *dims).agg(
+        F.count(F.lit(1)).alias("pairs"),
+        F.count(F.when(irrelevant, 1)).alias("irrelevant_pairs"),
+        impressions.alias("impressions"),
+        irrelevant_impressions.alias("irrelevant_impressions"),
+    )
+    return with_rates(out).select("dt", "model_name", "model_version", *dims, *COUNTS, "rate",
+                                  "impression_weighted_rate")
+
+
+def with_rates(counts: DataFrame) -> DataFrame:
+    """Add rate and impression_weighted_rate (null when there are no impressions) to summed counts."""
+    return counts.withColumn("rate", F.col("irrelevant_pairs") / F.col("pairs")).withColumn(
+        "impression_weighted_rate",
+        F.when(F.col("impressions") > 0, F.col("irrelevant_impressions") / F.col("impressions")),
+    )
+
+
+def by_day(rates: DataFrame) -> DataFrame:
+    """irrelevant_rate_daily summed over its dimensions: one row per (dt, model_name, model_version)."""
+    counts = rates.groupBy("dt", "model_name", "model_version").agg(
+        *[F.sum(c).cast("long").alias(c) for c in COUNTS]
+    )
+    return with_rates(counts).orderBy("dt", "model_version")
+
+
+def register_views(spark: SparkSession, settings: Settings) -> list[str]:
+    """Temp views over the table for Spark SQL in this session; their names."""
+    rates = spark.read.format("delta").load(settings.table(RATES))
+    rates.createOrReplaceTempView(RATES)
+    by_day(rates).createOrReplaceTempView(BY_DAY_VIEW)
+    return [RATES, BY_DAY_VIEW]
+
+
+def target_dates(spark: SparkSession, scores: DataFrame, args: argparse.Namespace) -> list[str]:
+    if args.date and (args.start or args.end):
+        raise SystemExit("give --date or --start/--end, not both")
+    if bool(args.start) != bool(args.end):
+        raise SystemExit("--start and --end go together")
+    if args.date:
+        return [args.date]
+    if args.start:
+        return days_between(args.start, args.end)
+    return sorted(r[0] for r in scores.select("dt").distinct().collect())
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    config = ScoreJobConfig.load(args.job_config)
+    spark = spark_from_args(args, settings, COMMAND)
+    path = settings.table(SCORES)
+    if not is_delta_table(spark, path):
+        raise SystemExit(f"no {SCORES} table at {path}: run `hcmrm score --date D` first")
+    scores = spark.read.format("delta").load(path)
+    dates = target_dates(spark, scores, args)
+    scores = scores.where(F.col("dt").isin(dates))
+    present = sorted(r[0] for r in scores.select("dt").distinct().collect())
+    missing = sorted(set(dates) - set(present))
+    if missing:
+        print(f"not scored yet, left out: {', '.join(missing)}")
+    if present:
+        replace_partitions(daily_rates(scores, config.dimensions), settings.table(RATES), present)
+    if not is_delta_table(spark, settings.table(RATES)):
+        print("no irrelevant rates yet: nothing scored")
+        return 1
+    views = register_views(spark, settings)
+    print(f"{RATES}: {len(present)} dates written to {settings.table(RATES)}; temp views: {', '.join(views)}")
+    spark.table(BY_DAY_VIEW).where(F.col("dt").isin(present)).show(50, truncate=False)
+    if args.sql:
+        spark.sql(args.sql).show(100, truncate=False)
+    return 0
+
+
+if __name__ == "__main__":
+    script_main(sys.modules[__name__])

@@ -1,0 +1,83 @@
+"""Irrelevant-ad rates: per day, model version and dimension; impression-weighted; a SQL view."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from argparse import Namespace
+
+import pytest
+
+pytestmark = pytest.mark.spark
+
+SCORES = "dt string, query string, ad_id string, impressions long, advertiser string, industry string, " \
+         "label int, model_name string, model_version string"
+ROWS = [  # label <= 1 is irrelevant
+    ("2024-09-10", "q1", "a1", 10, "s1", "fashion", 0, "m", "1"),
+    ("2024-09-10", "q2", "a1", 30, "s1", "fashion", 3, "m", "1"),
+    ("2024-09-10", "q1", "a2", 60, "s2", "digital", 1, "m", "1"),
+    ("2024-09-10", "q3", "a2", None, "s2", "digital", 2, "m", "1"),
+    ("2024-09-11", "q1", "a1", 5, "s1", "fashion", 2, "m", "2"),
+]
+
+
+def args(settings, **extra):
+    values = dict(lake=settings.lake, tracking_uri=settings.tracking_uri, artifact_root=settings.artifact_root,
+                  model_name=settings.model_name, spark_profile="test", conf=[], date=None, start=None, end=None,
+                  sql=None)
+    values.update(extra)
+    from jobs.score import CONF_FILE
+
+    return Namespace(job_config=CONF_FILE, **values)
+
+
+def test_daily_rates_per_dimension_with_impression_weights(spark):
+    from pyspark.testing import assertDataFrameEqual
+
+    from jobs.irrelevant_rate import daily_rates
+
+    got = daily_rates(spark.createDataFrame(ROWS, SCORES), ["advertiser", "industry", "not_there"])
+    expected = spark.createDataFrame(
+        [("2024-09-10", "m", "1", "s1", "fashion", 2, 1, 40, 10, 0.5, 0.25),
+         ("2024-09-10", "m", "1", "s2", "digital", 2, 1, 60, 60, 0.5, 1.0),
+         ("2024-09-11", "m", "2", "s1", "fashion", 1, 0, 5, 0, 0.0, 0.0)],
+        "dt string, model_name string, model_version string, advertiser string, industry string, pairs long, "
+        "irrelevant_pairs long, impressions long, irrelevant_impressions long, rate double, "
+        "impression_weighted_rate double",
+    )
+    assertDataFrameEqual(got, expected)
+
+
+def test_without_impressions_the_weighted_rate_is_null(spark):
+    from jobs.irrelevant_rate import daily_rates
+
+    scores = spark.createDataFrame(ROWS, SCORES).drop("impressions", "advertiser", "industry")
+    (row,) = daily_rates(scores).where("dt = '2024-09-10'").collect()
+    assert (row.pairs, row.irrelevant_pairs, row.rate) == (4, 2, 0.5)
+    assert row.impressions is None and row.impression_weighted_rate is None
+
+
+def test_job_writes_the_table_per_date_and_analysts_query_the_views(spark, settings):
+    from jobs import irrelevant_rate
+    from jobs.tables import replace_partitions
+
+    replace_partitions(spark.createDataFrame(ROWS, SCORES), settings.table("relevance_scores"),
+                       ["2024-09-10", "2024-09-11"])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert irrelevant_rate.run(args(settings, sql="SELECT dt, rate FROM irrelevant_rate_by_day ORDER BY dt")) == 0
+    assert "2 dates written" in out.getvalue()
+    table = spark.read.format("delta").load(settings.table("irrelevant_rate_daily"))
+    assert table.count() == 3
+    by_day = {r.dt: (r.pairs, r.irrelevant_pairs, r.rate, r.impression_weighted_rate)
+              for r in spark.sql("SELECT * FROM irrelevant_rate_by_day").collect()}
+    assert by_day == {"2024-09-10": (4, 2, 0.5, 70 / 100), "2024-09-11": (1, 0, 0.0, 0.0)}
+    assert spark.sql("SELECT sum(pairs) FROM irrelevant_rate_daily WHERE industry = 'fashion'").first()[0] == 3
+
+    # Re-scored with another version, a day's rates are replaced, not added.
+    rescored = [(*r[:-1], "3") for r in ROWS if r[0] == "2024-09-11"]
+    replace_partitions(spark.createDataFrame(rescored, SCORES), settings.table("relevance_scores"), ["2024-09-11"])
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert irrelevant_rate.run(args(settings, date="2024-09-11")) == 0
+    versions = spark.sql("SELECT dt, model_version FROM irrelevant_rate_by_day ORDER BY dt").collect()
+    assert [tuple(r) for r in versions] == [("2024-09-10", "1"), ("2024-09-11", "3")]

@@ -1,0 +1,50 @@
+"""The report: the rate per day and model version as a PNG inside an HTML page, paths printed."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from argparse import Namespace
+
+import pytest
+from PIL import Image
+
+from jobs.report import window
+
+
+def test_window_is_the_last_n_days_ending_at_end():
+    assert window("2024-09-11", 1) == ("2024-09-11", "2024-09-11")
+    assert window("2024-03-01", 2) == ("2024-02-29", "2024-03-01")
+    with pytest.raises(SystemExit):
+        window("2024-09-11", 0)
+
+
+@pytest.mark.spark
+def test_report_plots_the_last_days_of_irrelevant_rate_daily(spark, settings, tmp_path):
+    from jobs import report
+    from jobs.score import CONF_FILE
+    from jobs.tables import replace_partitions
+
+    rows = [(f"2024-09-{d:02d}", "m", v, adv, 10, 2 + d % 3, 100, 20) for d in range(1, 11)
+            for v, adv in (("1", "s1"), ("1", "s2"))] + [("2024-09-10", "m", "2", "s1", 10, 1, None, None)]
+    rates = spark.createDataFrame(
+        rows, "dt string, model_name string, model_version string, advertiser string, pairs long, "
+              "irrelevant_pairs long, impressions long, irrelevant_impressions long")
+    replace_partitions(rates, settings.table("irrelevant_rate_daily"), sorted({r[0] for r in rows}))
+
+    out = io.StringIO()
+    args = Namespace(lake=settings.lake, tracking_uri=settings.tracking_uri, artifact_root=settings.artifact_root,
+                     model_name=settings.model_name, spark_profile="test", conf=[], days=3, end=None,
+                     out=tmp_path / "reports", job_config=CONF_FILE)
+    with contextlib.redirect_stdout(out):
+        assert report.run(args) == 0
+    printed = out.getvalue()
+    assert "4 (day, model version) points from 2024-09-08 to 2024-09-10" in printed
+    png, page = tmp_path / "reports" / "irrelevant_rate.png", tmp_path / "reports" / "irrelevant_rate.html"
+    assert f"plot: {png}" in printed and f"page: {page}" in printed
+    with Image.open(png) as image:
+        assert image.format == "PNG"
+    html = page.read_text()
+    assert "<td>2024-09-10</td><td>v2</td><td>10</td><td>1</td><td>0.1000</td><td></td>" in html
+    assert "<td>2024-09-08</td><td>v1</td><td>20</td><td>8</td><td>0.4000</td><td>0.2000</td>" in html
+    assert "2024-09-07" not in html
