@@ -6,6 +6,7 @@
                    [--gate-metric auc] [--no-register] [--out runs/finetune]
     spark-submit jobs/finetune.py [same flags]
     torchrun --nproc-per-node 2 jobs/finetune.py --train train.jsonl --dev dev.jsonl ...   (gloo)
+    hcmrm finetune --num-processes 2 ...          (the same through Spark's TorchDistributor, local mode)
 
 Labeled pairs come from the lake's Delta table `labeled_pairs` (query, title, label, split; rows of
 split `train` to train, `dev` to evaluate), or from --train/--dev: a Delta table, Parquet, a JSON
@@ -26,13 +27,16 @@ import argparse
 import hashlib
 import json
 import logging
+import os
+import shutil
 import sys
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
 from hcmrm.settings import CONF_DIR, REPO_ROOT, Settings
-from jobs.common import script_main, settings_from_args
-from jobs.pretrain import add_training_arguments, is_plain_file, merge, tracked_run, training_overrides
+from jobs.common import configure_logging, script_main, settings_from_args
+from jobs.pretrain import add_training_arguments, is_plain_file, launch, merge, tracked_run, training_overrides
 
 COMMAND = "finetune"
 HELP = "fine-tune HCMRM on labeled pairs, evaluate, register in MLflow, move champion if better"
@@ -56,6 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gate-metric", choices=("auc", "spearman", "accuracy", "ndcg"), help="metric of the gate")
     parser.add_argument("--no-register", action="store_true", help="log the run, but register no model version")
     parser.add_argument("--out", type=Path, help="run folder: checkpoints and the model (default runs/finetune)")
+    parser.add_argument("--num-processes", type=int, help="train with N processes through Spark's TorchDistributor")
 
 
 def load_config(args: argparse.Namespace):
@@ -104,6 +109,8 @@ def read_frame(path: str | None, args: argparse.Namespace, settings: Settings):
     from jobs.tables import is_delta_table, read_table
 
     spark = spark_from_args(args, settings, COMMAND)
+    if "://" not in path and not Path(path).exists():
+        raise SystemExit(f"no labeled pairs at {path}: run `hcmrm build-lake`, or pass --train FILE")
     df = read_table(spark, path)
     videos_path = args.videos or settings.table("videos")
     if "video_id" in df.columns and "title" not in df.columns and "text" not in df.columns:
@@ -162,11 +169,44 @@ def _rejects_summary(rejects) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    if (args.num_processes or 1) > 1 and "WORLD_SIZE" not in os.environ:
+        summary = run_distributor(args, settings)
+    else:
+        summary = train_and_register(args, settings)
+    if summary is not None:
+        print(json.dumps(summary, ensure_ascii=False))
+    return 0
+
+
+def run_distributor(args: argparse.Namespace, settings: Settings) -> dict | None:
+    """Read and validate here, hand the pairs to N processes (Parquet in a temp folder), return rank 0's summary."""
+    train_pairs, dev_pairs, rejects = read_labeled_sets(args, settings)
+    folder = Path(tempfile.mkdtemp(prefix="hcmrm-finetune-"))
+    try:
+        overrides = {"train": str(folder / "train.parquet"), "dev": None, "limit": None, "num_processes": None,
+                     "upstream_rejects": int(len(rejects))}
+        train_pairs.drop(columns=["split"], errors="ignore").to_parquet(overrides["train"])
+        if dev_pairs is not None:
+            overrides["dev"] = str(folder / "dev.parquet")
+            dev_pairs.drop(columns=["split"], errors="ignore").to_parquet(overrides["dev"])
+        return launch(args, settings, COMMAND, distributed_worker, overrides)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def distributed_worker(options: dict):
+    """One of the N processes TorchDistributor starts (RANK, WORLD_SIZE... are set)."""
+    configure_logging()
+    return train_and_register(argparse.Namespace(**options), settings_from_args(argparse.Namespace(**options)))
+
+
+def train_and_register(args: argparse.Namespace, settings: Settings) -> dict | None:
+    """Train (joining a process group when launched as several), then register and gate on the main process."""
     from hcmrm import distributed, gate, registry
     from hcmrm.finetune import evaluate, finetune
     from hcmrm.labeled_data import to_examples
 
-    settings = settings_from_args(args)
     config = load_config(args)
     dist = distributed.init()
     train_pairs, dev_pairs, rejects = read_labeled_sets(args, settings)
@@ -174,14 +214,15 @@ def run(args: argparse.Namespace) -> int:
     dev = to_examples(dev_pairs) if dev_pairs is not None else None
     if len(rejects):
         log.warning("%d labeled rows rejected: %s", len(rejects), rejects["reason"].value_counts().to_dict())
+    rejected = int(len(rejects)) + int(getattr(args, "upstream_rejects", 0) or 0)
     out = args.out or REPO_ROOT / "runs" / "finetune"
     data_id = fingerprint(dev) if dev else None
     params = {**config.to_dict(), "init": args.init or "none",
               "data": {"train": args.train or settings.table("labeled_pairs"), "dev": args.dev or f"split={args.dev_split}",
-                       "train_pairs": len(train), "dev_pairs": len(dev or []), "rejected": len(rejects),
+                       "train_pairs": len(train), "dev_pairs": len(dev or []), "rejected": rejected,
                        "dev_fingerprint": data_id or "none"},
               "processes": dist.world_size}
-    summary: dict = {}
+    summary = None
     try:
         with tracked_run(settings, args.experiment or EXPERIMENT, f"finetune-{config.loss}", params, dist.is_main) as (
             mlrun, log_metrics
@@ -189,15 +230,14 @@ def run(args: argparse.Namespace) -> int:
             result = finetune(train, dev, config, out, init=args.init, settings=settings, log_metrics=log_metrics,
                               progress=not args.no_progress, dist=dist, resume=not args.no_resume)
             if dist.is_main:
-                summary = finish(settings, args, config, result, mlrun, rejects, dev, data_id, registry, gate, evaluate)
+                summary = finish(settings, args, config, result, mlrun, rejects, rejected, dev, data_id,
+                                 registry, gate, evaluate)
     finally:
         distributed.shutdown()
-    if dist.is_main:
-        print(json.dumps(summary, ensure_ascii=False))
-    return 0
+    return summary
 
 
-def finish(settings, args, config, result, mlrun, rejects, dev, data_id, registry, gate, evaluate) -> dict:
+def finish(settings, args, config, result, mlrun, rejects, rejected, dev, data_id, registry, gate, evaluate) -> dict:
     """Log the model and metrics, register the version, and run the gate (main process only)."""
     import mlflow
 
@@ -208,7 +248,7 @@ def finish(settings, args, config, result, mlrun, rejects, dev, data_id, registr
     mlflow.log_dict({"history": result.history}, "dev_history.json")
     source = registry.log_model_dir(result.model_dir)
     summary = {"run_id": mlrun.info.run_id, "model_dir": str(result.model_dir), "metrics": result.metrics,
-               "rejected": int(len(rejects)), "model_version": None, "gate": None}
+               "rejected": rejected, "model_version": None, "gate": None}
     if args.no_register:
         return summary
     if not dev:

@@ -5,6 +5,7 @@
                    [--weights pqvm=0] [--out runs/pretrain] [--no-resume]
     spark-submit jobs/pretrain.py [same flags]
     torchrun --nproc-per-node 2 jobs/pretrain.py --input pairs.parquet ...      (several processes, gloo)
+    hcmrm pretrain --num-processes 2 ...         (the same through Spark's TorchDistributor, local mode)
 
 Reads the Delta table `pretrain_pairs` of the lake (or --input: a Delta table, Parquet, JSON lines),
 collects the selected dates to the driver (pandas via Arrow) and trains with the loss weights of
@@ -18,7 +19,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shutil
 import sys
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -43,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_training_arguments(parser, CONF_FILE)
     parser.add_argument("--weights", help="loss weights, e.g. 'itc=1,itm=1,mlm=1,pqvm=0' (ALBEF-style)")
     parser.add_argument("--out", type=Path, help="run folder: checkpoints and the model (default runs/pretrain)")
+    parser.add_argument("--num-processes", type=int, help="train with N processes through Spark's TorchDistributor")
 
 
 def add_training_arguments(parser: argparse.ArgumentParser, conf_file: Path) -> None:
@@ -147,6 +152,8 @@ def read_pairs(args: argparse.Namespace, settings: Settings):
         from jobs.tables import read_table
 
         spark = spark_from_args(args, settings, COMMAND)
+        if "://" not in path and not Path(path).exists():
+            raise SystemExit(f"no pre-training pairs at {path}: run `hcmrm pseudo-queries`, or pass --input FILE")
         frame = select_pairs(read_table(spark, path), args.date).toPandas()
     if args.limit:
         frame = frame.head(args.limit)
@@ -191,12 +198,53 @@ def tracked_run(settings: Settings, experiment: str, run_name: str, params: dict
 # --- run ----------------------------------------------------------------------------------------
 
 
+def launch(args: argparse.Namespace, settings: Settings, command: str, worker, overrides: dict):
+    """Run `worker(options)` in args.num_processes processes with Spark's TorchDistributor (local mode);
+    options are the parsed flags with `overrides` applied. Returns rank 0's return value."""
+    import torch
+    from pyspark.ml.torch.distributor import TorchDistributor
+
+    from jobs.common import spark_from_args
+
+    spark_from_args(args, settings, command)  # TorchDistributor runs under the active session
+    options = {k: v for k, v in vars(args).items() if k != "handler"}
+    options.update(overrides)
+    distributor = TorchDistributor(num_processes=args.num_processes, local_mode=True, use_gpu=torch.cuda.is_available())
+    return distributor.run(worker, options)
+
+
 def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    if (args.num_processes or 1) > 1 and "WORLD_SIZE" not in os.environ:
+        frame = read_pairs(args, settings)
+        folder = Path(tempfile.mkdtemp(prefix="hcmrm-pretrain-"))
+        try:
+            frame.to_parquet(folder / "pairs.parquet")
+            overrides = {"input": str(folder / "pairs.parquet"), "date": None, "limit": None, "num_processes": None}
+            message = launch(args, settings, COMMAND, distributed_worker, overrides)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    else:
+        message = pretrain_and_log(args, settings)
+    if message:
+        print(message)
+    return 0
+
+
+def distributed_worker(options: dict):
+    """One of the N processes TorchDistributor starts (RANK, WORLD_SIZE... are set)."""
+    from jobs.common import configure_logging
+
+    configure_logging()
+    return pretrain_and_log(argparse.Namespace(**options), settings_from_args(argparse.Namespace(**options)))
+
+
+def pretrain_and_log(args: argparse.Namespace, settings: Settings) -> str | None:
+    """Pre-train (joining a process group when launched as several); the main process logs to MLflow."""
     from hcmrm import distributed
     from hcmrm.pretrain import examples_from_records, pretrain
     from hcmrm.registry import log_model_dir
 
-    settings = settings_from_args(args)
     config = load_config(args)
     dist = distributed.init()
     frame = read_pairs(args, settings)
@@ -207,6 +255,7 @@ def run(args: argparse.Namespace) -> int:
     params = {**config.to_dict(), "data": {"input": args.input or settings.table("pretrain_pairs"),
                                            "dates": ",".join(args.date or []) or "all", "pairs": len(examples),
                                            "with_frames": n_frames}, "processes": dist.world_size}
+    message = None
     try:
         with tracked_run(settings, args.experiment or EXPERIMENT, "pretrain", params, dist.is_main) as (mlrun, log_metrics):
             result = pretrain(examples, config, out, log_metrics=log_metrics, progress=not args.no_progress,
@@ -217,10 +266,10 @@ def run(args: argparse.Namespace) -> int:
                 mlflow.log_metrics({"steps": result.loop.steps, "seconds": result.loop.seconds})
                 mlflow.log_dict(config.to_dict(), "pretrain_config.json")
                 log_model_dir(result.model_dir)
-                print(f"pre-trained model: {result.model_dir} (MLflow run {mlrun.info.run_id}, artifact 'model')")
+                message = f"pre-trained model: {result.model_dir} (MLflow run {mlrun.info.run_id}, artifact 'model')"
     finally:
         distributed.shutdown()
-    return 0
+    return message
 
 
 if __name__ == "__main__":

@@ -101,3 +101,14 @@ def test_pairs_by_video_id_take_the_latest_video_text(spark):
         "video_id string, query string, label int, title string, ocr_text string, asr_text string",
     )
     assertDataFrameEqual(job.with_video_text(labeled, videos), expected)
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_two_processes_through_torch_distributor(spark, settings, capsys, tmp_path):
+    train = write_jsonl(tmp_path / "train.jsonl", rows())
+    out = run_job(settings, capsys, tmp_path, "--train", train, "--dev", train, "--num-processes", "2",
+                  "--out", str(tmp_path / "r"))
+    assert out["model_version"] == "1" and out["metrics"]["n"] == 16
+    run = tracking.configure(settings).MlflowClient().get_run(out["run_id"])
+    assert run.data.params["processes"] == "2"
