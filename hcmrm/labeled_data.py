@@ -10,7 +10,6 @@ dropped silently: they come back in `rejects` with a `reason`.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,8 +133,12 @@ def read_labeled(path: str | Path, split: str | None = None) -> LabeledPairs:
     return normalize(df, source=str(path))
 
 
-def build_texts(pairs: pd.DataFrame, idf: dict[str, float] | None = None) -> pd.DataFrame:
-    """Fill `text` with the model's video-text input, built exactly as the scoring job builds it."""
+def build_texts(pairs: pd.DataFrame, idf=None) -> pd.DataFrame:
+    """Fill `text` with the model's video-text input, built exactly as the scoring job builds it.
+
+    `keyword_sequence(title, ocr_text, asr_text, idf)`: the title whole, then OCR/ASR keywords
+    (`idf`: a hcmrm.keywords.Idf; None = jieba's). A `text` given in the data is kept as is.
+    """
     from hcmrm.pseudo_query import keyword_sequence
 
     pairs = pairs.copy()
@@ -168,9 +171,3 @@ def _frames(value) -> list[bytes]:
         return []
     return [bytes(b) for b in value if b is not None]
 
-
-def group_sizes(queries: Sequence[str]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for q in queries:
-        counts[q] = counts.get(q, 0) + 1
-    return counts

@@ -34,9 +34,10 @@ def corpus():
     return out
 
 
-def config(steps, seed=0, **loop):
+def config(steps, seed=0, model=None, **loop):
     return PretrainConfig(
         preset="tiny",
+        model=model or {},
         loop={"max_steps": steps, "batch_size": 4, "seed": seed, "log_every": 1,
               "optim": {"lr": 3e-3, "warmup_steps": 2}, **loop},
     )
@@ -58,25 +59,28 @@ class Crash(Exception):
     pass
 
 
-def test_resume_gives_the_same_next_steps_as_an_uninterrupted_run(tmp_path):
-    straight = pretrain(corpus(), config(6, checkpoint_every=2), tmp_path / "a", progress=False)
+@pytest.mark.parametrize("model", [{}, {"use_momentum": True, "queue_size": 8}], ids=["plain", "momentum+queue"])
+def test_resume_gives_the_same_next_steps_as_an_uninterrupted_run(tmp_path, model):
+    straight = pretrain(corpus(), config(6, model=model, checkpoint_every=2), tmp_path / "a", progress=False)
 
     def crash_after_step_3(metrics, step):
         if step == 3:
             raise Crash  # killed after step 3: the last checkpoint is the one of step 2
     with pytest.raises(Crash):
-        pretrain(corpus(), config(6, checkpoint_every=2), tmp_path / "b", log_metrics=crash_after_step_3,
+        pretrain(corpus(), config(6, model=model, checkpoint_every=2), tmp_path / "b", log_metrics=crash_after_step_3,
                  progress=False)
     assert latest_checkpoint(tmp_path / "b" / "checkpoints").name == "step-00000002"
     state = json.loads((latest_checkpoint(tmp_path / "b" / "checkpoints") / "train_state.json").read_text())
     assert state["position"] == {"step": 2, "epoch": 1, "batch": 0}
 
     torch.manual_seed(1234)  # whatever the global RNG holds now, the checkpoint's state wins
-    resumed = pretrain(corpus(), config(6, checkpoint_every=2), tmp_path / "b", progress=False)
+    resumed = pretrain(corpus(), config(6, model=model, checkpoint_every=2), tmp_path / "b", progress=False)
     assert resumed.loop.resumed_from == 2
     assert resumed.loop.losses == straight.loop.losses[2:]  # bit-identical steps 3..6
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
+    if model:  # the EMA model and the feature queue came back too
+        assert (tmp_path / "b" / "checkpoints" / "step-00000006" / "extra.safetensors").exists()
 
 
 def test_pretrain_pairs_rows_become_examples():
