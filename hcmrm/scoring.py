@@ -24,7 +24,7 @@ IRRELEVANT_MAX_LABEL = 1  # a pair is irrelevant when its label is Bad or Less
 
 @dataclass(frozen=True)
 class ScoringConfig:
-    ads_per_batch: int = 32  # ads whose frames go through the vision tower in one forward pass
+    ads_per_batch: int = 64  # ads per chunk: one vision forward pass, their pairs sorted and batched together
     pairs_per_batch: int = 128  # (query, ad) pairs per fusion forward pass
     sort_by_length: bool = True  # order pairs by token count before batching, to cut padding
     sort_window: int = 64  # sort within windows of this many batches (bounds tokenized memory)
@@ -104,10 +104,17 @@ class Scorer:
         return cls(model, Tokenizer.from_config(model.config), config or ScoringConfig(), torch.device(device))
 
     def score(self, ads: Sequence[AdPairs]) -> list[AdScores]:
-        """Score every query of every ad; each ad's frames are encoded exactly once per call."""
-        results: list[AdScores] = []
-        for start in range(0, len(ads), self.config.ads_per_batch):
-            results += self._score_chunk(ads[start : start + self.config.ads_per_batch])
+        """Score every query of every ad; each ad's frames are encoded exactly once per call.
+
+        Ads are chunked by frame count (text-only ads together), so a text-only pair cross-attends
+        to one memory token rather than to a framed neighbour's masked frame tokens.
+        """
+        order = sorted(range(len(ads)), key=lambda i: len(ads[i].frames or ()))
+        results: list[AdScores | None] = [None] * len(ads)
+        for start in range(0, len(order), self.config.ads_per_batch):
+            chunk = order[start : start + self.config.ads_per_batch]
+            for i, result in zip(chunk, self._score_chunk([ads[i] for i in chunk])):
+                results[i] = result
         return results
 
     # -- one chunk of ads: one vision pass, then their pairs in length-sorted batches --

@@ -53,7 +53,7 @@ class ScoreJobConfig:
     dimensions: tuple[str, ...] = ("advertiser", "industry")  # carried from query_ad_pairs (first) or ads
     device: str = "auto"  # auto (the task's Spark GPU, else cuda:0, else CPU), cpu or cuda
     require_text: bool = True  # reject ads whose video has no text at all
-    ads_per_arrow_batch: int = 64  # ads (frames included) per Arrow batch into a Python worker
+    ads_per_arrow_batch: int = 128  # ads (frames included) per Arrow batch into a Python worker
     engine: ScoringConfig = field(default_factory=ScoringConfig)  # the engine's batching
     parallel: int = 1  # backfill: dates scored at once
     retries: int = 2  # backfill: re-tries of a date after a Delta concurrent-write conflict

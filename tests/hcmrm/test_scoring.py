@@ -64,7 +64,7 @@ def test_each_ad_is_encoded_once_however_many_queries(model):
     scorer.score(ADS)
     c = scorer.counters
     assert (c.vision_encodes, c.pairs_scored, c.ads_rejected) == (3, 6, 0)
-    assert c.batches == 3  # ads a1+a2: 4 pairs in 2 batches; the text-only ad: 2 pairs in 1
+    assert c.batches == 4  # chunked by frame count: (text-only, a2) 3 pairs in 2 batches; (a1) 3 pairs in 2
     naive = Scorer(model, Tokenizer.from_config(model.config))
     naive.score([AdPairs(ad.ad_id, ad.text, ad.frames, [q]) for ad in ADS for q in ad.queries])
     assert naive.counters.vision_encodes == 6  # the per-pair baseline the benchmark compares against

@@ -1,0 +1,134 @@
+"""Spark's overhead on scoring: the score job against the engine alone, same pairs, same model, CPU.
+
+Inputs: one day of the shipped sample (data/sample; --repeat N copies with fresh ad and video ids
+for a longer run), written as Delta tables in a temp lake; a --preset model with random weights
+(speed does not depend on training) registered as champion in a temp MLflow.
+
+- Spark: `jobs.score.score_date` on the `local` profile (local[*]: one Python worker per core, one
+  torch thread each), the whole job: Delta reads, validation, ad-major grouping, mapInArrow scoring,
+  relevance_scores + scoring_rejects written, counts reconciled, MLflow run. Also its scoring stage
+  alone (the action that runs the scorer; `pairs_per_second` of the job's own log).
+- Engine: one Python process, torch threads = cores: pandas reads the same Parquet, groups by ad,
+  builds each ad's text, decodes and scores (hcmrm.scoring.Scorer), nothing written.
+
+Warm-up first (JVM, Python workers with torch and the model loaded; the engine once), then one
+timed run of each. Ratio = Spark pairs/s over engine pairs/s. The machine may be shared: the load
+average is printed before and after.
+
+    .venv/bin/python benchmarks/scoring_spark_overhead.py [--preset tiny] [--repeat 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+
+from scoring_engine import SAMPLE, group_ads, read_sample  # noqa: E402
+
+
+def register(settings, preset: str, root: Path) -> None:
+    import torch
+
+    from hcmrm.checkpoint import save_model
+    from hcmrm.model import build_model
+    from hcmrm.registry import log_model_dir, register_version, set_alias
+    from hcmrm.tracking import configure, use_experiment
+
+    torch.manual_seed(0)
+    save_model(build_model(preset).eval(), root / "model")
+    mlflow = configure(settings)
+    use_experiment(settings, "benchmark")
+    with mlflow.start_run() as run:
+        source = log_model_dir(root / "model")
+    set_alias(settings, register_version(settings, run.info.run_id, source).version)
+
+
+def engine_run(sample: Path, date: str, repeat: int, model_dir: Path, threads: int) -> dict:
+    import torch
+
+    from hcmrm.scoring import Scorer, ScoringConfig
+    from jobs.score import ScoreJobConfig
+
+    torch.set_num_threads(threads)
+    config = ScoreJobConfig.load().engine
+    scorer = Scorer.from_dir(model_dir, config)
+    scorer.score(group_ads(*read_sample(sample, date, 1))[:8])  # warm-up
+    start = time.perf_counter()
+    ads = group_ads(*read_sample(sample, date, repeat))
+    results = scorer.score(ads)
+    seconds = time.perf_counter() - start
+    pairs = sum(len(a.queries) for a, r in zip(ads, results) if r.reason is None)
+    return {"pairs": pairs, "seconds": round(seconds, 2), "pairs_per_s": round(pairs / seconds, 1),
+            "torch_threads": threads}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--date", default="2024-09-10")
+    parser.add_argument("--repeat", type=int, default=2, help="copies of the day, with fresh ad and video ids")
+    parser.add_argument("--profile", default="local", help="Spark profile (conf/spark)")
+    parser.add_argument("--sample", type=Path, default=SAMPLE)
+    args = parser.parse_args()
+
+    from hcmrm.registry import download_model
+    from hcmrm.settings import Settings
+    from hcmrm.tracking import use_experiment
+    from jobs.score import ScoreJobConfig, arrow_batch_size, resolve_model, score_date
+    from jobs.session import spark_session
+    from jobs.tables import overwrite_table
+
+    root = Path(tempfile.mkdtemp(prefix="hcmrm-bench-"))
+    settings = Settings(lake=str(root / "lake"), tracking_uri=f"sqlite:///{root / 'mlruns.db'}",
+                        artifact_root=str(root / "mlartifacts"), model_name="bench", spark_profile=args.profile)
+    register(settings, args.preset, root)
+    spark = spark_session(args.profile, app_name="hcmrm-bench-score")
+    cores = spark.sparkContext.defaultParallelism
+    pairs, ads, videos = read_sample(args.sample, args.date, args.repeat)
+    for name, df, part in (("query_ad_pairs", pairs, "dt"), ("ads", ads, None), ("videos", videos, "dt")):
+        overwrite_table(spark.createDataFrame(df), settings.table(name), part)
+
+    config = ScoreJobConfig.load()
+    experiment = use_experiment(settings, config.experiment)
+    model = resolve_model(spark, settings, "models:/bench@champion")
+    load_before = os.getloadavg()[0]
+    with arrow_batch_size(spark, config.ads_per_arrow_batch), contextlib.redirect_stderr(io.StringIO()):
+        score_date(spark, settings, config, args.date, model, experiment)  # warm-up: workers load torch + model
+        start = time.perf_counter()
+        result = score_date(spark, settings, config, args.date, model, experiment)
+        job_seconds = time.perf_counter() - start
+    spark_side = {
+        "pairs": result.scored_pairs, "rejected": result.rejected_pairs, "distinct_ads": result.distinct_ads,
+        "vision_encodes": result.vision_encodes, "job_seconds": round(job_seconds, 2),
+        "job_pairs_per_s": round(result.scored_pairs / job_seconds, 1),
+        "scoring_stage_pairs_per_s": round(result.pairs_per_second, 1), "python_workers": cores,
+    }
+    model_dir, _ = download_model(settings, "models:/bench@champion")
+    engine = engine_run(args.sample, args.date, args.repeat, model_dir, threads=cores)
+    report = {
+        "preset": args.preset, "profile": args.profile, "date": args.date, "repeat": args.repeat,
+        "spark_job": spark_side, "engine_alone": engine,
+        "ratio_spark_job_over_engine": round(spark_side["job_pairs_per_s"] / engine["pairs_per_s"], 3),
+        "ratio_scoring_stage_over_engine": round(spark_side["scoring_stage_pairs_per_s"] / engine["pairs_per_s"], 3),
+        "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)], "lake": str(root),
+    }
+    spark.stop()
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
