@@ -5,6 +5,7 @@ Pure: it takes rows already aggregated per (dt, model_version) and writes files;
 
 from __future__ import annotations
 
+import datetime
 import html
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,11 +39,12 @@ def plot_rates(rows: Sequence[DailyRate], path: str | Path, title: str = "Irrele
     matplotlib.use("Agg")  # no display on servers; must precede pyplot
     import matplotlib.pyplot as plt
 
+    import matplotlib.dates as mdates
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    days = sorted({r.dt for r in rows})
-    x_of = {d: i for i, d in enumerate(days)}
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(days) + 3), 4.0), dpi=100)
+    x_of = {r.dt: datetime.date.fromisoformat(r.dt) for r in rows}  # a real date axis: missing days show as gaps
+    fig, ax = plt.subplots(figsize=(8.0, 4.0), dpi=100)
     for version in sorted({r.model_version for r in rows}, key=_version_key):
         mine = sorted((r for r in rows if r.model_version == version), key=lambda r: r.dt)
         xs = [x_of[r.dt] for r in mine]
@@ -50,8 +52,9 @@ def plot_rates(rows: Sequence[DailyRate], path: str | Path, title: str = "Irrele
         weighted = [(x_of[r.dt], r.weighted_rate) for r in mine if r.weighted_rate is not None]
         if weighted:
             ax.plot(*zip(*weighted), marker="x", linestyle="--", color=line.get_color(), label=f"v{version} impressions")
-    ax.set_xticks(range(len(days)))
-    ax.set_xticklabels(days, rotation=45, ha="right")
+    ax.xaxis.set_major_locator(mdates.AutoDateLocator(maxticks=12))
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d"))
+    fig.autofmt_xdate()
     ax.set_ylabel("irrelevant rate (label Bad or Less)")
     ax.set_ylim(bottom=0)
     ax.set_title(title)
