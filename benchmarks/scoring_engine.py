@@ -11,8 +11,8 @@ Both sides score the same pairs with the same Scorer settings (batch sizes, leng
 CUDA); a warm-up call, then --rounds alternating timed runs, the fastest of each side kept:
 - ad-major: Scorer.score(ads): each ad's frames decoded and encoded once, its VideoMemory shared by
   its queries (what the job does);
-- naive: every pair as its own one-query ad: frames decoded and encoded once per pair (its Scorer
-  takes pairs_per_batch ads per chunk, so its fusion batches are as full as ad-major's or fuller).
+- naive: every pair as its own one-query ad: frames decoded and encoded once per pair (same chunk
+  budgets, so its fusion batches are as full and as well sorted as ad-major's).
 Prints pairs/s, vision encodes, the padding share, and the ratio ad-major / naive.
 
     .venv/bin/python benchmarks/scoring_engine.py [--preset tiny] [--device auto] [--repeat 1] [--frames 0]
@@ -120,7 +120,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=0, help="frames per framed ad (copies); 0 = as in the sample")
     parser.add_argument("--limit", type=int, help="keep the first N pairs of the day")
     parser.add_argument("--rounds", type=int, default=2, help="alternating timed runs per side; the best is kept")
-    parser.add_argument("--ads-per-batch", type=int, default=64)
+    parser.add_argument("--frames-per-chunk", type=int, default=256)
     parser.add_argument("--pairs-per-batch", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: steadier on a shared machine)")
     parser.add_argument("--sample", type=Path, default=SAMPLE)
@@ -131,10 +131,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = build_model(args.preset, max_frames=max(args.frames, 1)) if args.frames > 1 else build_model(args.preset)
-    config = ScoringConfig(ads_per_batch=args.ads_per_batch, pairs_per_batch=args.pairs_per_batch)
+    config = ScoringConfig(frames_per_chunk=args.frames_per_chunk, pairs_per_batch=args.pairs_per_batch)
     tokenizer = Tokenizer.from_config(model.config)
     scorer = Scorer(model, tokenizer, config, device)
-    naive_scorer = Scorer(model, tokenizer, dataclasses.replace(config, ads_per_batch=config.pairs_per_batch), device)
+    naive_scorer = Scorer(model, tokenizer, config, device)  # same budgets: chunks of <= 256 frames, 8,192 pairs
     ads = group_ads(*read_sample(args.sample, args.date, args.repeat), args.frames, args.limit)
     load = os.getloadavg()[0]
 

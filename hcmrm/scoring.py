@@ -24,10 +24,10 @@ IRRELEVANT_MAX_LABEL = 1  # a pair is irrelevant when its label is Bad or Less
 
 @dataclass(frozen=True)
 class ScoringConfig:
-    ads_per_batch: int = 64  # ads per chunk: one vision forward pass, their pairs sorted and batched together
+    frames_per_chunk: int = 256  # frames per vision forward pass: a chunk of ads holds at most this many
     pairs_per_batch: int = 128  # (query, ad) pairs per fusion forward pass
-    sort_by_length: bool = True  # order pairs by token count before batching, to cut padding
-    sort_window: int = 64  # sort within windows of this many batches (bounds tokenized memory)
+    sort_by_length: bool = True  # order a chunk's pairs by token count before batching, to cut padding
+    sort_window: int = 64  # a chunk holds at most this many batches of pairs (bounds tokenized memory)
     bf16: bool = True  # bf16 autocast on CUDA; CPU always runs float32
     cpu_threads: int = 1  # torch threads per Python worker on CPU (Spark runs one worker per core)
 
@@ -106,16 +106,33 @@ class Scorer:
     def score(self, ads: Sequence[AdPairs]) -> list[AdScores]:
         """Score every query of every ad; each ad's frames are encoded exactly once per call.
 
-        Ads are chunked by frame count (text-only ads together), so a text-only pair cross-attends
-        to one memory token rather than to a framed neighbour's masked frame tokens.
+        Ads are taken in order of frame count (text-only ads together, so a text-only pair
+        cross-attends to one memory token, not to a framed neighbour's masked frame tokens) and cut
+        into chunks: one vision pass per chunk, the chunk's pairs sorted by length and batched.
         """
-        order = sorted(range(len(ads)), key=lambda i: len(ads[i].frames or ()))
+        order = sorted(range(len(ads)), key=lambda i: self._frame_count(ads[i]))
         results: list[AdScores | None] = [None] * len(ads)
-        for start in range(0, len(order), self.config.ads_per_batch):
-            chunk = order[start : start + self.config.ads_per_batch]
+        for chunk in self._chunks(ads, order):
             for i, result in zip(chunk, self._score_chunk([ads[i] for i in chunk])):
                 results[i] = result
         return results
+
+    def _frame_count(self, ad: AdPairs) -> int:
+        return min(len(ad.frames or ()), self.max_frames)
+
+    def _chunks(self, ads: Sequence[AdPairs], order: list[int]):
+        """Consecutive ads while their frames fit one vision pass and their pairs one sort window."""
+        max_pairs = self.config.pairs_per_batch * self.config.sort_window
+        chunk, frames, pairs = [], 0, 0
+        for i in order:
+            f, q = self._frame_count(ads[i]), len(ads[i].queries)
+            if chunk and (frames + f > self.config.frames_per_chunk or pairs + q > max_pairs):
+                yield chunk
+                chunk, frames, pairs = [], 0, 0
+            chunk.append(i)
+            frames, pairs = frames + f, pairs + q
+        if chunk:
+            yield chunk
 
     # -- one chunk of ads: one vision pass, then their pairs in length-sorted batches --
 

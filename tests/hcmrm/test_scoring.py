@@ -46,7 +46,7 @@ def direct(model, query, text, frames):
 
 
 def test_engine_scores_equal_the_model_called_pair_by_pair(model):
-    scorer = Scorer(model, Tokenizer.from_config(model.config), ScoringConfig(ads_per_batch=2, pairs_per_batch=3))
+    scorer = Scorer(model, Tokenizer.from_config(model.config), ScoringConfig(frames_per_chunk=2, pairs_per_batch=3))
     results = scorer.score(ADS)
     assert [r.ad_id for r in results] == ["a1", "a2", "text-only"]
     for ad, result in zip(ADS, results):
@@ -60,11 +60,11 @@ def test_engine_scores_equal_the_model_called_pair_by_pair(model):
 
 
 def test_each_ad_is_encoded_once_however_many_queries(model):
-    scorer = Scorer(model, Tokenizer.from_config(model.config), ScoringConfig(ads_per_batch=2, pairs_per_batch=2))
+    scorer = Scorer(model, Tokenizer.from_config(model.config), ScoringConfig(frames_per_chunk=2, pairs_per_batch=2))
     scorer.score(ADS)
     c = scorer.counters
     assert (c.vision_encodes, c.pairs_scored, c.ads_rejected) == (3, 6, 0)
-    assert c.batches == 4  # chunked by frame count: (text-only, a2) 3 pairs in 2 batches; (a1) 3 pairs in 2
+    assert c.batches == 4  # chunks of <= 2 frames, by frame count: (text-only, a2) 3 pairs in 2 batches; (a1) 3 in 2
     naive = Scorer(model, Tokenizer.from_config(model.config))
     naive.score([AdPairs(ad.ad_id, ad.text, ad.frames, [q]) for ad in ADS for q in ad.queries])
     assert naive.counters.vision_encodes == 6  # the per-pair baseline the benchmark compares against
