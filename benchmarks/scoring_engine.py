@@ -3,7 +3,8 @@
 Inputs: one day of the shipped sample (data/sample: query_ad_pairs for --date joined to ads and
 videos, the scoreable pairs only: ~1,530 pairs over ~470 ads, 200 of them with a real photo frame,
 the rest text-only), --repeat times over with fresh ad ids for a longer run, or cut to --limit pairs.
---frames K gives every framed ad K frames (copies of its photo) to look like a video ad.
+--frames K gives every framed ad K frames (copies of its photo) to look like a video ad;
+--framed-only keeps only the ads with frames (most sample ads are text-only Bilibili titles).
 Each ad's text (keyword_sequence) is built once, before timing. The model is a preset with random
 weights: speed does not depend on training.
 
@@ -119,6 +120,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="copies of the day, with fresh ad ids")
     parser.add_argument("--frames", type=int, default=0, help="frames per framed ad (copies); 0 = as in the sample")
     parser.add_argument("--limit", type=int, help="keep the first N pairs of the day")
+    parser.add_argument("--framed-only", action="store_true", help="keep only the ads with frames (photos)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating timed runs per side; the best is kept")
     parser.add_argument("--frames-per-chunk", type=int, default=256)
     parser.add_argument("--pairs-per-batch", type=int, default=128)
@@ -136,6 +138,8 @@ def main() -> None:
     scorer = Scorer(model, tokenizer, config, device)
     naive_scorer = Scorer(model, tokenizer, config, device)  # same budgets: chunks of <= 256 frames, 8,192 pairs
     ads = group_ads(*read_sample(args.sample, args.date, args.repeat), args.frames, args.limit)
+    if args.framed_only:
+        ads = [ad for ad in ads if ad.frames]
     load = os.getloadavg()[0]
 
     runs = best_of(args.rounds, {"ad_major": (scorer, ads), "naive_per_pair": (naive_scorer, naive(ads))})

@@ -296,64 +296,93 @@ def score_date(
         raise
 
 
-def _score_and_write(spark, settings, config, date, model, run_id) -> DateResult:
-    started = time.perf_counter()
-    now = dt_.datetime.now(dt_.timezone.utc).replace(tzinfo=None)
-    pairs, ads, videos = read_inputs(spark, settings, date)
-    from_pairs, from_ads = dimension_columns(pairs, ads, config.dimensions)
-    pair_columns = ["query", *(["impressions"] if "impressions" in pairs.columns else []), *from_pairs]
+@dataclass
+class Tally:
+    """The day's counts, from the persisted validated pairs and scorer output."""
 
-    validated = validate_pairs(pairs, ads, videos, config.dimensions).persist(StorageLevel.MEMORY_AND_DISK)
-    valid = validated.where(F.col("reason").isNull())
-    ad_rows = ad_major(valid, videos, pair_columns, from_ads)
-    scored = score_ads(ad_rows, model, config.engine, config.device, config.require_text)
-    scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        input_pairs = pairs.count()
-        checked = dict(validated.groupBy(reason_code()).count().collect())
-        scoring_started = time.perf_counter()  # the next action runs the scorer and fills the cache
-        ok = F.col("reason").isNull()
-        by_reason = scored.groupBy(reason_code().alias("code")).agg(
+    input_pairs: int  # rows read for the day
+    scored_pairs: int  # pairs with probabilities
+    distinct_ads: int  # distinct ads among them
+    vision_encodes: int  # the engine's count, summed over the workers
+    irrelevant_pairs: int  # scored pairs with label <= 1
+    rejects_by_reason: dict  # reason code -> pairs
+    scoring_seconds: float  # wall time of the action that ran the scorer
+
+    @property
+    def rejected_pairs(self) -> int:
+        return sum(self.rejects_by_reason.values())
+
+
+def tally(date: str, pairs: DataFrame, validated: DataFrame, scored: DataFrame) -> Tally:
+    """Count what happened and check it: valid pairs in = pair rows out, input = scored + rejected."""
+    input_pairs = pairs.count()
+    checked = dict(validated.groupBy(reason_code()).count().collect())
+    started = time.perf_counter()  # the next action runs the scorer (and fills the cache)
+    by_reason = {
+        r["code"]: r
+        for r in scored.groupBy(reason_code().alias("code")).agg(
             F.count(F.lit(1)).alias("rows"),
             F.coalesce(F.sum("vision_encodes"), F.lit(0)).alias("vision_encodes"),
             F.countDistinct("ad_id").alias("distinct_ads"),
             F.count(F.when(F.col("label") <= IRRELEVANT_MAX_LABEL, 1)).alias("irrelevant"),
         ).collect()
-        scoring_seconds = time.perf_counter() - scoring_started
-        done = next((r for r in by_reason if r["code"] is None), None)
-        scored_pairs, distinct_ads = (done["rows"], done["distinct_ads"]) if done else (0, 0)
-        vision_encodes = sum(r["vision_encodes"] for r in by_reason)
+    }
+    seconds = time.perf_counter() - started
+    rejects = {code: n for code, n in checked.items() if code is not None}
+    for code, r in by_reason.items():
+        if code is not None:
+            rejects[code] = rejects.get(code, 0) + r["rows"]
+    done = by_reason.get(None)
+    t = Tally(
+        input_pairs=input_pairs, scored_pairs=done["rows"] if done else 0,
+        distinct_ads=done["distinct_ads"] if done else 0,
+        vision_encodes=sum(r["vision_encodes"] for r in by_reason.values()),
+        irrelevant_pairs=done["irrelevant"] if done else 0, rejects_by_reason=rejects, scoring_seconds=seconds,
+    )
+    came_out = sum(r["rows"] for r in by_reason.values())
+    if came_out != checked.get(None, 0):
+        raise RuntimeError(f"{date}: {checked.get(None, 0)} valid pairs went into the scorer, {came_out} came out")
+    if t.input_pairs != t.scored_pairs + t.rejected_pairs:
+        raise RuntimeError(f"{date}: input {t.input_pairs} != scored {t.scored_pairs} + rejected {t.rejected_pairs}")
+    if t.vision_encodes != t.distinct_ads:
+        log.warning("%s: %d vision encodes for %d distinct ads", date, t.vision_encodes, t.distinct_ads)
+    return t
 
-        rejects_by_reason = {k: v for k, v in checked.items() if k is not None}
-        for r in by_reason:
-            if r["code"] is not None:
-                rejects_by_reason[r["code"]] = rejects_by_reason.get(r["code"], 0) + r["rows"]
-        rejected = sum(rejects_by_reason.values())
-        if sum(r["rows"] for r in by_reason) != checked.get(None, 0):
-            raise RuntimeError(f"{date}: {checked.get(None, 0)} valid pairs went into the scorer, "
-                               f"{sum(r['rows'] for r in by_reason)} came out")
-        if input_pairs != scored_pairs + rejected:
-            raise RuntimeError(f"{date}: input {input_pairs} != scored {scored_pairs} + rejected {rejected}")
-        if vision_encodes != distinct_ads:
-            log.warning("%s: %d vision encodes for %d distinct ads", date, vision_encodes, distinct_ads)
 
-        stamp = {
-            "model_name": F.lit(model.name), "model_version": F.lit(model.version), "run_id": F.lit(model.run_id),
-            "scoring_run_id": F.lit(run_id),
-        }
-        dims = [*(["impressions"] if "impressions" in pairs.columns else []), *from_pairs, *from_ads]
-        scores = scored.where(ok).select(
-            F.lit(date).alias("dt"), "query", "ad_id", *dims, *[f"p_{name}" for name in LABELS], "score", "label",
-            *[value.alias(name) for name, value in stamp.items()], F.lit(now).alias("scored_at"),
-        )
-        rejects = (
-            validated.where(~ok).select("query", "ad_id", "reason")
-            .unionByName(scored.where(~ok).select("query", "ad_id", "reason"))
-            .select(
-                F.lit(date).alias("dt"), "query", "ad_id", "reason", stamp["model_version"].alias("model_version"),
-                stamp["scoring_run_id"].alias("scoring_run_id"), F.lit(now).alias("rejected_at"),
-            )
-        )
+def output_rows(date: str, validated: DataFrame, scored: DataFrame, dims: list[str], model: ModelRef,
+                run_id: str, now: dt_.datetime) -> tuple[DataFrame, DataFrame]:
+    """(relevance_scores rows, scoring_rejects rows) of the day, stamped with the model and the run."""
+    ok = F.col("reason").isNull()
+    stamp = {"model_name": F.lit(model.name), "model_version": F.lit(model.version), "run_id": F.lit(model.run_id),
+             "scoring_run_id": F.lit(run_id)}
+    scores = scored.where(ok).select(
+        F.lit(date).alias("dt"), "query", "ad_id", *dims, *[f"p_{name}" for name in LABELS], "score", "label",
+        *[value.alias(name) for name, value in stamp.items()], F.lit(now).alias("scored_at"),
+    )
+    rejects = (
+        validated.where(~ok).select("query", "ad_id", "reason")
+        .unionByName(scored.where(~ok).select("query", "ad_id", "reason"))
+        .select(F.lit(date).alias("dt"), "query", "ad_id", "reason", stamp["model_version"].alias("model_version"),
+                stamp["scoring_run_id"].alias("scoring_run_id"), F.lit(now).alias("rejected_at"))
+    )
+    return scores, rejects
+
+
+def _score_and_write(spark, settings, config, date, model, run_id) -> DateResult:
+    started = time.perf_counter()
+    now = dt_.datetime.now(dt_.timezone.utc).replace(tzinfo=None)
+    pairs, ads, videos = read_inputs(spark, settings, date)
+    from_pairs, from_ads = dimension_columns(pairs, ads, config.dimensions)
+    impressions = ["impressions"] if "impressions" in pairs.columns else []
+
+    validated = validate_pairs(pairs, ads, videos, config.dimensions).persist(StorageLevel.MEMORY_AND_DISK)
+    ad_rows = ad_major(validated.where(F.col("reason").isNull()), videos, ["query", *impressions, *from_pairs], from_ads)
+    scored = score_ads(ad_rows, model, config.engine, config.device, config.require_text)
+    scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        t = tally(date, pairs, validated, scored)  # raises before anything is written
+        scores, rejects = output_rows(date, validated, scored, [*impressions, *from_pairs, *from_ads], model,
+                                      run_id, now)
         # Rejects first: relevance_scores holding the day is what marks the day done (backfill).
         replace_partitions(rejects, settings.table(REJECTS), [date])
         replace_partitions(scores, settings.table(SCORES), [date])
@@ -362,17 +391,18 @@ def _score_and_write(spark, settings, config, date, model, run_id) -> DateResult
         validated.unpersist()
 
     result = DateResult(
-        dt=date, status="scored", model_version=model.version, input_pairs=input_pairs,
-        scored_pairs=scored_pairs, rejected_pairs=rejected, distinct_ads=distinct_ads, vision_encodes=vision_encodes,
-        irrelevant_rate=done["irrelevant"] / scored_pairs if scored_pairs else None,
+        dt=date, status="scored", model_version=model.version, input_pairs=t.input_pairs,
+        scored_pairs=t.scored_pairs, rejected_pairs=t.rejected_pairs, distinct_ads=t.distinct_ads,
+        vision_encodes=t.vision_encodes,
+        irrelevant_rate=t.irrelevant_pairs / t.scored_pairs if t.scored_pairs else None,
         seconds=time.perf_counter() - started,
-        pairs_per_second=scored_pairs / scoring_seconds if scoring_seconds > 0 else 0.0,
-        rejects_by_reason=rejects_by_reason, run_id=run_id,
+        pairs_per_second=t.scored_pairs / t.scoring_seconds if t.scoring_seconds > 0 else 0.0,
+        rejects_by_reason=t.rejects_by_reason, run_id=run_id,
     )
     append_run_log(spark, settings, result, model)
     log.info(
         "%s: %d pairs -> %d scored + %d rejected; %d distinct ads, %d vision encodes; %.1f pairs/s",
-        date, input_pairs, result.scored_pairs, rejected, result.distinct_ads, result.vision_encodes,
+        date, t.input_pairs, t.scored_pairs, t.rejected_pairs, t.distinct_ads, t.vision_encodes,
         result.pairs_per_second,
     )
     return result
