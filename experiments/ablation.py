@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import logging
+import os
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -50,6 +51,7 @@ CONFIG_FILE = REPO / "conf" / "train" / "ablation.yaml"
 RESULTS = REPO / "experiments" / "results"
 CACHE = REPO / ".cache" / "ablation"  # the pre-training corpus and each results folder's checkpoints (not committed)
 
+RUN_FILE = re.compile(r"^[abcd](-\d+ep)?-seed\d+\.json$")  # one fine-tuning run's record
 CONFIGS = {
     "a": {"title": "no pre-training + BCE", "pretrain": None, "loss": "bce"},
     "b": {"title": "no pre-training + hierarchical softmax", "pretrain": None, "loss": "hierarchical_softmax"},
@@ -172,21 +174,29 @@ def pretrained_model_dir(kind: str, seed: int, settings: dict, corpus: pd.DataFr
     return result.model_dir
 
 
-def finetune_run(name: str, spec: dict, seed: int, settings: dict, train, dev, init: Path | None, results: Path) -> dict:
+def run_key(name: str, epochs: int | None) -> str:
+    """A configuration, or its variant with longer fine-tuning: "d", "d-2ep"."""
+    return name if epochs is None else f"{name}-{epochs}ep"
+
+
+def finetune_run(name: str, spec: dict, seed: int, settings: dict, train, dev, init: Path | None, results: Path,
+                 epochs: int | None = None) -> dict:
+    loop = {**settings["finetune"]["loop"], "seed": seed, **({"epochs": epochs} if epochs else {})}
     config = FinetuneConfig.from_dict(
-        {**settings["finetune"], "model": settings["model"], "loss": spec["loss"],
-         "loop": {**settings["finetune"]["loop"], "seed": seed}}
+        {**settings["finetune"], "model": settings["model"], "loss": spec["loss"], "loop": loop}
     )
-    out = CACHE / results.name / f"finetune-{name}-seed{seed}"
+    key = run_key(name, epochs)
+    out = CACHE / results.name / f"finetune-{key}-seed{seed}"
     curve: list[dict] = []
     result = finetune(train, dev, config, out, init=init, log_metrics=lambda m, s: curve.append({"step": s, **m}),
                       progress=False)
+    title = spec["title"] + (f", {epochs} fine-tuning epochs" if epochs else "")
     record = {
-        "config": name, "title": spec["title"], "seed": seed, "dev": result.metrics, "history": result.history,
+        "config": key, "base": name, "title": title, "seed": seed, "dev": result.metrics, "history": result.history,
         "steps": result.loop.steps, "seconds": round(result.loop.seconds, 1), "model_dir": str(result.model_dir),
         "init": str(init) if init else None, "finetune_config": config.to_dict(), "curve": curve,
     }
-    _write_json(results / f"{name}-seed{seed}.json", record)
+    _write_json(results / f"{key}-seed{seed}.json", record)
     return record
 
 
@@ -203,7 +213,8 @@ def _mean_std(values: list[float]) -> str:
 
 
 def write_table(results: Path, baseline: dict, qbqtc: dict | None, settings: dict) -> str:
-    runs = [json.loads(p.read_text("utf-8")) for p in sorted(results.glob("[abcd]-seed*.json"))]
+    runs = [json.loads(p.read_text("utf-8")) for p in sorted(results.glob("*-seed*.json"))
+            if RUN_FILE.match(p.name)]
     lines = [
         "| config | KUAKE-QTR dev AUC | Spearman | accuracy | seeds | per-seed AUC |",
         "|---|---|---|---|---|---|",
@@ -211,10 +222,12 @@ def write_table(results: Path, baseline: dict, qbqtc: dict | None, settings: dic
         f"{baseline['accuracy']:.3f} | - | - |",
     ]
     summary = {"baseline_kuake_dev": baseline, "configs": {}}
-    for name, spec in CONFIGS.items():
+    keys = list(CONFIGS) + sorted({r["config"] for r in runs} - set(CONFIGS))
+    for name in keys:
         mine = [r for r in runs if r["config"] == name]
         if not mine:
             continue
+        spec = {"title": mine[0]["title"]}
         aucs = [r["dev"]["auc"] for r in mine]
         rhos = [r["dev"]["spearman"] for r in mine]
         accs = [r["dev"]["accuracy"] for r in mine]
@@ -235,7 +248,7 @@ def write_table(results: Path, baseline: dict, qbqtc: dict | None, settings: dic
             "|---|---|---|---|",
             f"| character overlap | {qbqtc['baseline']['auc']:.3f} | {qbqtc['baseline']['spearman']:.3f} | "
             f"{qbqtc['baseline']['accuracy']:.3f} |",
-            f"| ({qbqtc['config']}) {CONFIGS[qbqtc['config']]['title']} | {_mean_std(qbqtc['auc'])} | "
+            f"| ({qbqtc['config']}) {summary['configs'][qbqtc['config']]['title']} | {_mean_std(qbqtc['auc'])} | "
             f"{_mean_std(qbqtc['spearman'])} | {_mean_std(qbqtc['accuracy'])} |",
         ]
     summary["settings"] = settings
@@ -243,6 +256,15 @@ def write_table(results: Path, baseline: dict, qbqtc: dict | None, settings: dic
     (results.parent / "ablation_table.md").write_text(table, encoding="utf-8")
     _write_json(results.parent / "ablation_summary.json", summary)
     return table
+
+
+def run_workers(common: list[str], seeds: list[int], workers: int) -> None:
+    """This script once per share of the seeds, side by side; waits for all of them."""
+    procs = [subprocess.Popen([sys.executable, __file__, *common, "--seeds", *map(str, seeds[w::workers])])
+             for w in range(workers)]
+    codes = [p.wait() for p in procs]
+    if any(codes):
+        log.error("a worker failed (exit codes %s); the table shows what finished", codes)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, help="override the YAML's seeds")
     parser.add_argument("--no-qbqtc", action="store_true", help="skip the QBQTC dev evaluation")
     parser.add_argument("--workers", type=int, help="processes, each running a share of the seeds (YAML default)")
+    parser.add_argument("--finetune-epochs", type=int, help="fine-tune for this many epochs (a `-<N>ep` variant)")
+    parser.add_argument("--no-long", action="store_true", help="skip the longer fine-tuning of the best config")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stdout)
@@ -271,13 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     if workers > 1:  # one single-threaded process per share of the seeds, then the table here
         if any(CONFIGS[n]["pretrain"] for n in args.configs):
             pretrain_frame(data, settings["corpus_caps"], settings.get("corpus_seed", 0))  # build the cache once
-        common = ["--config", args.config, "--data", args.data, "--results", args.results, "--no-qbqtc", "--workers", "1",
-                  "--configs", *args.configs]
-        procs = [subprocess.Popen([sys.executable, __file__, *common, "--seeds", *map(str, seeds[w::workers])])
-                 for w in range(workers)]
-        codes = [p.wait() for p in procs]
-        if any(codes):
-            log.error("a worker failed (exit codes %s); the table shows what finished", codes)
+        common = ["--config", args.config, "--data", args.data, "--results", args.results, "--no-qbqtc", "--no-long",
+                  "--workers", "1", "--configs", *args.configs]
+        if args.finetune_epochs:
+            common += ["--finetune-epochs", str(args.finetune_epochs)]
+        run_workers(common, seeds, workers)
         seeds = []  # every run is done (or failed): go on to the table
 
     train = dev = corpus = None
@@ -288,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     for seed in seeds:  # every config of a seed before the next seed: a cut-off keeps whole rows
         for name in args.configs:
             spec = CONFIGS[name]
-            if (results / f"{name}-seed{seed}.json").exists():
+            if (results / f"{run_key(name, args.finetune_epochs)}-seed{seed}.json").exists():
                 log.info("(%s) seed %d: done already", name, seed)
                 continue
             init = None
@@ -297,13 +319,24 @@ def main(argv: list[str] | None = None) -> int:
                     corpus = pretrain_frame(data, settings["corpus_caps"], settings.get("corpus_seed", 0))
                 pretrain_seed = seed if settings.get("pretrain_per_seed", True) else seeds[0]
                 init = pretrained_model_dir(spec["pretrain"], pretrain_seed, settings, corpus, results)
-            record = finetune_run(name, spec, seed, settings, train, dev, init, results)
+            record = finetune_run(name, spec, seed, settings, train, dev, init, results, args.finetune_epochs)
             log.info("(%s) seed %d: dev %s [%.0fs so far]", name, seed, record["dev"], time.time() - started)
             write_table(results, baseline, None, settings)
 
     write_table(results, baseline, None, settings)
-    qbqtc = None
     summary = json.loads((results.parent / "ablation_summary.json").read_text("utf-8"))
+    long_epochs = settings.get("long_finetune_epochs")
+    main_configs = {k: v for k, v in summary["configs"].items() if k in CONFIGS}
+    if long_epochs and not args.no_long and not args.finetune_epochs and main_configs:
+        # The table's configs are fine-tuned briefly (CPU budget); the best one also gets a longer run.
+        best = max(main_configs, key=lambda k: main_configs[k]["mean_auc"])
+        log.info("longer fine-tuning (%d epochs) of the best configuration (%s)", long_epochs, best)
+        common = ["--config", args.config, "--data", args.data, "--results", args.results, "--no-qbqtc", "--no-long",
+                  "--workers", "1", "--configs", best, "--finetune-epochs", str(long_epochs)]
+        run_workers(common, settings["seeds"] if not args.seeds else args.seeds, max(1, workers))
+        write_table(results, baseline, None, settings)
+        summary = json.loads((results.parent / "ablation_summary.json").read_text("utf-8"))
+    qbqtc = None
     if not args.no_qbqtc and summary["configs"]:
         best = max(summary["configs"], key=lambda k: summary["configs"][k]["mean_auc"])
         qbqtc_file = data / "qbqtc" / "dev.json"
