@@ -165,7 +165,7 @@ def query_report(data: Path, config: KeywordConfig, sample: int) -> str:
     thuc = [(t, "") for t in thucnews(data)[:sample]]
     for name, items in (("Bilibili", videos), ("THUCNews", thuc)):
         idf = Idf.from_documents([video_text(t, o, None) for t, o in items], config)
-        for low, high in ((1, 3), (2, 4), (2, 5)):
+        for low, high in ((1, 3), (1, 5), (2, 5)):
             cfg = dataclasses.replace(config, query_min_keywords=low, query_max_keywords=high)
             pqs = [video_pseudo_query(str(i), t, o, None, idf, cfg, seed=0) for i, (t, o) in enumerate(items)]
             pqs = [p.pseudo_query for p in pqs if p is not None]

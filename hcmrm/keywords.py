@@ -44,8 +44,8 @@ class KeywordConfig:
     stopwords_file: str | None = None  # one word a line; None = hcmrm/assets/stopwords.txt
     extra_stopwords: tuple[str, ...] = ()  # added to the file's words
     max_text_chars: int = 2000  # each text field is cut to this before tokenising (long ASR)
-    query_min_keywords: int = 1  # a pseudo-query has at least this many keywords ...
-    query_max_keywords: int = 3  # ... and at most this many (k), drawn uniformly in between
+    query_min_keywords: int = 2  # a pseudo-query has at least this many keywords (fewer if the text has fewer) ...
+    query_max_keywords: int = 5  # ... and at most this many (k), drawn uniformly in between
     query_sampling: str = "weighted"  # "weighted": draw keywords by score; "top": the best n
     idf_source: str = "corpus"  # the job's IDF: "corpus" (count its input), "stored" (reuse) or "jieba"
     min_df: int = 1  # the corpus IDF keeps terms in at least this many documents

@@ -124,7 +124,7 @@ def test_pretrain_text_matches_the_separate_public_functions():
 
 def test_video_pseudo_query_weights_title_words_above_ocr_asr_words():
     idf = Idf({}, 1.0)
-    one = KeywordConfig(query_max_keywords=1, query_sampling="top", title_weight=1.0)
+    one = KeywordConfig(query_min_keywords=1, query_max_keywords=1, query_sampling="top", title_weight=1.0)
     # equal counts and IDF: with no title weight the earlier word wins, with it the title word wins
     assert video_pseudo_query("v", "游戏", "电影", None, idf, one).keywords == ["游戏"]
     assert video_pseudo_query("v", "游戏", "电影 电影", None, idf, one).keywords == ["电影"]
