@@ -122,7 +122,7 @@ def test_select_dates_filters_and_refuses_bad_dates(spark, videos):
 
 
 @pytest.mark.spark
-@pytest.mark.slow  # two whole job runs with Delta writes: ~15 s idle, ~50 s on the shared machine
+@pytest.mark.slow  # two whole job runs with Delta writes: ~50 s on the loaded shared machine
 def test_the_job_writes_reconciled_tables_and_a_rerun_replaces_its_date(spark, settings, tmp_path):
     source = str(tmp_path / "videos_parquet")
     spark.createDataFrame(VIDEOS, VIDEOS_SCHEMA).write.parquet(source)
