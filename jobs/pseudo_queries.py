@@ -268,7 +268,9 @@ def build(spark: SparkSession, settings: Settings, input_path: str, dates: list[
     videos = spread(videos, config.partitions)
     idf = resolve_idf(spark, settings, videos, config.keywords)
     broadcast = spark.sparkContext.broadcast(idf) if idf is not None else None
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.arrow_batch_rows))
+    batch_key = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    previous_batch = spark.conf.get(batch_key, None)
+    spark.conf.set(batch_key, str(config.arrow_batch_rows))
     results = pretrain_results(videos, broadcast, config.keywords, config.seed, config.max_sequence_chars)
     results = results.persist()  # jieba runs once; the counts and both writes read this
     try:
@@ -286,6 +288,10 @@ def build(spark: SparkSession, settings: Settings, input_path: str, dates: list[
         results.unpersist()
         if broadcast is not None:
             broadcast.unpersist()
+        if previous_batch is None:
+            spark.conf.unset(batch_key)
+        else:
+            spark.conf.set(batch_key, previous_batch)
     return counts
 
 
