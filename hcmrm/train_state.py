@@ -276,8 +276,10 @@ def run_loop(
     np.random.seed(config.seed % 2**32)
 
     position = Position()
+    identity = {"n_examples": n_examples, "model_config": _config_dict(model)}
     folder = latest_checkpoint(checkpoint_dir) if checkpoint_dir and resume else None
     if folder is not None:
+        _check_same_run(folder, config, identity)
         position, _ = load_checkpoint(folder, model, optimizer, scheduler, generator, step_module)
         log.info("resumed from %s at step %d (epoch %d, batch %d)", folder, position.step, position.epoch, position.batch)
     resumed_from = position.step
@@ -293,7 +295,7 @@ def run_loop(
     def checkpoint() -> None:
         if checkpoint_dir and dist.is_main:
             save_checkpoint(checkpoint_dir, model, optimizer, scheduler, position, generator, step_module,
-                            config, keep=config.keep_checkpoints)
+                            config, extra=identity, keep=config.keep_checkpoints)
 
     try:
         while position.step < total and position.epoch < epochs:
@@ -346,6 +348,24 @@ def run_loop(
         if bar is not None:
             bar.close()
     return LoopResult(position.step, losses, resumed_from, epoch_metrics, time.time() - started)
+
+
+def _config_dict(model: nn.Module) -> dict | None:
+    config = getattr(model, "config", None)
+    return config.to_dict() if hasattr(config, "to_dict") else None
+
+
+def _check_same_run(folder: Path, config: LoopConfig, identity: dict) -> None:
+    """Resume only the run that wrote the checkpoint: same loop settings, data size and model."""
+    meta = json.loads((folder / STATE_JSON).read_text(encoding="utf-8"))
+    saved = {"loop": meta.get("loop_config"), **(meta.get("extra") or {})}
+    now = {"loop": json.loads(json.dumps(dataclasses.asdict(config))), **json.loads(json.dumps(identity))}
+    changed = sorted(k for k in now if saved.get(k) != now[k])
+    if changed:
+        raise ValueError(
+            f"{folder} is a checkpoint of another run (different {', '.join(changed)}): "
+            "pass another output folder, or start over (--no-resume / resume=False)"
+        )
 
 
 def _progress(total: int, initial: int, description: str, enabled: bool):

@@ -83,6 +83,15 @@ def test_resume_gives_the_same_next_steps_as_an_uninterrupted_run(tmp_path, mode
         assert (tmp_path / "b" / "checkpoints" / "step-00000006" / "extra.safetensors").exists()
 
 
+def test_a_checkpoint_of_another_run_is_not_resumed(tmp_path):
+    pretrain(corpus(), config(2), tmp_path, progress=False)
+    with pytest.raises(ValueError, match="another run .*loop"):
+        pretrain(corpus(), config(4), tmp_path, progress=False)  # other schedule length
+    with pytest.raises(ValueError, match="n_examples"):
+        pretrain(corpus()[:6], config(2), tmp_path, progress=False)  # other data
+    assert pretrain(corpus(), config(4), tmp_path, progress=False, resume=False).loop.steps == 4
+
+
 def test_pretrain_pairs_rows_become_examples():
     frame = pd.DataFrame({
         "pseudo_query": ["红色手机壳", None, "耳机"],
