@@ -39,8 +39,6 @@ def plot_rates(rows: Sequence[DailyRate], path: str | Path, title: str = "Irrele
     matplotlib.use("Agg")  # no display on servers; must precede pyplot
     import matplotlib.pyplot as plt
 
-    import matplotlib.dates as mdates
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     x_of = {r.dt: datetime.date.fromisoformat(r.dt) for r in rows}  # a real date axis: missing days show as gaps
@@ -52,8 +50,7 @@ def plot_rates(rows: Sequence[DailyRate], path: str | Path, title: str = "Irrele
         weighted = [(x_of[r.dt], r.weighted_rate) for r in mine if r.weighted_rate is not None]
         if weighted:
             ax.plot(*zip(*weighted), marker="x", linestyle="--", color=line.get_color(), label=f"v{version} impressions")
-    ax.xaxis.set_major_locator(mdates.AutoDateLocator(maxticks=12))
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d"))
+    set_day_axis(ax, list(x_of.values()))
     fig.autofmt_xdate()
     ax.set_ylabel("irrelevant rate (label Bad or Less)")
     ax.set_ylim(bottom=0)
@@ -67,6 +64,19 @@ def plot_rates(rows: Sequence[DailyRate], path: str | Path, title: str = "Irrele
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def set_day_axis(ax, days: list[datetime.date], max_ticks: int = 10) -> None:
+    """Ticks on whole days only, at most `max_ticks`, half a day of margin: an automatic locator
+    puts hourly ticks on a short span, every one labelled with the same date."""
+    import matplotlib.dates as mdates
+
+    if days:
+        first, last = min(days), max(days)
+        interval = max(1, -(-(last - first).days // max_ticks))
+        ax.xaxis.set_major_locator(mdates.DayLocator(interval=interval))
+        ax.set_xlim(first - datetime.timedelta(days=0.5), last + datetime.timedelta(days=0.5))
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d"))
 
 
 def write_html(rows: Sequence[DailyRate], png_path: str | Path, path: str | Path, title: str = "Irrelevant-ad rate") -> Path:

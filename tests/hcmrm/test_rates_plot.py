@@ -29,3 +29,25 @@ def test_plot_writes_a_png_and_the_page_shows_it_with_the_numbers(tmp_path):
 
 def test_an_empty_report_still_draws(tmp_path):
     assert plot_rates([], tmp_path / "empty.png").stat().st_size > 0
+
+
+def test_the_date_axis_labels_each_day_once():
+    import datetime
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hcmrm.rates_plot import set_day_axis
+
+    for days in ([datetime.date(2024, 9, 10), datetime.date(2024, 9, 11)],
+                 [datetime.date(2024, 8, 1) + datetime.timedelta(days=i) for i in range(60)]):
+        fig, ax = plt.subplots()
+        ax.plot(days, range(len(days)))
+        set_day_axis(ax, days)
+        fig.canvas.draw()
+        labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+        plt.close(fig)
+        assert len(labels) == len(set(labels)) and 2 <= len(labels) <= 11
+        assert labels[0] >= days[0].isoformat() and labels[-1] <= days[-1].isoformat()
