@@ -101,7 +101,10 @@ def spark_transforms(spark, path: str, config) -> None:
 
     videos = job.spread(job.read_videos(spark, path), config.partitions)
     valid = job.flag_keys(videos).where(F.col("key_problem").isNull())
-    idf = job.idf_from_table(job.corpus_idf(valid, config.keywords), config.keywords.min_df)
+    counts = job.term_counts(valid, config.keywords).persist()  # as the job does: tokenize once
+    counts.count()
+    idf = job.idf_from_table(job.idf_table(counts, config.keywords.min_df), config.keywords.min_df)
+    counts.unpersist()
     broadcast = spark.sparkContext.broadcast(idf)
     results = job.pretrain_results(videos, broadcast, config.keywords, config.seed, config.max_sequence_chars)
     results.write.format("noop").mode("overwrite").save()

@@ -22,6 +22,7 @@ import argparse
 import logging
 import re
 import sys
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -122,30 +123,41 @@ def select_dates(videos: DataFrame, dates: list[str] | None) -> tuple[DataFrame,
 # --- transforms (DataFrame -> DataFrame) --------------------------------------------------------
 
 
-def corpus_idf(videos: DataFrame, config: KeywordConfig = KeywordConfig()) -> DataFrame:
-    """`keyword_idf` rows (term, df, n_docs, idf): document frequencies of jieba terms over `videos`.
+DOC_COUNT_TERM = ""  # every document also counts this (never a real) term: its df is n_docs
 
-    n_docs counts videos with usable text; idf = ln((1 + n_docs) / (1 + df)) + 1, the formula of
-    hcmrm.keywords.idf_value; terms in fewer than config.min_df videos are left out.
+
+def term_counts(videos: DataFrame, config: KeywordConfig = KeywordConfig()) -> DataFrame:
+    """(term, df): in how many videos each jieba candidate term occurs, plus DOC_COUNT_TERM's row.
+
+    One pass over the videos (one mapInPandas, an explode, a groupBy). n_docs counts videos with
+    usable text.
     """
     terms = document_terms_frame(videos, config)
-    # One pass: each document also counts a "" term (never a real one), whose df is n_docs.
-    counts = (
-        terms.select(F.explode(F.array_union("terms", F.array(F.lit("")))).alias("term"))
+    return (
+        terms.select(F.explode(F.array_union("terms", F.array(F.lit(DOC_COUNT_TERM)))).alias("term"))
         .groupBy("term")
         .agg(F.count("*").alias("df"))
     )
-    n_docs = counts.where(F.col("term") == "").select(F.col("df").alias("n_docs"))
+
+
+def idf_table(counts: DataFrame, min_df: int = 1) -> DataFrame:
+    """`keyword_idf` rows (term, df, n_docs, idf) from term_counts; idf = ln((1 + n_docs) / (1 + df)) + 1.
+
+    The formula of hcmrm.keywords.idf_value; terms in fewer than min_df videos are left out.
+    `counts` is read twice (terms, and n_docs joined on): persist it first, or the tokenizing
+    runs twice.
+    """
+    n_docs = counts.where(F.col("term") == DOC_COUNT_TERM).select(F.col("df").alias("n_docs"))
     return (
-        counts.where((F.col("term") != "") & (F.col("df") >= config.min_df))
+        counts.where((F.col("term") != DOC_COUNT_TERM) & (F.col("df") >= min_df))
         .crossJoin(n_docs)
-        .select(
-            "term",
-            "df",
-            "n_docs",
-            (F.log((1 + F.col("n_docs")) / (1 + F.col("df"))) + 1).alias("idf"),
-        )
+        .select("term", "df", "n_docs", (F.log((1 + F.col("n_docs")) / (1 + F.col("df"))) + 1).alias("idf"))
     )
+
+
+def corpus_idf(videos: DataFrame, config: KeywordConfig = KeywordConfig()) -> DataFrame:
+    """`keyword_idf` rows over `videos` in one expression (tokenizes twice unless persisted: small inputs)."""
+    return idf_table(term_counts(videos, config), config.min_df)
 
 
 def idf_from_table(idf_rows: DataFrame, min_df: int = 1) -> Idf:
@@ -239,59 +251,92 @@ class Counts:
         return f"input {self.input:,} = pairs {self.pairs:,} + rejects {self.rejects:,} ({ok}); rejects: {reasons}"
 
 
-def resolve_idf(spark: SparkSession, settings: Settings, videos: DataFrame, config: KeywordConfig):
-    """The run's Idf (None = jieba's): counted and stored, read back from the lake, or built in."""
+def resolve_idf(
+    spark: SparkSession, settings: Settings, videos: DataFrame, config: KeywordConfig, pool: Executor | None = None
+) -> tuple[Idf | None, Future | None]:
+    """The run's Idf (None = jieba's): counted, read back from the lake, or built in.
+
+    Counted (`idf_source: corpus`), it also replaces `keyword_idf`: on `pool` when given (the
+    returned future; the pairs are computed meanwhile), else before returning.
+    """
     if config.idf_source == "jieba":
-        return None
+        return None, None
     path = settings.table("keyword_idf")
     if config.idf_source == "stored":
         if not is_delta_table(spark, path):
             raise FileNotFoundError(f"--idf stored: no keyword_idf table at {path}; run once with --idf corpus")
         idf = idf_from_table(read_table(spark, path), config.min_df)
-    else:  # over the rows that can become pairs: no duplicate or id-less row counts twice
-        rows = corpus_idf(flag_keys(videos).where(F.col("key_problem").isNull()), config).persist()
+        log.info("IDF from %s: %d terms", path, len(idf))
+        return idf, None
+    # Over the rows that can become pairs: no duplicate or id-less row counts twice.
+    counts = term_counts(flag_keys(videos).where(F.col("key_problem").isNull()), config).persist()
+    try:
+        counts.count()  # tokenize once, here; the table and the collect read the cache
+        rows = idf_table(counts, config.min_df)
+        idf = idf_from_table(rows, config.min_df)
+    except BaseException:
+        counts.unpersist()
+        raise
+    log.info("IDF counted: %d terms -> %s", len(idf), path)
+
+    def store() -> None:
         try:
             overwrite_table(rows, path)
-            idf = idf_from_table(rows, config.min_df)
         finally:
-            rows.unpersist()
-    log.info("IDF from %s: %d terms", path, len(idf))
-    return idf
+            counts.unpersist()
+
+    if pool is None:
+        store()
+        return idf, None
+    return idf, pool.submit(store)
 
 
 def build(spark: SparkSession, settings: Settings, input_path: str, dates: list[str] | None, config: JobConfig) -> Counts:
-    """The whole job: read, IDF, pairs and rejects, reconcile, write both tables; returns the counts."""
+    """The whole job: read, IDF, pairs and rejects, reconcile, write the tables; returns the counts.
+
+    The three Delta writes are independent tables: the IDF table is written while the pairs are
+    computed, and pairs and rejects are written side by side (a few seconds of commit each).
+    """
     videos, dates = select_dates(read_videos(spark, input_path), dates)
     n_input = videos.count()
     if n_input == 0:
         raise ValueError(f"no videos in {input_path} for dt {dates}: nothing to build (existing output kept)")
     videos = spread(videos, config.partitions)
-    idf = resolve_idf(spark, settings, videos, config.keywords)
-    broadcast = spark.sparkContext.broadcast(idf) if idf is not None else None
     batch_key = "spark.sql.execution.arrow.maxRecordsPerBatch"
     previous_batch = spark.conf.get(batch_key, None)
     spark.conf.set(batch_key, str(config.arrow_batch_rows))
-    results = pretrain_results(videos, broadcast, config.keywords, config.seed, config.max_sequence_chars)
-    results = results.persist()  # jieba runs once; the counts and both writes read this
-    try:
-        code = F.substring_index("reason", ":", 1).alias("code")  # "bad_frames: frame 0: ..." -> "bad_frames"
-        by_reason = {r.code: r["count"] for r in results.groupBy(code).count().collect()}
-        n_pairs = by_reason.pop(None, 0)
-        counts = Counts(n_input, n_pairs, sum(by_reason.values()), by_reason)
-        log.info("pseudo-queries %s: %s", dates, counts.summary())
-        if not counts.reconciles():
-            raise RuntimeError(f"counts do not reconcile, nothing written: {counts.summary()}")
-        rejected_at = datetime.now(timezone.utc).replace(microsecond=0)
-        replace_partitions(pairs_of(results), settings.table("pretrain_pairs"), dates)
-        replace_partitions(rejects_of(results, rejected_at), settings.table("pretrain_rejects"), dates)
-    finally:
-        results.unpersist()
-        if broadcast is not None:
-            broadcast.unpersist()
-        if previous_batch is None:
-            spark.conf.unset(batch_key)
-        else:
-            spark.conf.set(batch_key, previous_batch)
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="pseudo-queries-write") as pool:
+        idf, idf_stored = resolve_idf(spark, settings, videos, config.keywords, pool)
+        pending = [idf_stored] if idf_stored is not None else []
+        broadcast = spark.sparkContext.broadcast(idf) if idf is not None else None
+        results = pretrain_results(videos, broadcast, config.keywords, config.seed, config.max_sequence_chars)
+        results = results.persist()  # jieba runs once; the counts and both writes read this
+        try:
+            code = F.substring_index("reason", ":", 1).alias("code")  # "bad_frames: frame 0: ..." -> "bad_frames"
+            by_reason = {r.code: r["count"] for r in results.groupBy(code).count().collect()}
+            n_pairs = by_reason.pop(None, 0)
+            counts = Counts(n_input, n_pairs, sum(by_reason.values()), by_reason)
+            log.info("pseudo-queries %s: %s", dates, counts.summary())
+            if not counts.reconciles():
+                raise RuntimeError(f"counts do not reconcile, no pairs written: {counts.summary()}")
+            if idf_stored is not None:
+                idf_stored.result()  # the IDF the pairs were made with is in the lake before they are
+            rejected_at = datetime.now(timezone.utc).replace(microsecond=0)
+            pending += [
+                pool.submit(replace_partitions, pairs_of(results), settings.table("pretrain_pairs"), dates),
+                pool.submit(replace_partitions, rejects_of(results, rejected_at), settings.table("pretrain_rejects"), dates),
+            ]
+            for write in pending:
+                write.result()
+        finally:
+            wait(pending)  # a write still running reads the cache: release it only after
+            results.unpersist()
+            if broadcast is not None:
+                broadcast.unpersist()
+            if previous_batch is None:
+                spark.conf.unset(batch_key)
+            else:
+                spark.conf.set(batch_key, previous_batch)
     return counts
 
 

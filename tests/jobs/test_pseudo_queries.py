@@ -63,11 +63,13 @@ def test_corpus_idf_is_the_document_frequency_of_jieba_terms(spark):
         for term in document_terms(text):
             counts[term] = counts.get(term, 0) + 1
     expected = [(t, d, 3, math.log(4 / (1 + d)) + 1) for t, d in counts.items()]
-    got = job.corpus_idf(df).persist()  # tokenized once for both checks
+    cached = job.term_counts(df).persist()  # as the job does: tokenized once for every check below
+    got = job.idf_table(cached)
     assertDataFrameEqual(got, spark.createDataFrame(expected, "term string, df long, n_docs long, idf double"))
     idf = job.idf_from_table(got)
     assert idf.weights == pytest.approx(Idf.from_counts(counts, 3).weights)
-    got.unpersist()
+    assert [(r.term, r.df, r.n_docs) for r in job.idf_table(cached, min_df=2).collect()] == [("游戏", 2, 3)]
+    cached.unpersist()
 
 
 @pytest.mark.spark
