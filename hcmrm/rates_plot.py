@@ -32,8 +32,11 @@ class DailyRate:
         return (self.irrelevant_impressions or 0) / self.impressions
 
 
-def plot_rates(rows: Sequence[DailyRate], path: str | Path, title: str = "Irrelevant-ad rate per day") -> Path:
-    """Write a PNG: the pair rate (solid) and, where impressions exist, the weighted rate (dashed)."""
+def plot_rates(rows: Sequence[DailyRate], path: str | Path, title: str = "Irrelevant-ad rate per day",
+               window: tuple[str, str] | None = None) -> Path:
+    """Write a PNG: the pair rate (solid) and, where impressions exist, the weighted rate (dashed).
+
+    `window` (first, last day) sets the date axis; by default it spans the rows' days."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on servers; must precede pyplot
@@ -50,7 +53,8 @@ def plot_rates(rows: Sequence[DailyRate], path: str | Path, title: str = "Irrele
         weighted = [(x_of[r.dt], r.weighted_rate) for r in mine if r.weighted_rate is not None]
         if weighted:
             ax.plot(*zip(*weighted), marker="x", linestyle="--", color=line.get_color(), label=f"v{version} impressions")
-    set_day_axis(ax, list(x_of.values()))
+    days = [datetime.date.fromisoformat(d) for d in window] if window else list(x_of.values())
+    set_day_axis(ax, days)
     fig.autofmt_xdate()
     ax.set_ylabel("irrelevant rate (label Bad or Less)")
     ax.set_ylim(bottom=0)
@@ -75,7 +79,9 @@ def set_day_axis(ax, days: list[datetime.date], max_ticks: int = 10) -> None:
         first, last = min(days), max(days)
         interval = max(1, -(-(last - first).days // max_ticks))
         ax.xaxis.set_major_locator(mdates.DayLocator(interval=interval))
-        ax.set_xlim(first - datetime.timedelta(days=0.5), last + datetime.timedelta(days=0.5))
+        margin = datetime.timedelta(hours=12)  # on datetimes: a date minus 12 hours is the same date
+        start = datetime.datetime.combine(first, datetime.time()) - margin
+        ax.set_xlim(start, datetime.datetime.combine(last, datetime.time()) + margin)
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d"))
 
 

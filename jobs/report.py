@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         for r in by_day(rates.where(F.col("dt").between(first, last))).collect()
     ]
     title = f"Irrelevant-ad rate per day, {first} .. {last} ({settings.model_name})"
-    png = plot_rates(rows, out / "irrelevant_rate.png", title)
+    png = plot_rates(rows, out / "irrelevant_rate.png", title, window=(first, last))
     page = write_html(rows, png, out / "irrelevant_rate.html", title)
     print(f"{len(rows)} (day, model version) points from {first} to {last}")
     print(f"plot: {png.resolve()}")

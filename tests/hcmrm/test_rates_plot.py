@@ -51,3 +51,5 @@ def test_the_date_axis_labels_each_day_once():
         plt.close(fig)
         assert len(labels) == len(set(labels)) and 2 <= len(labels) <= 11
         assert labels[0] >= days[0].isoformat() and labels[-1] <= days[-1].isoformat()
+        low, high = (matplotlib.dates.num2date(x).date() for x in ax.get_xlim())
+        assert low < days[0] and high == days[-1], "half a day of margin on each side"
