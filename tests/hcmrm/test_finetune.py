@@ -13,14 +13,6 @@ from hcmrm.model import build_model
 PRODUCTS = ["手机壳", "耳机", "跑鞋", "茶叶", "口红", "键盘"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def pairs():
     out = []
     for i, product in enumerate(PRODUCTS):

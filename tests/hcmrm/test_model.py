@@ -19,15 +19,6 @@ def jpeg(color):
     return encode_image(Image.new("RGB", (24, 24), color))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The test machine is small and shared: one torch thread is faster than contended two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def tiny():
     torch.manual_seed(0)

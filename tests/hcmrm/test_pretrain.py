@@ -17,14 +17,6 @@ COLORS = ["red", "green", "blue", "yellow", "purple", "orange", "white", "black"
 WORDS = ["红色", "绿色", "蓝色", "黄色", "紫色", "橙色", "白色", "黑色"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def corpus():
     """Colour words as pseudo-queries, with a frame of that colour for half of them (ITC/ITM need frames)."""
     out = []

@@ -14,14 +14,6 @@ from hcmrm.tokenizer import Tokenizer
 TERMS = ("itc", "itm", "mlm", "pqvm")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def jpeg(color):
     return encode_image(Image.new("RGB", (24, 24), color))
 
