@@ -44,8 +44,9 @@ bench-pseudo-query: setup
 	$(PY) benchmarks/pseudo_query_throughput.py
 
 bench-scoring: setup
-	$(PY) benchmarks/scoring_engine.py
-	$(PY) benchmarks/scoring_spark_overhead.py
+	$(PY) benchmarks/scoring_engine.py --preset small --frames 4
+	$(PY) benchmarks/scoring_engine.py --preset small --frames 4 --framed-only
+	$(PY) benchmarks/scoring_spark_overhead.py --preset tiny --repeat 4
 
 keyword-quality: setup
 	$(PY) experiments/keyword_quality.py
