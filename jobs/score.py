@@ -316,6 +316,8 @@ class Tally:
 def tally(date: str, pairs: DataFrame, validated: DataFrame, scored: DataFrame) -> Tally:
     """Count what happened and check it: valid pairs in = pair rows out, input = scored + rejected."""
     input_pairs = pairs.count()
+    if input_pairs == 0:  # recorded as an empty day, but a nightly run should hear about a missing partition
+        log.warning("%s: query_ad_pairs has no rows for this dt; is the upstream partition missing?", date)
     checked = dict(validated.groupBy(reason_code()).count().collect())
     started = time.perf_counter()  # the next action runs the scorer (and fills the cache)
     by_reason = {
