@@ -14,6 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from hcmrm.config_keys import reject_unknown_keys
+
 HEADS = ("hierarchical", "bce")
 
 
@@ -104,10 +106,7 @@ class HCMRMConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "HCMRMConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown HCMRMConfig fields {sorted(unknown)}")
+        reject_unknown_keys(cls, d, "HCMRMConfig fields")
         d = dict(d)
         d["text"] = TextConfig(**d.get("text", {}))
         vision = dict(d.get("vision", {}))

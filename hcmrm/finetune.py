@@ -24,6 +24,7 @@ from torch import nn
 
 from hcmrm.batching import LabeledExample, collate_labeled
 from hcmrm.config import HCMRMConfig, preset
+from hcmrm.config_keys import reject_unknown_keys
 from hcmrm.distributed import DistInfo
 from hcmrm.losses import relevance_loss
 from hcmrm.metrics import POSITIVE_LABEL, Metrics, relevance_metrics
@@ -56,9 +57,7 @@ class FinetuneConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "FinetuneConfig":
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown fine-tuning settings {sorted(unknown)}")
+        reject_unknown_keys(cls, d, "fine-tuning settings")
         return cls(**d)
 
     @classmethod

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from hcmrm.config_keys import reject_unknown_keys
+
 STOPWORDS_FILE = Path(__file__).parent / "assets" / "stopwords.txt"
 
 # jieba.posseg tags of proper nouns: person (nr, with nrt transliterated and nrfg), place (ns),
@@ -70,10 +72,7 @@ class KeywordConfig:
     @classmethod
     def from_dict(cls, values: Mapping) -> "KeywordConfig":
         """From YAML: lists become tuples, unknown keys are an error."""
-        known = set(cls.__dataclass_fields__)
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown keyword settings {sorted(unknown)}; known: {sorted(known)}")
+        reject_unknown_keys(cls, values, "keyword settings")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 

@@ -23,6 +23,7 @@ from torch import nn
 
 from hcmrm.batching import PretrainExample, collate_pretrain
 from hcmrm.config import preset
+from hcmrm.config_keys import reject_unknown_keys
 from hcmrm.distributed import DistInfo
 from hcmrm.model import HCMRM
 from hcmrm.pretrainer import LossWeights, Pretrainer
@@ -50,9 +51,7 @@ class PretrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PretrainConfig":
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown pre-training settings {sorted(unknown)}")
+        reject_unknown_keys(cls, d, "pre-training settings")
         return cls(**d)
 
     @classmethod

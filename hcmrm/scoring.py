@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hcmrm.config_keys import reject_unknown_keys
 from hcmrm.frames import FrameDecodeError, decode_frames, stack_videos
 
 LABELS = ("bad", "less", "good", "excellent")  # label 0..3, the order of RelevanceOutput.probs
@@ -33,6 +34,7 @@ class ScoringConfig:
 
     @classmethod
     def from_dict(cls, values: dict | None) -> "ScoringConfig":
+        reject_unknown_keys(cls, values or {}, "scoring engine settings")
         return cls(**(values or {}))
 
 

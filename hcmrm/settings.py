@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from hcmrm.config_keys import reject_unknown_keys
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
 
@@ -51,9 +53,7 @@ class Settings:
             if os.environ.get(var):
                 values[field] = os.environ[var]
         values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown settings {sorted(unknown)} in {conf_file} or overrides")
+        reject_unknown_keys(cls, values, f"settings (from {conf_file} or overrides)")
         return cls(**values).resolved()
 
     def resolved(self) -> "Settings":

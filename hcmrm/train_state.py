@@ -35,6 +35,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from hcmrm.config_keys import reject_unknown_keys
 from hcmrm.distributed import DistInfo, wrap_model
 from hcmrm.optim import OptimConfig, build_optimizer, build_scheduler, clip_gradients
 
@@ -67,9 +68,7 @@ class LoopConfig:
             if "betas" in optim:
                 optim["betas"] = tuple(optim["betas"])
             d["optim"] = OptimConfig(**optim)
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown training settings {sorted(unknown)}")
+        reject_unknown_keys(cls, d, "training settings")
         return cls(**d)
 
 

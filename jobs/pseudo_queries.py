@@ -33,6 +33,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 from pyspark.sql.window import Window
 
+from hcmrm.config_keys import reject_unknown_keys
 from hcmrm.keywords import Idf, KeywordConfig
 from hcmrm.settings import CONF_DIR, Settings
 from jobs.common import script_main, settings_from_args, spark_from_args
@@ -74,6 +75,7 @@ class JobConfig:
                 keywords[key] = value
             else:
                 values[key] = value
+        reject_unknown_keys(cls, values, f"keys in {path}")
         return cls(keywords=KeywordConfig.from_dict(keywords), **values)
 
 

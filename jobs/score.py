@@ -31,6 +31,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from hcmrm.config_keys import reject_unknown_keys
 from hcmrm.scoring import IRRELEVANT_MAX_LABEL, LABELS, ScoringConfig
 from hcmrm.settings import CONF_DIR, Settings
 from jobs.common import script_main, settings_from_args, spark_from_args
@@ -65,9 +66,7 @@ class ScoreJobConfig:
         """conf/jobs/score.yaml, then `overrides` (flags; None values ignored)."""
         values = (yaml.safe_load(Path(path).read_text()) or {}) if Path(path).exists() else {}
         values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown keys {sorted(unknown)} in {path}")
+        reject_unknown_keys(cls, values, f"keys in {path}")
         engine = values.pop("engine", None)
         if not isinstance(engine, ScoringConfig):
             engine = ScoringConfig.from_dict(engine)
