@@ -44,9 +44,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"step {number} failed with exit code {code}", file=sys.stderr)
             return code
     print(f"\n=== demo finished in {time.time() - started:.0f} s")
-    print(f"Delta lake:      {settings.lake}  (one folder per table)")
-    print(f"MLflow store:    {settings.tracking_uri}")
-    print(f"MLflow artifacts:{settings.artifact_root}")
+    print(f"Delta lake:       {settings.lake}  (one folder per table)")
+    print(f"MLflow store:     {settings.tracking_uri}")
+    print(f"MLflow artifacts: {settings.artifact_root}")
     return 0
 
 
