@@ -3,7 +3,7 @@
 Input: N real headlines (THUCNews dev + test, then TNEWS; default 20,000 = THUCNews only) as a `videos` table
 with no OCR, ASR or frames, one dt. Both sides do the same work: corpus IDF (every title
 tokenized once to count document frequencies), then for every title the pseudo-query, context
-text and keyword sequence (`hcmrm.pseudo_query.pretrain_text`, a second tokenization).
+text and keyword sequence (`hcmrm.text.pseudo_query.pretrain_text`, a second tokenization).
 
 - Spark: `jobs.pseudo_queries.build` on the `local` profile (local[*]: one Python worker per core),
   the whole job as scheduled: read Parquet, IDF aggregate written to Delta, pairs and rejects
@@ -79,8 +79,8 @@ def python_loop(path: str, config) -> int:
     """The same extraction, one process: IDF over the titles, then every pair."""
     import pandas as pd
 
-    from hcmrm.keywords import Idf
-    from hcmrm.pseudo_query import PretrainText, pretrain_text, video_text
+    from hcmrm.text.keywords import Idf
+    from hcmrm.text.pseudo_query import PretrainText, pretrain_text, video_text
 
     rows = pd.read_parquet(path)
     kw = config.keywords
@@ -154,12 +154,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=20000, help="titles to process")
     parser.add_argument("--warmup", type=int, default=2000, help="titles in the warm-up runs")
     parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--profile", default="local", help="Spark profile (conf/spark)")
+    parser.add_argument("--profile", default="local", help="Spark profile (hcmrm/conf/spark)")
     args = parser.parse_args()
 
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    from hcmrm.keywords import init_jieba
+    from hcmrm.text.keywords import init_jieba
     from hcmrm.settings import Settings
     from jobs import pseudo_queries as job
     from jobs.session import spark_session

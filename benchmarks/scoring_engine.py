@@ -1,6 +1,6 @@
 """Pairs/s of the scoring engine alone (hcmrm.scoring, no Spark): ad-major against naive per-pair encoding.
 
-Inputs: one day of the shipped sample (data/sample: query_ad_pairs for --date joined to ads and
+Inputs: one day of the shipped sample (hcmrm/sample: query_ad_pairs for --date joined to ads and
 videos, the scoreable pairs only: ~1,530 pairs over ~470 ads, 200 of them with a real photo frame,
 the rest text-only), --repeat times over with fresh ad ids for a longer run, or cut to --limit pairs.
 --frames K gives every framed ad K frames (copies of its photo) to look like a video ad;
@@ -35,12 +35,12 @@ sys.path.insert(0, str(REPO))
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from hcmrm.model import build_model  # noqa: E402
-from hcmrm.pseudo_query import keyword_sequence  # noqa: E402
+from hcmrm.model.network import build_model  # noqa: E402
+from hcmrm.text.pseudo_query import keyword_sequence  # noqa: E402
 from hcmrm.scoring import AdPairs, Scorer, ScoringConfig  # noqa: E402
-from hcmrm.tokenizer import Tokenizer  # noqa: E402
+from hcmrm.model.tokenizer import Tokenizer  # noqa: E402
 
-SAMPLE = REPO / "data" / "sample"
+SAMPLE = REPO / "hcmrm" / "sample"
 
 
 def read_sample(sample: Path, date: str, repeat: int = 1) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

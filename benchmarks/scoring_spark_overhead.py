@@ -1,6 +1,6 @@
 """Spark's overhead on scoring: the score job against the engine alone, same pairs, same model, CPU.
 
-Inputs: one day of the shipped sample (data/sample; --repeat N copies with fresh ad and video ids
+Inputs: one day of the shipped sample (hcmrm/sample; --repeat N copies with fresh ad and video ids
 for a longer run), written as Delta tables in a temp lake; a --preset model with random weights
 (speed does not depend on training) registered as champion in a temp MLflow.
 
@@ -43,10 +43,10 @@ from scoring_engine import SAMPLE, group_ads, read_sample  # noqa: E402
 def register(settings, preset: str, root: Path) -> None:
     import torch
 
-    from hcmrm.checkpoint import save_model
-    from hcmrm.model import build_model
-    from hcmrm.registry import log_model_dir, register_version, set_alias
-    from hcmrm.tracking import configure, use_experiment
+    from hcmrm.model.checkpoint import save_model
+    from hcmrm.model.network import build_model
+    from hcmrm.tracking.registry import log_model_dir, register_version, set_alias
+    from hcmrm.tracking.store import configure, use_experiment
 
     torch.manual_seed(0)
     save_model(build_model(preset).eval(), root / "model")
@@ -81,13 +81,13 @@ def main() -> None:
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--date", default="2024-09-10")
     parser.add_argument("--repeat", type=int, default=2, help="copies of the day, with fresh ad and video ids")
-    parser.add_argument("--profile", default="local", help="Spark profile (conf/spark)")
+    parser.add_argument("--profile", default="local", help="Spark profile (hcmrm/conf/spark)")
     parser.add_argument("--sample", type=Path, default=SAMPLE)
     args = parser.parse_args()
 
-    from hcmrm.registry import download_model
+    from hcmrm.tracking.registry import download_model
     from hcmrm.settings import Settings
-    from hcmrm.tracking import use_experiment
+    from hcmrm.tracking.store import use_experiment
     from jobs.score import ScoreJobConfig, arrow_batch_size, resolve_model, score_date
     from jobs.session import spark_session
     from jobs.tables import overwrite_table

@@ -1,6 +1,6 @@
 """The paper's ablation on public data: does pre-training (and PQVM) and the hierarchical softmax help?
 
-    make ablation        # = .venv/bin/python experiments/ablation.py  (settings: conf/train/ablation.yaml)
+    make ablation        # = .venv/bin/python experiments/ablation.py  (settings: hcmrm/conf/train/ablation.yaml)
 
 On KUAKE-QTR (train -> dev), per seed:
   a  no pre-training + BCE
@@ -39,15 +39,15 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from experiments.char_overlap import evaluate_file as char_overlap_metrics  # noqa: E402
-from hcmrm.checkpoint import load_model  # noqa: E402
-from hcmrm.finetune import FinetuneConfig, evaluate, finetune  # noqa: E402
-from hcmrm.labeled_data import build_texts, read_labeled, to_examples  # noqa: E402
-from hcmrm.pretrain import PretrainConfig, examples_from_records, pretrain  # noqa: E402
+from hcmrm.model.checkpoint import load_model  # noqa: E402
+from hcmrm.train.finetune import FinetuneConfig, evaluate, finetune  # noqa: E402
+from hcmrm.train.labeled_data import build_texts, read_labeled, to_examples  # noqa: E402
+from hcmrm.train.pretrain import PretrainConfig, examples_from_records, pretrain  # noqa: E402
 
 log = logging.getLogger("ablation")
 
 DATA = REPO.parent / "shared" / "data"
-CONFIG_FILE = REPO / "conf" / "train" / "ablation.yaml"
+CONFIG_FILE = REPO / "hcmrm" / "conf" / "train" / "ablation.yaml"
 RESULTS = REPO / "experiments" / "results"
 CACHE = REPO / ".cache" / "ablation"  # the pre-training corpus and each results folder's checkpoints (not committed)
 
@@ -116,7 +116,7 @@ def corpus_rows(data: Path, caps: dict[str, int], seed: int = 0) -> list[dict]:
 
 def pretrain_frame(data: Path, caps: dict[str, int], seed: int = 0) -> pd.DataFrame:
     """The corpus as `pretrain_pairs` rows (pseudo-query, context, frames); cached under WORK."""
-    from hcmrm.pseudo_query import Idf, init_jieba, make_pseudo_query, video_seed
+    from hcmrm.text.pseudo_query import Idf, init_jieba, make_pseudo_query, video_seed
 
     key = "-".join(f"{k}{v}" for k, v in sorted(caps.items()))
     cache = CACHE / f"pretrain_corpus_seed{seed}_{key}.parquet"

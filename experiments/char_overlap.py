@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hcmrm.labeled_data import read_labeled  # noqa: E402
-from hcmrm.metrics import relevance_metrics  # noqa: E402
+from hcmrm.train.labeled_data import read_labeled  # noqa: E402
+from hcmrm.train.metrics import relevance_metrics  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEFAULT_FILES = (DATA / "kuake_qtr" / "KUAKE-QTR_dev.json", DATA / "qbqtc" / "dev.json")

@@ -31,8 +31,8 @@ import unicodedata
 from collections import Counter
 from pathlib import Path
 
-from hcmrm.keywords import Idf, KeywordConfig, clean_text, document_terms, has_content, rank_tokens, tokenize
-from hcmrm.pseudo_query import video_pseudo_query, video_text
+from hcmrm.text.keywords import Idf, KeywordConfig, clean_text, document_terms, has_content, rank_tokens, tokenize
+from hcmrm.text.pseudo_query import video_pseudo_query, video_text
 
 DATA = Path("/work/shared/data")
 KS = (1, 3, 5)

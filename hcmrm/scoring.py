@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from hcmrm.config_keys import reject_unknown_keys
-from hcmrm.frames import FrameDecodeError, decode_frames, stack_videos
+from hcmrm.model.frames import FrameDecodeError, decode_frames, stack_videos
 
 LABELS = ("bad", "less", "good", "excellent")  # label 0..3, the order of RelevanceOutput.probs
 IRRELEVANT_MAX_LABEL = 1  # a pair is irrelevant when its label is Bad or Less
@@ -43,7 +43,7 @@ class AdPairs:
     """One ad and the queries it is scored against."""
 
     ad_id: str
-    text: str  # the ad video's keyword sequence (hcmrm.pseudo_query.keyword_sequence)
+    text: str  # the ad video's keyword sequence (hcmrm.text.pseudo_query.keyword_sequence)
     frames: Sequence[bytes]  # encoded frames (JPEG/PNG), possibly none: the ad is then scored on text alone
     queries: Sequence[str]
 
@@ -85,7 +85,7 @@ class Scorer:
     """A model on one device, ready to score ads; keep one per Python worker (or per GPU)."""
 
     model: torch.nn.Module
-    tokenizer: object  # hcmrm.tokenizer.Tokenizer
+    tokenizer: object  # hcmrm.model.tokenizer.Tokenizer
     config: ScoringConfig = field(default_factory=ScoringConfig)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     counters: ScoringCounters = field(default_factory=ScoringCounters)
@@ -98,9 +98,9 @@ class Scorer:
 
     @classmethod
     def from_dir(cls, model_dir: str | Path, config: ScoringConfig | None = None, device="cpu") -> "Scorer":
-        """Load a model folder written by hcmrm.checkpoint.save_model (e.g. downloaded from the registry)."""
-        from hcmrm.checkpoint import load_model
-        from hcmrm.tokenizer import Tokenizer
+        """Load a model folder written by hcmrm.model.checkpoint.save_model (e.g. downloaded from the registry)."""
+        from hcmrm.model.checkpoint import load_model
+        from hcmrm.model.tokenizer import Tokenizer
 
         model = load_model(model_dir)
         return cls(model, Tokenizer.from_config(model.config), config or ScoringConfig(), torch.device(device))

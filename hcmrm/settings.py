@@ -1,6 +1,6 @@
 """Where things live: the Delta lake, MLflow, the model name, the Spark profile.
 
-Each setting resolves, last one winning: the dataclass default, `conf/defaults.yaml`, an
+Each setting resolves, last one winning: the dataclass default, `hcmrm/conf/defaults.yaml`, an
 environment variable, a command-line flag (`Settings.load(overrides=...)`).
 """
 
@@ -15,8 +15,9 @@ import yaml
 
 from hcmrm.config_keys import reject_unknown_keys
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = REPO_ROOT / "conf"
+PACKAGE_DIR = Path(__file__).resolve().parent
+CONF_DIR = PACKAGE_DIR / "conf"  # shipped inside the package, so a wheel install has every default
+SAMPLE_DIR = PACKAGE_DIR / "sample"  # the sample lake's Parquet files (SOURCE.md says where rows come from)
 
 _ENV = {
     "lake": "HCMRM_LAKE",
@@ -41,7 +42,7 @@ class Settings:
     tracking_uri: str | None = None  # MLflow tracking URI; None = sqlite file beside the lake
     artifact_root: str = "mlartifacts"  # MLflow artifact folder for new experiments
     model_name: str = "hcmrm"  # registered model name in the MLflow registry
-    spark_profile: str = "local"  # name of a YAML file in conf/spark
+    spark_profile: str = "local"  # name of a YAML file in hcmrm/conf/spark
 
     @classmethod
     def load(cls, overrides: dict | None = None, conf_file: Path | None = None) -> "Settings":

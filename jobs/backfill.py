@@ -41,7 +41,7 @@ CONFLICTS = ("ConcurrentAppend", "ConcurrentWrite", "ConcurrentDelete", "Concurr
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start", type=day, required=True, help="first date, yyyy-mm-dd")
     parser.add_argument("--end", type=day, required=True, help="last date, yyyy-mm-dd (inclusive)")
-    parser.add_argument("--parallel", type=int, help="dates scored at once (default: conf/jobs/score.yaml)")
+    parser.add_argument("--parallel", type=int, help="dates scored at once (default: hcmrm/conf/jobs/score.yaml)")
     parser.add_argument("--force", action="store_true", help="re-score dates already scored by this version")
     add_model_arguments(parser)
 
@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     log.info("backfill %s..%s with %s v%s: %d to score, %d already done", args.start, args.end, model.name,
              model.version, len(todo), len(skipped))
 
-    from hcmrm.tracking import configure
+    from hcmrm.tracking.store import configure
 
     client = configure(settings).MlflowClient()
     parent = client.create_run(experiment_id, run_name=f"backfill {args.start}..{args.end}",

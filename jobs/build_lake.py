@@ -1,6 +1,6 @@
-"""build-lake: load the shipped sample (data/sample) into the lake as Delta tables, then summarize them.
+"""build-lake: load the shipped sample (hcmrm/sample) into the lake as Delta tables, then summarize them.
 
-    hcmrm build-lake [--sample-dir data/sample] [--lake lake]
+    hcmrm build-lake [--sample-dir hcmrm/sample] [--lake lake]
     spark-submit jobs/build_lake.py [same flags]
 
 Tables written (DESIGN.md section 2): `videos` and `query_ad_pairs` partitioned by `dt`, each date
@@ -20,14 +20,13 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
-from hcmrm.settings import REPO_ROOT, Settings
+from hcmrm.settings import SAMPLE_DIR, Settings
 from jobs.common import script_main, settings_from_args, spark_from_args
 from jobs.tables import is_delta_table, overwrite_table, replace_partitions
 
 COMMAND = "build-lake"
-HELP = "load the shipped sample (data/sample) into the lake as Delta tables and print a summary"
+HELP = "load the shipped sample (hcmrm/sample) into the lake as Delta tables and print a summary"
 
-SAMPLE_DIR = REPO_ROOT / "data" / "sample"
 
 # The input contracts: column order and types as they land in the lake.
 SCHEMAS = {

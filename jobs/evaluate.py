@@ -39,9 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from hcmrm.finetune import evaluate
-    from hcmrm.labeled_data import build_texts, read_labeled, to_examples
-    from hcmrm.registry import load_registered
+    from hcmrm.train.finetune import evaluate
+    from hcmrm.train.labeled_data import build_texts, read_labeled, to_examples
+    from hcmrm.tracking.registry import load_registered
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -2,7 +2,7 @@
 
     hcmrm finetune [--train PATH] [--dev PATH] [--loss hierarchical_softmax|bce]
                    [--init runs/pretrain/model | runs:/<id>/model | models:/hcmrm/3]
-                   [--train-conf conf/train/finetune.yaml] [--epochs N] [--steps N] [--lr X] [--seed N]
+                   [--train-conf hcmrm/conf/train/finetune.yaml] [--epochs N] [--steps N] [--lr X] [--seed N]
                    [--gate-metric auc] [--no-register] [--out runs/finetune]
     spark-submit jobs/finetune.py [same flags]
     torchrun --nproc-per-node 2 jobs/finetune.py --train train.jsonl --dev dev.jsonl ...   (gloo)
@@ -34,7 +34,7 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from hcmrm.settings import CONF_DIR, REPO_ROOT, Settings
+from hcmrm.settings import CONF_DIR, Settings
 from jobs.common import configure_logging, script_main, settings_from_args
 from jobs.pretrain import add_training_arguments, is_plain_file, launch, merge, tracked_run, training_overrides
 
@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def load_config(args: argparse.Namespace):
     import yaml
 
-    from hcmrm.finetune import FinetuneConfig
+    from hcmrm.train.finetune import FinetuneConfig
 
     values = yaml.safe_load(Path(args.train_conf).read_text(encoding="utf-8")) or {}
     values = merge(values, training_overrides(args))
@@ -100,7 +100,7 @@ def with_video_text(labeled, videos):
 
 def read_frame(path: str | None, args: argparse.Namespace, settings: Settings):
     """One labeled source as pandas: a file directly, a Delta table through Spark."""
-    from hcmrm.labeled_data import read_records
+    from hcmrm.train.labeled_data import read_records
 
     path = path or settings.table("labeled_pairs")
     if is_plain_file(path):
@@ -125,10 +125,10 @@ def split_rows(frame, split: str):
 
 
 def read_labeled_sets(args: argparse.Namespace, settings: Settings):
-    """(train pairs, dev pairs, rejects) after validation (hcmrm.labeled_data)."""
+    """(train pairs, dev pairs, rejects) after validation (hcmrm.train.labeled_data)."""
     import pandas as pd
 
-    from hcmrm.labeled_data import build_texts, normalize
+    from hcmrm.train.labeled_data import build_texts, normalize
 
     train_frame = read_frame(args.train, args, settings)
     dev_frame = read_frame(args.dev, args, settings) if args.dev else train_frame
@@ -203,9 +203,11 @@ def distributed_worker(options: dict):
 
 def train_and_register(args: argparse.Namespace, settings: Settings) -> dict | None:
     """Train (joining a process group when launched as several), then register and gate on the main process."""
-    from hcmrm import distributed, gate, registry
-    from hcmrm.finetune import evaluate, finetune
-    from hcmrm.labeled_data import to_examples
+    from hcmrm.train import distributed
+    from hcmrm.tracking import gate
+    from hcmrm.tracking import registry
+    from hcmrm.train.finetune import evaluate, finetune
+    from hcmrm.train.labeled_data import to_examples
 
     config = load_config(args)
     dist = distributed.init()
@@ -215,7 +217,7 @@ def train_and_register(args: argparse.Namespace, settings: Settings) -> dict | N
     if len(rejects):
         log.warning("%d labeled rows rejected: %s", len(rejects), rejects["reason"].value_counts().to_dict())
     rejected = int(len(rejects)) + int(getattr(args, "upstream_rejects", 0) or 0)
-    out = args.out or REPO_ROOT / "runs" / "finetune"
+    out = args.out or Path("runs") / "finetune"
     data_id = fingerprint(dev) if dev else None
     params = {**config.to_dict(), "init": args.init or "none",
               "data": {"train": args.train or settings.table("labeled_pairs"), "dev": args.dev or f"split={args.dev_split}",

@@ -14,8 +14,8 @@ import sys
 
 import torch
 
-from hcmrm.config import PRESETS, preset
-from hcmrm.model import HCMRM
+from hcmrm.model.config import PRESETS, preset
+from hcmrm.model.network import HCMRM
 from jobs.common import script_main
 
 COMMAND = "params"

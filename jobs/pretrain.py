@@ -1,6 +1,6 @@
 """pretrain: `pretrain_pairs` -> a pre-trained HCMRM (ITC + ITM + MLM + PQVM), tracked in MLflow.
 
-    hcmrm pretrain [--date 2024-08-25 ...] [--input PATH] [--train-conf conf/train/pretrain.yaml]
+    hcmrm pretrain [--date 2024-08-25 ...] [--input PATH] [--train-conf hcmrm/conf/train/pretrain.yaml]
                    [--preset small] [--steps N] [--epochs N] [--batch-size N] [--lr X] [--seed N]
                    [--weights pqvm=0] [--out runs/pretrain] [--no-resume]
     spark-submit jobs/pretrain.py [same flags]
@@ -26,7 +26,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from hcmrm.settings import CONF_DIR, REPO_ROOT, Settings
+from hcmrm.settings import CONF_DIR, Settings
 from jobs.common import script_main, settings_from_args
 
 COMMAND = "pretrain"
@@ -104,7 +104,7 @@ def parse_weights(text: str | None) -> dict:
 def load_config(args: argparse.Namespace):
     import yaml
 
-    from hcmrm.pretrain import PretrainConfig
+    from hcmrm.train.pretrain import PretrainConfig
 
     values = yaml.safe_load(Path(args.train_conf).read_text(encoding="utf-8")) or {}
     values = merge(values, training_overrides(args))
@@ -140,7 +140,7 @@ def read_pairs(args: argparse.Namespace, settings: Settings):
     """The pairs as pandas: straight from a file, or through Spark from a Delta table."""
     import pandas as pd
 
-    from hcmrm.labeled_data import read_records
+    from hcmrm.train.labeled_data import read_records
 
     path = args.input or settings.table("pretrain_pairs")
     if is_plain_file(path):
@@ -182,7 +182,7 @@ def tracked_run(settings: Settings, experiment: str, run_name: str, params: dict
     if not is_main:
         yield None, (lambda metrics, step: None)
         return
-    from hcmrm.tracking import configure, use_experiment
+    from hcmrm.tracking.store import configure, use_experiment
 
     mlflow = configure(settings)
     use_experiment(settings, experiment)
@@ -241,15 +241,15 @@ def distributed_worker(options: dict):
 
 def pretrain_and_log(args: argparse.Namespace, settings: Settings) -> str | None:
     """Pre-train (joining a process group when launched as several); the main process logs to MLflow."""
-    from hcmrm import distributed
-    from hcmrm.pretrain import examples_from_records, pretrain
-    from hcmrm.registry import log_model_dir
+    from hcmrm.train import distributed
+    from hcmrm.train.pretrain import examples_from_records, pretrain
+    from hcmrm.tracking.registry import log_model_dir
 
     config = load_config(args)
     dist = distributed.init()
     frame = read_pairs(args, settings)
     examples = examples_from_records(frame)
-    out = args.out or REPO_ROOT / "runs" / "pretrain"
+    out = args.out or Path("runs") / "pretrain"
     n_frames = sum(1 for e in examples if e.frames)
     log.info("pre-training on %d pairs (%d with frames) -> %s", len(examples), n_frames, out)
     params = {**config.to_dict(), "data": {"input": args.input or settings.table("pretrain_pairs"),

@@ -34,7 +34,7 @@ from pyspark.sql.types import StructType
 from pyspark.sql.window import Window
 
 from hcmrm.config_keys import reject_unknown_keys
-from hcmrm.keywords import Idf, KeywordConfig
+from hcmrm.text.keywords import Idf, KeywordConfig
 from hcmrm.settings import CONF_DIR, Settings
 from jobs.common import script_main, settings_from_args, spark_from_args
 from jobs.tables import is_delta_table, overwrite_table, read_table, replace_partitions
@@ -64,7 +64,7 @@ class JobConfig:
 
     @classmethod
     def load(cls, path: Path = CONF_FILE, overrides: dict | None = None) -> "JobConfig":
-        """conf/jobs/pseudo_queries.yaml, then flags (`overrides`, keys top_k, seed, idf_source)."""
+        """hcmrm/conf/jobs/pseudo_queries.yaml, then flags (`overrides`, keys top_k, seed, idf_source)."""
         values = yaml.safe_load(Path(path).read_text()) if Path(path).exists() else {}
         values = dict(values or {})
         keywords = dict(values.pop("keywords", None) or {})
@@ -145,7 +145,7 @@ def term_counts(videos: DataFrame, config: KeywordConfig = KeywordConfig()) -> D
 def idf_table(counts: DataFrame, min_df: int = 1) -> DataFrame:
     """`keyword_idf` rows (term, df, n_docs, idf) from term_counts; idf = ln((1 + n_docs) / (1 + df)) + 1.
 
-    The formula of hcmrm.keywords.idf_value; terms in fewer than min_df videos are left out.
+    The formula of hcmrm.text.keywords.idf_value; terms in fewer than min_df videos are left out.
     `counts` is read twice (terms, and n_docs joined on): persist it first, or the tokenizing
     runs twice.
     """

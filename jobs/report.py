@@ -28,9 +28,9 @@ HELP = "plot the irrelevant-ad rate per day and model version: a PNG and an HTML
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--days", type=int, help="days plotted (default: conf/jobs/score.yaml report_days)")
+    parser.add_argument("--days", type=int, help="days plotted (default: hcmrm/conf/jobs/score.yaml report_days)")
     parser.add_argument("--end", type=day, help="last day plotted (default: the latest in the table)")
-    parser.add_argument("--out", type=Path, help="output folder (default: conf/jobs/score.yaml report_dir)")
+    parser.add_argument("--out", type=Path, help="output folder (default: hcmrm/conf/jobs/score.yaml report_dir)")
     parser.add_argument("--job-config", default=CONF_FILE, help="job defaults")
 
 

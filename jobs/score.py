@@ -63,7 +63,7 @@ class ScoreJobConfig:
 
     @classmethod
     def load(cls, path: str | Path = CONF_FILE, overrides: dict | None = None) -> "ScoreJobConfig":
-        """conf/jobs/score.yaml, then `overrides` (flags; None values ignored)."""
+        """hcmrm/conf/jobs/score.yaml, then `overrides` (flags; None values ignored)."""
         values = (yaml.safe_load(Path(path).read_text()) or {}) if Path(path).exists() else {}
         values.update({k: v for k, v in (overrides or {}).items() if v is not None})
         reject_unknown_keys(cls, values, f"keys in {path}")
@@ -138,8 +138,8 @@ def model_uri_from_args(args: argparse.Namespace, settings: Settings) -> str:
 
 def resolve_model(spark: SparkSession, settings: Settings, model_uri: str) -> ModelRef:
     """Resolve `model_uri` to one version, download it, check it loads, ship it to the executors."""
-    from hcmrm.checkpoint import load_config_json
-    from hcmrm.registry import download_model
+    from hcmrm.model.checkpoint import load_config_json
+    from hcmrm.tracking.registry import download_model
 
     folder, version = download_model(settings, model_uri)
     load_config_json(folder)  # fail here, on the driver, if the artifact is not an HCMRM model
@@ -268,7 +268,7 @@ def score_date(
     parent_run_id: str | None = None,
 ) -> DateResult:
     """Score `date` with `model` and write it; the MLflow run is closed FAILED if anything raises."""
-    from hcmrm.tracking import configure
+    from hcmrm.tracking.store import configure
 
     client = configure(settings).MlflowClient()
     tags = {"hcmrm.job": COMMAND, "hcmrm.date": date}
@@ -431,7 +431,7 @@ def append_run_log(spark: SparkSession, settings: Settings, result: DateResult, 
 
 def prepare(args: argparse.Namespace, command: str):
     """(settings, job config, spark, model, experiment id): what score and backfill set up once."""
-    from hcmrm.tracking import use_experiment
+    from hcmrm.tracking.store import use_experiment
 
     settings = settings_from_args(args)
     config = ScoreJobConfig.load(args.job_config, {"device": args.device})

@@ -1,13 +1,13 @@
-"""Build the small sample of real data shipped in data/sample/ (run once; its outputs are committed).
+"""Build the small sample of real data shipped in hcmrm/sample/ (run once; its outputs are committed).
 
-    python scripts/make_sample.py [--source /work/shared/data] [--out data/sample]
+    python scripts/make_sample.py [--source /work/shared/data] [--out hcmrm/sample]
 
 Reads the public data sets in ../shared/data (each folder has a SOURCE.txt) and writes:
   videos.parquet          Flickr8k-CN photos (frames = JPEG bytes) + all Bilibili videos (no frames)
   ads.parquet             one ad per video (+ ads pointing at missing videos)
   query_ad_pairs.parquet  Multi-CPR video search queries x ads, two dates
   labeled/kuake_qtr_{train,dev}.jsonl   KUAKE-QTR graded pairs (label 0..3)
-A few deliberately bad rows exercise the rejects paths; data/sample/SOURCE.md lists them.
+A few deliberately bad rows exercise the rejects paths; hcmrm/sample/SOURCE.md lists them.
 Everything is drawn from one seeded random.Random, so a rerun writes the same files.
 """
 
@@ -319,7 +319,7 @@ def write_jsonl(rows: list[dict], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=Path, default=REPO_ROOT.parent / "shared" / "data")
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "data" / "sample")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "hcmrm" / "sample")
     args = parser.parse_args()
     rng = random.Random(SEED)
     out: Path = args.out

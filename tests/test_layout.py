@@ -1,4 +1,9 @@
-"""The library stays Spark-free: no module under hcmrm/ imports pyspark, directly or not."""
+"""The import rules of the layout: jobs -> udfs -> hcmrm, and inside hcmrm the model stands alone.
+
+- nothing under hcmrm/ imports pyspark, delta, jobs or udfs (directly, or by importing a module that does);
+- hcmrm/model/ imports neither mlflow, jieba, the training package nor the MLflow package, so a
+  scoring worker loads the network without them.
+"""
 
 import ast
 import subprocess
@@ -10,21 +15,53 @@ import hcmrm
 PACKAGE = Path(hcmrm.__file__).parent
 
 
-def test_no_module_under_hcmrm_imports_pyspark():
-    offenders = []
-    for path in PACKAGE.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in ("pyspark", "delta", "jobs", "udfs")]
-    assert offenders == []
+def imported_modules(path: Path) -> list[str]:
+    """The absolute module names `path` imports (at any depth of the file)."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+    return names
+
+
+def offenders(folder: Path, forbidden: tuple[str, ...]) -> list[str]:
+    found = []
+    for path in sorted(folder.rglob("*.py")):
+        for name in imported_modules(path):
+            if any(name == f or name.startswith(f + ".") for f in forbidden):
+                found.append(f"{path.relative_to(PACKAGE)}: {name}")
+    return sorted(set(found))
+
+
+def module_names(folder: Path) -> list[str]:
+    return [
+        ".".join(("hcmrm", *p.relative_to(PACKAGE).with_suffix("").parts)).removesuffix(".__init__")
+        for p in sorted(folder.rglob("*.py"))
+    ]
+
+
+def loaded_after_import(modules: list[str], watched: tuple[str, ...]) -> list[str]:
+    """Import `modules` in a fresh interpreter; which of `watched` ended up in sys.modules."""
+    code = "import importlib, sys\n" + "".join(f"importlib.import_module({m!r})\n" for m in modules)
+    code += f"print(' '.join(w for w in {watched!r} if w in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+def test_no_module_under_hcmrm_imports_spark_or_the_layers_above():
+    assert offenders(PACKAGE, ("pyspark", "delta", "jobs", "udfs")) == []
+
+
+def test_the_model_package_imports_no_training_mlflow_or_jieba():
+    assert offenders(PACKAGE / "model", ("mlflow", "jieba", "hcmrm.train", "hcmrm.tracking")) == []
 
 
 def test_importing_every_hcmrm_module_loads_no_pyspark():
-    modules = [f"hcmrm.{p.stem}" for p in PACKAGE.glob("*.py") if p.stem != "__init__"]
-    code = "import importlib, sys\n" + "".join(f"importlib.import_module({m!r})\n" for m in modules)
-    code += "sys.exit(1 if 'pyspark' in sys.modules else 0)"
-    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    assert loaded_after_import(module_names(PACKAGE), ("pyspark",)) == []
+
+
+def test_importing_the_model_package_and_the_engine_loads_no_mlflow_jieba_or_training():
+    modules = module_names(PACKAGE / "model") + ["hcmrm.scoring"]
+    assert loaded_after_import(modules, ("mlflow", "jieba", "hcmrm.train", "pyspark")) == []

@@ -1,6 +1,6 @@
-"""Spark adapters (mapInPandas) around hcmrm.pseudo_query: document terms and pre-training rows.
+"""Spark adapters (mapInPandas) around hcmrm.text.pseudo_query: document terms and pre-training rows.
 
-jieba loads once per Python worker (hcmrm.keywords.init_jieba keeps a process flag, and Spark
+jieba loads once per Python worker (hcmrm.text.keywords.init_jieba keeps a process flag, and Spark
 reuses its Python workers); the IDF travels once per worker as a broadcast variable.
 """
 
@@ -12,7 +12,7 @@ import pandas as pd
 from pyspark.broadcast import Broadcast
 from pyspark.sql import DataFrame
 
-from hcmrm.keywords import DEFAULT_CONFIG, KeywordConfig, document_terms, has_content, init_jieba
+from hcmrm.text.keywords import DEFAULT_CONFIG, KeywordConfig, document_terms, has_content, init_jieba
 
 TERMS_SCHEMA = "terms array<string>"
 
@@ -27,7 +27,7 @@ def document_terms_frame(videos: DataFrame, config: KeywordConfig = DEFAULT_CONF
     """`terms`: the distinct candidate terms of each video with usable text (one row per such video)."""
 
     def terms(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        from hcmrm.pseudo_query import video_text
+        from hcmrm.text.pseudo_query import video_text
 
         init_jieba()
         for batch in batches:
@@ -50,13 +50,13 @@ def pretrain_rows_frame(
 ) -> DataFrame:
     """PAIR_SCHEMA rows from `videos` (video_id, dt, title, ocr_text, asr_text, frames).
 
-    `idf` is a broadcast hcmrm.keywords.Idf, or None for jieba's built-in IDF. A row is rejected
+    `idf` is a broadcast hcmrm.text.keywords.Idf, or None for jieba's built-in IDF. A row is rejected
     with reason "no_text", "no_keywords" or "bad_frames: frame i: ..." (frames are checked only
     for rows whose text is usable, so each row gets its first problem in that order).
     """
 
     def rows(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        from hcmrm.pseudo_query import PretrainText, pretrain_text
+        from hcmrm.text.pseudo_query import PretrainText, pretrain_text
 
         init_jieba()
         weights = idf.value if idf is not None else None
@@ -68,7 +68,7 @@ def pretrain_rows_frame(
             ):
                 result = pretrain_text(video_id, title, ocr, asr, weights, config, seed, max_sequence_chars)
                 if isinstance(result, PretrainText) and frames is not None and len(frames):
-                    from hcmrm.frames import check_frames  # imports torch: only when there are frames
+                    from hcmrm.model.frames import check_frames  # imports torch: only when there are frames
 
                     problem = check_frames(list(frames))
                     if problem is not None:

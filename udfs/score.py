@@ -113,7 +113,7 @@ def output_schema(ad_schema: StructType) -> StructType:
 
 def score_batch(batch: pa.RecordBatch, scorer: Scorer, require_text: bool = True) -> pa.RecordBatch:
     """Score every pair of the ads in `batch` (the ad-level contract above)."""
-    from hcmrm.pseudo_query import keyword_sequence
+    from hcmrm.text.pseudo_query import keyword_sequence
 
     names = batch.schema.names
     pairs = batch.column(names.index(PAIRS_COLUMN))

@@ -7,11 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from hcmrm.checkpoint import save_model
-from hcmrm.frames import decode_frames, stack_videos
-from hcmrm.model import build_model
+from hcmrm.model.checkpoint import save_model
+from hcmrm.model.frames import decode_frames, stack_videos
+from hcmrm.model.network import build_model
 from hcmrm.scoring import AdPairs, Scorer, ScoringConfig
-from hcmrm.tokenizer import Tokenizer
+from hcmrm.model.tokenizer import Tokenizer
 
 
 def png(color) -> bytes:

@@ -6,9 +6,11 @@ import pandas as pd
 import pytest
 import torch
 
-from hcmrm import registry, tracking
-from hcmrm.checkpoint import save_model
-from hcmrm.model import build_model
+from hcmrm.tracking import registry
+
+from hcmrm.tracking import store as tracking
+from hcmrm.model.checkpoint import save_model
+from hcmrm.model.network import build_model
 from jobs import evaluate
 from jobs.common import build_parser
 

@@ -5,7 +5,9 @@ import json
 import pytest
 import torch
 
-from hcmrm import registry, tracking
+from hcmrm.tracking import registry
+
+from hcmrm.tracking import store as tracking
 from jobs import finetune as job
 from jobs.common import build_parser
 
@@ -66,8 +68,8 @@ def test_registers_the_first_model_and_refuses_one_that_is_no_better(settings, c
 
 
 def test_bce_from_a_pretrained_folder_without_registering(settings, capsys, tmp_path):
-    from hcmrm.checkpoint import save_model
-    from hcmrm.model import build_model
+    from hcmrm.model.checkpoint import save_model
+    from hcmrm.model.network import build_model
 
     save_model(build_model("tiny"), tmp_path / "pretrained")
     data = write_jsonl(tmp_path / "all.jsonl", rows("train") + rows("dev"))

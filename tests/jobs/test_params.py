@@ -2,8 +2,8 @@
 
 import json
 
-from hcmrm.config import preset
-from hcmrm.model import HCMRM
+from hcmrm.model.config import preset
+from hcmrm.model.network import HCMRM
 from jobs.cli import main
 from jobs.params import count_parameters
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from hcmrm import tracking
-from hcmrm.checkpoint import load_model
+from hcmrm.tracking import store as tracking
+from hcmrm.model.checkpoint import load_model
 from jobs import pretrain as job
 from jobs.common import build_parser
 

@@ -9,8 +9,8 @@ from PIL import Image
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from hcmrm.keywords import Idf, document_terms
-from hcmrm.pseudo_query import NO_KEYWORDS, NO_TEXT, pretrain_text
+from hcmrm.text.keywords import Idf, document_terms
+from hcmrm.text.pseudo_query import NO_KEYWORDS, NO_TEXT, pretrain_text
 from jobs import pseudo_queries as job
 from jobs.cli import make_parser
 
@@ -49,7 +49,7 @@ def test_cli_has_the_command_and_the_yaml_matches_the_dataclass_defaults():
     args = make_parser().parse_args(["pseudo-queries", "--date", DAY1, "--seed", "3", "--top-k", "4"])
     assert args.handler is job.run and args.date == [DAY1]
     loaded = job.JobConfig.load()
-    assert loaded == job.JobConfig()  # conf/jobs/pseudo_queries.yaml documents the defaults
+    assert loaded == job.JobConfig()  # hcmrm/conf/jobs/pseudo_queries.yaml documents the defaults
     flagged = job.JobConfig.load(overrides={"seed": 3, "top_k": 4, "idf_source": "jieba", "min_df": None})
     assert flagged.seed == 3 and flagged.keywords.top_k == 4 and flagged.keywords.idf_source == "jieba"
 

@@ -61,10 +61,10 @@ def write_lake(spark, settings, pairs=PAIRS):
 
 def register_tiny_model(settings, tmp_path, seed=0, alias=True) -> str:
     """A tiny HCMRM saved, logged to the temp MLflow, registered; champion when `alias`. Its version."""
-    from hcmrm.checkpoint import save_model
-    from hcmrm.model import build_model
-    from hcmrm.registry import log_model_dir, register_version, set_alias
-    from hcmrm.tracking import configure, use_experiment
+    from hcmrm.model.checkpoint import save_model
+    from hcmrm.model.network import build_model
+    from hcmrm.tracking.registry import log_model_dir, register_version, set_alias
+    from hcmrm.tracking.store import configure, use_experiment
 
     torch.manual_seed(seed)
     folder = tmp_path / f"model-{seed}"
@@ -93,10 +93,10 @@ def job_args(settings, **extra) -> Namespace:
 
 def direct_scores(model_dir, rows):
     """(query, title, ocr, asr, frames) -> (probs, score) from the model called pair by pair: the reference."""
-    from hcmrm.checkpoint import load_model
-    from hcmrm.frames import decode_frames, stack_videos
-    from hcmrm.pseudo_query import keyword_sequence
-    from hcmrm.tokenizer import Tokenizer
+    from hcmrm.model.checkpoint import load_model
+    from hcmrm.model.frames import decode_frames, stack_videos
+    from hcmrm.text.pseudo_query import keyword_sequence
+    from hcmrm.model.tokenizer import Tokenizer
 
     model = load_model(model_dir)
     tokenizer, v = Tokenizer.from_config(model.config), model.config.vision
@@ -144,7 +144,7 @@ def scored(spark, tmp_path_factory):
 
 
 def test_score_job_writes_the_models_scores_and_every_bad_row_to_rejects(spark, scored):
-    from hcmrm.registry import download_model
+    from hcmrm.tracking.registry import download_model
 
     settings, version, printed, _ = scored
     assert "distinct ads 3, vision encodes 3" in printed
@@ -174,7 +174,7 @@ def test_score_job_writes_the_models_scores_and_every_bad_row_to_rejects(spark, 
     assert dup.impressions.tolist() == [10]  # of a repeated pair, the one with most impressions is kept
 
     # The job's MLflow run: counts, throughput, vision encodes next to distinct ads, the day's rate.
-    from hcmrm.tracking import configure
+    from hcmrm.tracking.store import configure
 
     client = configure(settings).MlflowClient()
     exp = client.get_experiment_by_name("hcmrm-scoring")

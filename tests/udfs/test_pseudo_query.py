@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 from pyspark.testing import assertDataFrameEqual
 
-from hcmrm.keywords import Idf, document_terms, has_content
-from hcmrm.pseudo_query import NO_KEYWORDS, NO_TEXT, pretrain_text, video_text
+from hcmrm.text.keywords import Idf, document_terms, has_content
+from hcmrm.text.pseudo_query import NO_KEYWORDS, NO_TEXT, pretrain_text, video_text
 from udfs.pseudo_query import PAIR_SCHEMA, TERMS_SCHEMA, document_terms_frame, pretrain_rows_frame
 
 pytestmark = pytest.mark.spark

@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 from pyspark.sql.types import ArrayType, BinaryType, LongType, StringType, StructField, StructType
 
-from hcmrm.checkpoint import save_model
-from hcmrm.model import build_model
-from hcmrm.pseudo_query import keyword_sequence
+from hcmrm.model.checkpoint import save_model
+from hcmrm.model.network import build_model
+from hcmrm.text.pseudo_query import keyword_sequence
 from hcmrm.scoring import AdPairs, Scorer, ScoringConfig
 from udfs import score as udf
 

@@ -1,0 +1,56 @@
+"""Save and load an HCMRM model as `model.safetensors` + `config.json`: tensors and JSON only, no pickle.
+
+Files are written under temporary names and renamed into place, so a crash never leaves a half-written
+checkpoint that loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+
+from hcmrm.model.config import HCMRMConfig
+from hcmrm.model.network import HCMRM
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+FORMAT = "hcmrm-checkpoint/1"
+
+
+def save_model(model: HCMRM, directory: str | Path) -> None:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {name: t.detach().contiguous().cpu() for name, t in model.state_dict().items()}
+    meta = {"format": FORMAT, "config": model.config.to_dict()}
+    tmp_weights, tmp_config = directory / f".{WEIGHTS}.tmp", directory / f".{CONFIG}.tmp"
+    save_file(state, str(tmp_weights), metadata={"format": FORMAT})
+    tmp_config.write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
+    os.replace(tmp_weights, directory / WEIGHTS)
+    os.replace(tmp_config, directory / CONFIG)
+
+
+def load_config_json(directory: str | Path) -> HCMRMConfig:
+    path = Path(directory) / CONFIG
+    if not path.exists():
+        raise FileNotFoundError(f"no {CONFIG} in {directory}: not an HCMRM checkpoint")
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path} has format {meta.get('format')!r}, expected {FORMAT!r}")
+    return HCMRMConfig.from_dict(meta["config"])
+
+
+def load_model(directory: str | Path, map_location="cpu") -> HCMRM:
+    """The model saved by save_model, in eval mode, on map_location."""
+    config = load_config_json(directory)
+    weights = Path(directory) / WEIGHTS
+    if not weights.exists():
+        raise FileNotFoundError(f"no {WEIGHTS} in {directory}")
+    model = HCMRM(config)
+    state = load_file(str(weights), device=str(map_location))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{weights} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return model.to(map_location).eval()

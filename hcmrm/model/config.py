@@ -1,0 +1,176 @@
+"""Model configuration: dataclasses with one comment per field, and named presets.
+
+`preset("tiny")` runs the CPU tests in seconds, `preset("small")` trains CPU ablations in minutes,
+`preset("base")` has the paper's sizes (BERT-base-chinese split 6 + 6, the first 6 blocks of ViT-B/32).
+The YAML files in hcmrm/conf/model/ hold the same dictionaries (`HCMRMConfig.to_dict()`); `load_config` reads one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from hcmrm.config_keys import reject_unknown_keys
+
+HEADS = ("hierarchical", "bce")
+
+
+@dataclass
+class TextConfig:
+    vocab_size: int = 21128  # bert-base-chinese WordPiece vocabulary (hcmrm/assets/vocab.txt)
+    hidden: int = 768  # width of the text and fusion encoders
+    heads: int = 12  # attention heads per layer
+    intermediate: int = 3072  # feed-forward width
+    text_layers: int = 6  # self-attention-only layers (BERT layers 0..5)
+    fusion_layers: int = 6  # layers with cross-attention to the video (BERT layers 6..11)
+    max_positions: int = 512  # learned position embeddings
+    type_vocab_size: int = 2  # segment ids: 0 = query, 1 = video text
+    dropout: float = 0.1  # hidden dropout while training (BERT's hidden_dropout_prob)
+    attention_dropout: float = 0.1  # dropout on attention weights (BERT's attention_probs_dropout_prob; costly on CPU)
+    layer_norm_eps: float = 1e-12  # BERT's LayerNorm epsilon
+
+
+@dataclass
+class VisionConfig:
+    image_size: int = 224  # frames are resized to image_size x image_size
+    patch_size: int = 32  # ViT patch size
+    width: int = 768  # ViT embedding width
+    depth: int = 6  # ViT blocks kept (the first `depth` blocks of the timm model)
+    heads: int = 12  # ViT attention heads
+    mlp_ratio: float = 4.0  # ViT feed-forward width / embedding width
+    timm_model: str | None = "vit_base_patch32_224"  # timm architecture to build (never pretrained); None = plain ViT
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # pixel normalisation of the timm weights
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)  # pixel normalisation of the timm weights
+
+    @property
+    def tokens_per_frame(self) -> int:
+        """Patch tokens plus the ViT's CLS token."""
+        return (self.image_size // self.patch_size) ** 2 + 1
+
+
+@dataclass
+class HCMRMConfig:
+    text: TextConfig = field(default_factory=TextConfig)  # text + fusion encoders (BERT shapes)
+    vision: VisionConfig = field(default_factory=VisionConfig)  # vision tower (timm ViT)
+    embed_dim: int = 256  # ITC projection size (vision CLS and text CLS)
+    max_frames: int = 4  # F: frames per video kept (sampled evenly when a video has more)
+    max_query_len: int = 32  # query token budget, special tokens excluded
+    max_text_len: int = 128  # video text token budget, special tokens excluded
+    head: str = "hierarchical"  # relevance head: "hierarchical" (3 tree classifiers) or "bce" (baseline, 1 logit)
+    temperature: float = 0.07  # initial ITC temperature (learned, clamped to [0.001, 0.5])
+    use_momentum: bool = False  # keep an EMA copy of the model for ITC targets and the queue (ALBEF)
+    momentum: float = 0.995  # EMA decay of the momentum model
+    queue_size: int = 0  # ITC negatives kept from past batches (0 = in-batch only; needs use_momentum)
+    distill_alpha: float = 0.4  # weight of the momentum model's soft ITC targets (used with use_momentum)
+    mlm_probability: float = 0.15  # share of words masked (whole-word masking over jieba words)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.text, dict):
+            self.text = TextConfig(**self.text)
+        if isinstance(self.vision, dict):
+            vision = dict(self.vision)
+            for key in ("mean", "std"):
+                if key in vision:
+                    vision[key] = tuple(vision[key])
+            self.vision = VisionConfig(**vision)
+        self.validate()
+
+    def validate(self) -> None:
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
+        if self.text.hidden % self.text.heads:
+            raise ValueError(f"text.hidden {self.text.hidden} is not divisible by text.heads {self.text.heads}")
+        if self.vision.width % self.vision.heads:
+            raise ValueError(f"vision.width {self.vision.width} is not divisible by vision.heads {self.vision.heads}")
+        if self.vision.image_size % self.vision.patch_size:
+            raise ValueError("vision.image_size must be a multiple of vision.patch_size")
+        if self.max_query_len + self.max_text_len + 3 > self.text.max_positions:
+            raise ValueError(
+                f"max_query_len + max_text_len + 3 special tokens = {self.max_query_len + self.max_text_len + 3}"
+                f" exceeds text.max_positions {self.text.max_positions}"
+            )
+        if self.max_frames < 0 or self.max_query_len < 1 or self.max_text_len < 1:
+            raise ValueError("max_frames must be >= 0, max_query_len and max_text_len >= 1")
+        if self.queue_size and not self.use_momentum:
+            raise ValueError("queue_size > 0 needs use_momentum=True (the queue holds momentum features)")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["vision"]["mean"] = list(d["vision"]["mean"])
+        d["vision"]["std"] = list(d["vision"]["std"])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "HCMRMConfig":
+        reject_unknown_keys(cls, d, "HCMRMConfig fields")
+        d = dict(d)
+        d["text"] = TextConfig(**d.get("text", {}))
+        vision = dict(d.get("vision", {}))
+        for key in ("mean", "std"):
+            if key in vision:
+                vision[key] = tuple(vision[key])
+        d["vision"] = VisionConfig(**vision)
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def _tiny() -> HCMRMConfig:
+    return HCMRMConfig(
+        text=TextConfig(hidden=32, heads=2, intermediate=64, text_layers=2, fusion_layers=2,
+                        max_positions=64, dropout=0.0, attention_dropout=0.0),
+        vision=VisionConfig(image_size=32, patch_size=16, width=32, depth=2, heads=2, timm_model=None),
+        embed_dim=16, max_frames=2, max_query_len=8, max_text_len=24,
+    )
+
+
+def _small() -> HCMRMConfig:
+    return HCMRMConfig(
+        text=TextConfig(hidden=128, heads=4, intermediate=256, text_layers=2, fusion_layers=2,
+                        max_positions=128, dropout=0.1, attention_dropout=0.0),
+        vision=VisionConfig(image_size=64, patch_size=16, width=128, depth=2, heads=4, timm_model=None),
+        embed_dim=64, max_frames=2, max_query_len=16, max_text_len=48,
+    )
+
+
+def _base() -> HCMRMConfig:
+    return HCMRMConfig(use_momentum=True, queue_size=16384)
+
+
+PRESETS = {"tiny": _tiny, "small": _small, "base": _base}
+
+
+def _merge(base: dict, overrides: dict) -> dict:
+    out = dict(base)
+    for key, value in overrides.items():
+        if "." in key:  # "text.hidden=64" style
+            head, rest = key.split(".", 1)
+            out[head] = _merge(out.get(head, {}), {rest: value})
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        elif key not in out:
+            raise ValueError(f"unknown config field {key!r}")
+        else:
+            out[key] = value
+    return out
+
+
+def preset(name: str, **overrides) -> HCMRMConfig:
+    """A named preset, with optional overrides: `preset("base", max_frames=8, text={"dropout": 0.0})`."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return HCMRMConfig.from_dict(_merge(PRESETS[name]().to_dict(), overrides))
+
+
+def load_config(path: str | Path) -> HCMRMConfig:
+    """A config from YAML or JSON: either a full `to_dict()` or `{preset: name, **overrides}`."""
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    if "preset" in data:
+        data = dict(data)
+        return preset(data.pop("preset"), **data)
+    return HCMRMConfig.from_dict(data)

@@ -1,0 +1,91 @@
+"""The bert-base-chinese WordPiece tokenizer, packing `[CLS] query [SEP] video text [SEP]`.
+
+Each segment has its own token budget (config.max_query_len, config.max_text_len), so a long video
+text never pushes the query out. The vocabulary ships inside the package (hcmrm/assets/vocab.txt).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+VOCAB_PATH = Path(__file__).resolve().parents[1] / "assets" / "vocab.txt"
+
+CLS, SEP, PAD, MASK, UNK = "[CLS]", "[SEP]", "[PAD]", "[MASK]", "[UNK]"
+
+
+@lru_cache(maxsize=4)
+def _fast_tokenizer(vocab_path: str):
+    from transformers import BertTokenizerFast
+
+    vocab = {}
+    with open(vocab_path, encoding="utf-8") as f:
+        for index, line in enumerate(f):
+            vocab[line.rstrip("\n")] = index
+    # transformers 5 ignores vocab_file=; the vocabulary must be passed as vocab=.
+    return BertTokenizerFast(vocab=vocab, do_lower_case=True, tokenize_chinese_chars=True)
+
+
+class Tokenizer:
+    def __init__(self, max_query_len: int = 32, max_text_len: int = 128, vocab_path: str | Path = VOCAB_PATH):
+        self.max_query_len = max_query_len  # query token budget, special tokens excluded
+        self.max_text_len = max_text_len  # video text token budget, special tokens excluded
+        self.hf = _fast_tokenizer(str(vocab_path))
+        self.cls_id = self.hf.convert_tokens_to_ids(CLS)
+        self.sep_id = self.hf.convert_tokens_to_ids(SEP)
+        self.pad_id = self.hf.convert_tokens_to_ids(PAD)
+        self.mask_id = self.hf.convert_tokens_to_ids(MASK)
+        self.unk_id = self.hf.convert_tokens_to_ids(UNK)
+        self.special_ids = sorted({self.cls_id, self.sep_id, self.pad_id, self.mask_id, self.unk_id})
+
+    @classmethod
+    def from_config(cls, config) -> "Tokenizer":
+        return cls(max_query_len=config.max_query_len, max_text_len=config.max_text_len)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.hf)
+
+    def tokenize(self, texts: list[str], max_len: int, offsets: bool = False):
+        """Token ids per text without special tokens, cut to max_len (and their character spans)."""
+        texts = [t if isinstance(t, str) else "" for t in texts]  # None (a null column) = empty text
+        enc = self.hf(texts, add_special_tokens=False, return_offsets_mapping=offsets,
+                      return_attention_mask=False, return_token_type_ids=False)
+        ids = [row[:max_len] for row in enc["input_ids"]]
+        if offsets:
+            return ids, [row[:max_len] for row in enc["offset_mapping"]]
+        return ids
+
+    def _pad(self, rows: list[list[int]], types: list[list[int]]) -> dict[str, torch.Tensor]:
+        length = max((len(r) for r in rows), default=0)
+        input_ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
+        token_type_ids = torch.zeros((len(rows), length), dtype=torch.long)
+        for i, (row, type_row) in enumerate(zip(rows, types)):
+            input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+            attention_mask[i, : len(row)] = 1
+            token_type_ids[i, : len(row)] = torch.tensor(type_row, dtype=torch.long)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+
+    def encode_pairs(self, queries: list[str], texts: list[str]) -> dict[str, torch.Tensor]:
+        """`[CLS] query [SEP] text [SEP]`, padded to the longest row; token_type_ids 0 = query, 1 = text."""
+        if len(queries) != len(texts):
+            raise ValueError(f"{len(queries)} queries but {len(texts)} texts")
+        q_ids = self.tokenize(queries, self.max_query_len)
+        t_ids = self.tokenize(texts, self.max_text_len)
+        rows, types = [], []
+        for q, t in zip(q_ids, t_ids):
+            rows.append([self.cls_id, *q, self.sep_id, *t, self.sep_id])
+            types.append([0] * (len(q) + 2) + [1] * (len(t) + 1))
+        return self._pad(rows, types)
+
+    def encode_texts(self, texts: list[str], max_len: int) -> dict[str, torch.Tensor]:
+        """`[CLS] text [SEP]`, the text cut to max_len tokens (special tokens excluded)."""
+        ids = self.tokenize(texts, max_len)
+        rows = [[self.cls_id, *t, self.sep_id] for t in ids]
+        return self._pad(rows, [[0] * len(r) for r in rows])
+
+    def decode(self, ids) -> str:
+        return self.hf.decode([int(i) for i in ids], skip_special_tokens=True)

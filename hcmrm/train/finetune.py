@@ -1,0 +1,245 @@
+"""Fine-tuning on graded (query, video, 0..3) pairs, evaluated on a dev set after every epoch.
+
+    examples = to_examples(build_texts(read_labeled("train.jsonl").pairs))
+    result = finetune(examples, dev_examples, FinetuneConfig(), "runs/ft", init="runs/pt/model")
+
+The loss is the hierarchical softmax (default) or the BCE baseline; `init` starts from a
+pre-trained model folder, a checkpoint root, a models:/ URI or a model object, and the relevance
+head is created fresh when the checkpoint's head has another shape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from hcmrm.train.batching import LabeledExample, collate_labeled
+from hcmrm.model.config import HCMRMConfig, preset
+from hcmrm.config_keys import reject_unknown_keys
+from hcmrm.train.distributed import DistInfo
+from hcmrm.model.losses import relevance_loss
+from hcmrm.train.metrics import POSITIVE_LABEL, Metrics, relevance_metrics
+from hcmrm.model.network import HCMRM
+from hcmrm.model.tokenizer import Tokenizer
+from hcmrm.train.loop import LoopConfig, LoopResult, latest_checkpoint, run_loop
+
+log = logging.getLogger(__name__)
+
+LOSSES = {"hierarchical_softmax": "hierarchical", "bce": "bce"}  # --loss name -> model head
+
+
+@dataclass
+class FinetuneConfig:
+    preset: str = "small"  # model preset when not starting from a checkpoint
+    model: dict = field(default_factory=dict)  # overrides of the preset or of the checkpoint's config
+    loss: str = "hierarchical_softmax"  # "hierarchical_softmax" (the paper) or "bce" (baseline)
+    loop: LoopConfig = field(default_factory=LoopConfig)  # epochs, batch size, optimizer, seed, checkpoints
+    eval_batch_size: int = 256  # pairs per inference batch
+    positive_label: int = POSITIVE_LABEL  # labels >= this are relevant (AUC, accuracy)
+    gate_metric: str = "auc"  # dev metric the registry gate compares
+    gate_min_delta: float = 0.0  # margin the candidate must beat the champion by
+    num_threads: int = 0  # torch CPU threads (0 = torch's default)
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {self.loss!r}")
+        if isinstance(self.loop, dict):
+            self.loop = LoopConfig.from_dict(self.loop)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FinetuneConfig":
+        reject_unknown_keys(cls, d, "fine-tuning settings")
+        return cls(**d)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "FinetuneConfig":
+        return cls.from_dict(yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class RelevanceStep(nn.Module):
+    """One fine-tuning step's forward: the graded pairs' loss under the model's head."""
+
+    def __init__(self, model: HCMRM):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        out = self.model(batch.input_ids, batch.attention_mask, batch.token_type_ids, batch.frames, batch.frame_mask)
+        return {"loss": relevance_loss(out.logits, batch.labels, self.model.config.head)}
+
+
+# --- the starting model ------------------------------------------------------------------------
+
+
+def _model_folder(init: str | Path, settings=None) -> Path:
+    """A model folder from a models:/ or runs:/ URI, a model folder, or a training checkpoint root."""
+    if str(init).startswith(("models:/", "runs:/")):
+        if settings is None:
+            raise ValueError(f"--init {init}: an MLflow URI needs MLflow settings")
+        if str(init).startswith("models:/"):
+            from hcmrm.tracking.registry import download_model
+
+            return download_model(settings, str(init))[0]
+        from hcmrm.tracking.store import configure
+
+        return Path(configure(settings).artifacts.download_artifacts(artifact_uri=str(init)))
+    path = Path(init)
+    if (path / "config.json").exists():
+        return path
+    for root in (path, path / "checkpoints"):
+        if (root / "latest").exists():
+            return latest_checkpoint(root)
+    if (path / "model" / "config.json").exists():
+        return path / "model"
+    raise FileNotFoundError(f"--init {init}: no model folder, checkpoint root or models:/ URI there")
+
+
+def initial_model(config: FinetuneConfig, init: str | Path | HCMRM | None = None, settings=None) -> HCMRM:
+    """A fresh model (seeded) or a pre-trained one with the relevance head this loss needs."""
+    head = LOSSES[config.loss]
+    torch.manual_seed(config.loop.seed)
+    if init is None:
+        return HCMRM(preset(config.preset, head=head, **config.model))
+    if isinstance(init, HCMRM):
+        base, state = init.config, init.state_dict()
+    else:
+        from safetensors.torch import load_file
+
+        from hcmrm.model.checkpoint import WEIGHTS, load_config_json
+
+        folder = _model_folder(init, settings)
+        base, state = load_config_json(folder), load_file(str(folder / WEIGHTS))
+    from hcmrm.model.config import _merge
+
+    model = HCMRM(HCMRMConfig.from_dict(_merge(base.to_dict(), {**config.model, "head": head})))
+    own = model.state_dict()
+    kept = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    fresh = sorted(set(own) - set(kept))
+    if any(not k.startswith("relevance_head.") for k in fresh):
+        raise ValueError(f"checkpoint {init} does not fit the model: missing or reshaped {fresh[:5]}")
+    model.load_state_dict(kept, strict=False)
+    if fresh:
+        log.info("initialised from %s; new relevance head (%s)", init, head)
+    return model
+
+
+# --- inference and evaluation ------------------------------------------------------------------
+
+
+@torch.inference_mode()
+def predict(model: HCMRM, examples: Sequence[LabeledExample], batch_size: int = 256,
+            tokenizer: Tokenizer | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(probs [N, 4], score [N]) in the examples' order; batches sorted by length to cut padding."""
+    tokenizer = tokenizer or Tokenizer.from_config(model.config)
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].query) + len(examples[i].text))
+    probs = np.zeros((len(examples), 4), dtype=np.float32)
+    device = next(model.parameters()).device
+    for start in range(0, len(order), batch_size):
+        index = order[start : start + batch_size]
+        batch = collate_labeled([examples[i] for i in index], tokenizer, model.config).to(device)
+        out = model(batch.input_ids, batch.attention_mask, batch.token_type_ids, batch.frames, batch.frame_mask)
+        probs[index] = out.probs.float().cpu().numpy()
+    model.train(was_training)
+    return probs, probs @ np.arange(4, dtype=np.float32)
+
+
+def evaluate(model: HCMRM, examples: Sequence[LabeledExample], positive_label: int = POSITIVE_LABEL,
+             batch_size: int = 256) -> Metrics:
+    """AUC, Spearman, accuracy and per-query NDCG of the model on labeled examples."""
+    probs, scores = predict(model, examples, batch_size)
+    return relevance_metrics(
+        [e.label for e in examples], scores, probs[:, 2] + probs[:, 3], [e.query for e in examples], positive_label
+    )
+
+
+# --- fine-tuning -------------------------------------------------------------------------------
+
+
+@dataclass
+class FinetuneResult:
+    model: HCMRM  # the fine-tuned model (eval mode), also saved under out_dir/model
+    metrics: dict  # final dev metrics (auc, spearman, accuracy, ndcg, n); {} without a dev set
+    history: list[dict]  # dev metrics after each epoch
+    loop: LoopResult  # steps, per-step losses, resume point, time
+    model_dir: Path | None  # where the model was saved
+
+
+def finetune(
+    train: Sequence[LabeledExample],
+    dev: Sequence[LabeledExample] | None,
+    config: FinetuneConfig,
+    out_dir: str | Path | None = None,
+    init: str | Path | HCMRM | None = None,
+    settings=None,
+    log_metrics: Callable[[dict, int], None] | None = None,
+    progress: bool = True,
+    dist: DistInfo | None = None,
+    resume: bool = True,
+) -> FinetuneResult:
+    """Train on `train`, evaluate on `dev` after each epoch; saves out_dir/model (+ checkpoints)."""
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    dist = dist or DistInfo()
+    model = initial_model(config, init, settings)
+    tokenizer = Tokenizer.from_config(model.config)
+    out_dir = Path(out_dir) if out_dir else None
+    history: list[dict] = []
+
+    def make_batch(indices, generator):
+        return collate_labeled([train[i] for i in indices], tokenizer, model.config)
+
+    def on_epoch_end(epoch: int, step: int) -> dict:
+        if not dev:
+            return {}
+        started = time.time()
+        metrics = evaluate(model, dev, config.positive_label, config.eval_batch_size).as_dict()
+        history.append({"epoch": epoch, "step": step, **metrics})
+        log.info("epoch %d step %d dev %s (%.1fs)", epoch, step, _short(metrics), time.time() - started)
+        return {f"dev/{k}": v for k, v in metrics.items() if v is not None and k != "n"}
+
+    loop = run_loop(
+        RelevanceStep(model),
+        model,
+        len(train),
+        make_batch,
+        config.loop,
+        checkpoint_dir=out_dir / "checkpoints" if out_dir else None,
+        resume=resume,
+        on_epoch_end=on_epoch_end,
+        log_metrics=log_metrics,
+        progress=progress,
+        dist=dist,
+        description="finetune",
+    )
+    model.eval()
+    metrics: dict = {}
+    if dev and dist.is_main:
+        if history and history[-1]["step"] == loop.steps:
+            metrics = {k: v for k, v in history[-1].items() if k not in ("epoch", "step")}
+        else:  # stopped mid-epoch (max_steps), or resumed after the last epoch's evaluation
+            metrics = evaluate(model, dev, config.positive_label, config.eval_batch_size).as_dict()
+    model_dir = None
+    if out_dir and dist.is_main:
+        from hcmrm.model.checkpoint import save_model
+
+        model_dir = out_dir / "model"
+        save_model(model, model_dir)
+    return FinetuneResult(model, metrics, history, loop, model_dir)
+
+
+def _short(metrics: dict) -> str:
+    return " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())

@@ -1,0 +1,173 @@
+"""Labeled (query, video text, label) pairs: read any of the shipped formats, validate, quarantine.
+
+Accepted files: a JSON array, JSON lines, or Parquet (a file or a folder of part files), with
+columns `query`, a video text (`text`, the ready keyword sequence, or `title` with optional
+`ocr_text`/`asr_text`), a label column (`label` or `relevant`, int or string), and optionally
+`video_id`, `frames` (list of encoded images) and `split`. Rows that cannot be used are not
+dropped silently: they come back in `rejects` with a `reason`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+LABEL_COLUMNS = ("label", "relevant")  # KUAKE-QTR / QBQTC use `label`, QBQTC v0 uses `relevant`
+MAX_LABEL = 3  # Bad, Less, Good, Excellent
+OPTIONAL_COLUMNS = ("video_id", "frames", "split", "ocr_text", "asr_text")
+
+
+@dataclass
+class LabeledPairs:
+    pairs: pd.DataFrame  # query, title, label (int), text (None until built), + optional columns
+    rejects: pd.DataFrame  # the unusable rows as read, plus `reason`
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+
+def read_records(path: str | Path) -> pd.DataFrame:
+    """A JSON array, JSON lines or Parquet file (or Parquet folder) as a DataFrame of its rows."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"labeled data not found: {path}")
+    if path.is_dir():
+        if (path / "_delta_log").exists():
+            raise ValueError(f"{path} is a Delta table: read it through Spark (hcmrm finetune --table ...)")
+        return pd.read_parquet(path)
+    if path.suffix in (".parquet", ".pq"):
+        return pd.read_parquet(path)
+    with path.open(encoding="utf-8") as f:
+        head = f.read(4096).lstrip()
+        f.seek(0)
+        if head.startswith("["):
+            rows = json.load(f)
+        elif head.startswith("{"):
+            rows = []
+            for number, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as err:
+                        raise ValueError(f"{path}:{number}: not a JSON line ({err.msg})") from None
+        elif not head:
+            rows = []
+        else:
+            raise ValueError(f"{path}: expected a JSON array, JSON lines or Parquet, got {head[:30]!r}")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise ValueError(f"{path}: expected a list of JSON objects")
+    return pd.DataFrame.from_records(rows)
+
+
+def _parse_label(value) -> tuple[int | None, str | None]:
+    """(label, None) or (None, reason)."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None, "missing label"
+    if isinstance(value, bool):
+        return None, f"label {value!r} is not an integer"
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        return None, f"label {value!r} is not an integer"
+    if number != int(number):
+        return None, f"label {value!r} is not an integer"
+    if not 0 <= number <= MAX_LABEL:
+        return None, f"label {int(number)} outside 0..{MAX_LABEL}"
+    return int(number), None
+
+
+def _blank(value) -> bool:
+    return value is None or (isinstance(value, float) and value != value) or not str(value).strip()
+
+
+def normalize(df: pd.DataFrame, source: str = "input") -> LabeledPairs:
+    """Validate raw rows: pick the label column, parse labels, quarantine rows without query/title/label."""
+    label_column = next((c for c in LABEL_COLUMNS if c in df.columns), None)
+    missing = [c for c in ("query",) if c not in df.columns]
+    if "text" not in df.columns and "title" not in df.columns:
+        missing.append("title (or text)")
+    if label_column is None:
+        missing.append(" or ".join(LABEL_COLUMNS))
+    if missing:
+        raise ValueError(f"{source}: missing column(s) {missing}; found {list(df.columns)}")
+
+    labels, reasons = [], []
+    title_column = "title" if "title" in df.columns else "text"
+    for query, title, raw in zip(df["query"], df[title_column], df[label_column]):
+        label, reason = _parse_label(raw)
+        if _blank(query):
+            reason = "empty query"
+        elif _blank(title):
+            reason = f"empty {title_column}"
+        labels.append(label)
+        reasons.append(reason)
+
+    bad = pd.Series([r is not None for r in reasons], index=df.index)
+    rejects = df[bad].copy()
+    rejects["reason"] = [r for r in reasons if r is not None]
+    keep = df[~bad]
+    pairs = pd.DataFrame(
+        {
+            "query": keep["query"].astype(str).str.strip(),
+            "title": keep[title_column].astype(str).str.strip(),
+            "label": pd.Series([l for l, r in zip(labels, reasons) if r is None], index=keep.index, dtype="int64"),
+        }
+    )
+    pairs["text"] = keep["text"].astype(str) if "text" in keep.columns else None
+    for column in OPTIONAL_COLUMNS:
+        if column in keep.columns:
+            pairs[column] = keep[column]
+    return LabeledPairs(pairs.reset_index(drop=True), rejects.reset_index(drop=True))
+
+
+def read_labeled(path: str | Path, split: str | None = None) -> LabeledPairs:
+    """Read and validate a labeled file; `split` keeps only rows of that split (when a `split` column exists)."""
+    df = read_records(path)
+    if split is not None:
+        if "split" not in df.columns:
+            raise ValueError(f"{path}: --split {split!r} given but the data has no `split` column")
+        df = df[df["split"] == split]
+    return normalize(df, source=str(path))
+
+
+def build_texts(pairs: pd.DataFrame, idf=None) -> pd.DataFrame:
+    """Fill `text` with the model's video-text input, built exactly as the scoring job builds it.
+
+    `keyword_sequence(title, ocr_text, asr_text, idf)`: the title whole, then OCR/ASR keywords
+    (`idf`: a hcmrm.text.keywords.Idf; None = jieba's). A `text` given in the data is kept as is.
+    """
+    from hcmrm.text.pseudo_query import keyword_sequence
+
+    pairs = pairs.copy()
+    ocr = pairs["ocr_text"] if "ocr_text" in pairs.columns else [None] * len(pairs)
+    asr = pairs["asr_text"] if "asr_text" in pairs.columns else [None] * len(pairs)
+    built = [
+        keyword_sequence(title, o if isinstance(o, str) else "", a if isinstance(a, str) else "", idf=idf)
+        for title, o, a in zip(pairs["title"], ocr, asr)
+    ]
+    given = pairs["text"] if "text" in pairs.columns else [None] * len(pairs)
+    pairs["text"] = [g if isinstance(g, str) and g else b for g, b in zip(given, built)]
+    return pairs
+
+
+def to_examples(pairs: pd.DataFrame) -> list:
+    """LabeledExample per row (frames as encoded image bytes, or none: text-only)."""
+    from hcmrm.train.batching import LabeledExample
+
+    if pairs["text"].isna().any():
+        raise ValueError("pairs have no `text` yet: call build_texts first")
+    frames = pairs["frames"] if "frames" in pairs.columns else [None] * len(pairs)
+    return [
+        LabeledExample(query=q, text=t, frames=_frames(f), label=int(y))
+        for q, t, f, y in zip(pairs["query"], pairs["text"], frames, pairs["label"])
+    ]
+
+
+def _frames(value) -> list[bytes]:
+    if value is None or (isinstance(value, float) and value != value):
+        return []
+    return [bytes(b) for b in value if b is not None]
+

@@ -1,0 +1,375 @@
+"""The training state, saved and resumed exactly, and the plain step loop both trainings share.
+
+A checkpoint is a folder `step-00000123/` holding
+  model.safetensors + config.json   the model (`hcmrm.model.checkpoint.save_model`: loadable as a model)
+  optimizer.safetensors             AdamW's moment tensors
+  rng.safetensors                   torch's global RNG and the batch generator's state
+  extra.safetensors                 any other state of the step module (e.g. a momentum model, a queue)
+  train_state.json                  step, position in the epoch, scheduler, optimizer hyper-parameters,
+                                    Python/NumPy RNG states, the loop config
+Tensors go to safetensors and everything else to JSON: nothing is pickled, so loading a checkpoint
+never executes code. The folder is written under a temporary name, renamed into place, and only
+then named by the `latest` file, so a crash leaves the previous checkpoint as the one to resume.
+
+Exact resume: the data order is a pure function of (seed, epoch), the learning rate of the step
+count, and every random number generator in play is restored, so step k+1 after a resume computes
+the same loss and the same update as step k+1 of an uninterrupted run (CPU; single process).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from hcmrm.config_keys import reject_unknown_keys
+from hcmrm.train.distributed import DistInfo, wrap_model
+from hcmrm.train.optim import OptimConfig, build_optimizer, build_scheduler, clip_gradients
+
+log = logging.getLogger(__name__)
+
+FORMAT = "hcmrm-train-state/1"
+LATEST = "latest"
+STATE_JSON = "train_state.json"
+OPTIMIZER = "optimizer.safetensors"
+RNG = "rng.safetensors"
+EXTRA = "extra.safetensors"
+
+
+@dataclass
+class LoopConfig:
+    epochs: int = 1  # passes over the data (the last incomplete batch of each is dropped)
+    batch_size: int = 32  # examples per optimizer step, summed over all processes
+    max_steps: int = 0  # stop after this many steps (0 = epochs x batches per epoch); sets the schedule length
+    seed: int = 0  # data order, batch randomness (masking, negatives), dropout
+    log_every: int = 10  # steps between logged (averaged) losses
+    checkpoint_every: int = 0  # steps between checkpoints (0 = only at the end of each epoch)
+    keep_checkpoints: int = 2  # checkpoint folders kept (the newest)
+    optim: OptimConfig = field(default_factory=OptimConfig)  # AdamW + schedule
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LoopConfig":
+        d = dict(d)
+        if isinstance(d.get("optim"), dict):
+            optim = dict(d["optim"])
+            if "betas" in optim:
+                optim["betas"] = tuple(optim["betas"])
+            d["optim"] = OptimConfig(**optim)
+        reject_unknown_keys(cls, d, "training settings")
+        return cls(**d)
+
+
+@dataclass
+class Position:
+    step: int = 0  # optimizer steps done
+    epoch: int = 0  # the epoch in progress
+    batch: int = 0  # batches of that epoch done
+
+
+# --- checkpoint files ---------------------------------------------------------------------------
+
+
+def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors, scalars = {}, {}
+    for index, values in state["state"].items():
+        for key, value in values.items():
+            if torch.is_tensor(value):
+                tensors[f"{index}.{key}"] = value.detach().contiguous().cpu()
+            else:
+                scalars[f"{index}.{key}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for flat, value in list(tensors.items()) + list(meta["scalars"].items()):
+        index, key = flat.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    groups = [dict(g, betas=tuple(g["betas"])) if "betas" in g else g for g in meta["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+def _rng_state(generator: torch.Generator) -> tuple[dict[str, torch.Tensor], dict]:
+    py = random.getstate()
+    np_state = np.random.get_state()
+    tensors = {"torch": torch.get_rng_state(), "batch_generator": generator.get_state()}
+    meta = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+    }
+    return tensors, meta
+
+
+def _set_rng_state(tensors: dict[str, torch.Tensor], meta: dict, generator: torch.Generator) -> None:
+    torch.set_rng_state(tensors["torch"])
+    generator.set_state(tensors["batch_generator"])
+    version, internal, gauss = meta["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = meta["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+def _extra_state(step_module: nn.Module, model: nn.Module) -> dict[str, torch.Tensor]:
+    """The step module's state that is not the model's (a momentum model, a queue)."""
+    model_ids = {id(t) for t in model.state_dict(keep_vars=True).values()}
+    return {
+        k: v.detach().contiguous().cpu()
+        for k, v in step_module.state_dict(keep_vars=True).items()
+        if id(v) not in model_ids
+    }
+
+
+def save_checkpoint(
+    root: str | Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    position: Position,
+    generator: torch.Generator,
+    step_module: nn.Module | None = None,
+    loop_config: LoopConfig | None = None,
+    extra: dict | None = None,
+    keep: int = 2,
+) -> Path:
+    """Write `root/step-<step>/` atomically and point `root/latest` at it; returns the folder."""
+    from hcmrm.model.checkpoint import save_model
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"step-{position.step:08d}"
+    tmp = root / f".{name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_model(model, tmp)
+    opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
+    save_file(opt_tensors, str(tmp / OPTIMIZER))
+    rng_tensors, rng_meta = _rng_state(generator)
+    save_file(rng_tensors, str(tmp / RNG))
+    if step_module is not None:
+        extra_tensors = _extra_state(step_module, model)
+        if extra_tensors:
+            save_file(extra_tensors, str(tmp / EXTRA))
+    meta = {
+        "format": FORMAT,
+        "position": dataclasses.asdict(position),
+        "scheduler": scheduler.state_dict(),
+        "optimizer": opt_meta,
+        "rng": rng_meta,
+        "loop_config": dataclasses.asdict(loop_config) if loop_config else None,
+        "extra": extra or {},
+        "saved_at": time.time(),
+    }
+    (tmp / STATE_JSON).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    final = root / name
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    pointer = root / f".{LATEST}.tmp-{os.getpid()}"
+    pointer.write_text(name + "\n", encoding="utf-8")
+    os.replace(pointer, root / LATEST)
+    for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(root: str | Path) -> Path | None:
+    """The folder `root/latest` names, or None when there is no complete checkpoint."""
+    pointer = Path(root) / LATEST
+    if not pointer.exists():
+        return None
+    folder = Path(root) / pointer.read_text(encoding="utf-8").strip()
+    if not (folder / STATE_JSON).exists():
+        raise FileNotFoundError(f"{pointer} names {folder}, which is missing or incomplete")
+    return folder
+
+
+def load_checkpoint(
+    folder: str | Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    generator: torch.Generator,
+    step_module: nn.Module | None = None,
+) -> tuple[Position, dict]:
+    """Restore everything `save_checkpoint` wrote, in place; returns (position, the JSON meta)."""
+    from hcmrm.model.checkpoint import WEIGHTS
+
+    folder = Path(folder)
+    meta = json.loads((folder / STATE_JSON).read_text(encoding="utf-8"))
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{folder} has format {meta.get('format')!r}, expected {FORMAT!r}")
+    model.load_state_dict(load_file(str(folder / WEIGHTS)))
+    optimizer.load_state_dict(_unflatten_optimizer(load_file(str(folder / OPTIMIZER)), meta["optimizer"]))
+    scheduler.load_state_dict(meta["scheduler"])
+    if step_module is not None and (folder / EXTRA).exists():
+        step_module.load_state_dict(load_file(str(folder / EXTRA)), strict=False)
+    _set_rng_state(load_file(str(folder / RNG)), meta["rng"], generator)
+    return Position(**meta["position"]), meta
+
+
+# --- the loop ----------------------------------------------------------------------------------
+
+
+@dataclass
+class LoopResult:
+    steps: int  # optimizer steps done in total (including those before a resume)
+    losses: list[float]  # the total loss of each step run in this call
+    resumed_from: int  # the step a checkpoint put us at (0 = fresh start)
+    epoch_metrics: list[dict] = field(default_factory=list)  # what on_epoch_end returned, per epoch
+    seconds: float = 0.0  # wall time of this call
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The example order of an epoch: a pure function of (seed, epoch), so a resume re-derives it."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+
+
+def run_loop(
+    step_module: nn.Module,
+    model: nn.Module,
+    n_examples: int,
+    make_batch: Callable[[Sequence[int], torch.Generator], object],
+    config: LoopConfig,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = True,
+    on_epoch_end: Callable[[int, int], dict] | None = None,
+    log_metrics: Callable[[dict, int], None] | None = None,
+    progress: bool = True,
+    dist: DistInfo | None = None,
+    description: str = "train",
+) -> LoopResult:
+    """Train `step_module` (forward(batch, generator) -> dict with "loss") over `n_examples` examples.
+
+    make_batch(indices, generator) builds a batch from example indices; the generator is the one
+    source of randomness for batch building and the step (masking, hard negatives), and is checkpointed.
+    Under `dist` each process builds its slice of every global batch and DDP averages gradients.
+    on_epoch_end(epoch, step) runs on the main process after each epoch (evaluation) and returns
+    metrics to log. Raises nothing on an interruption: the caller's exception propagates, and
+    the last checkpoint is intact.
+    """
+    dist = dist or DistInfo()
+    if config.batch_size % dist.world_size:
+        raise ValueError(f"batch_size {config.batch_size} must divide over {dist.world_size} processes")
+    per_epoch = n_examples // config.batch_size
+    if per_epoch == 0:
+        raise ValueError(f"{n_examples} examples is less than one batch of {config.batch_size}")
+    total = config.max_steps or per_epoch * config.epochs
+    epochs = math.ceil(total / per_epoch)
+
+    optimizer = build_optimizer(model, config.optim)
+    scheduler = build_scheduler(optimizer, config.optim, total)
+    generator = torch.Generator().manual_seed(config.seed * 7919 + 17)
+    torch.manual_seed(config.seed * 104_729 + dist.rank)  # dropout differs per process, as it should
+    random.seed(config.seed)
+    np.random.seed(config.seed % 2**32)
+
+    position = Position()
+    identity = {"n_examples": n_examples, "model_config": _config_dict(model)}
+    folder = latest_checkpoint(checkpoint_dir) if checkpoint_dir and resume else None
+    if folder is not None:
+        _check_same_run(folder, config, identity)
+        position, _ = load_checkpoint(folder, model, optimizer, scheduler, generator, step_module)
+        log.info("resumed from %s at step %d (epoch %d, batch %d)", folder, position.step, position.epoch, position.batch)
+    resumed_from = position.step
+
+    trained = wrap_model(step_module, dist)
+    trained.train()
+    losses: list[float] = []
+    window: dict[str, list[float]] = {}
+    epoch_metrics: list[dict] = []
+    started = time.time()
+    bar = _progress(total, position.step, description, progress and dist.is_main)
+
+    def checkpoint() -> None:
+        if checkpoint_dir and dist.is_main:
+            save_checkpoint(checkpoint_dir, model, optimizer, scheduler, position, generator, step_module,
+                            config, extra=identity, keep=config.keep_checkpoints)
+
+    try:
+        while position.step < total and position.epoch < epochs:
+            order = epoch_order(n_examples, config.seed, position.epoch)
+            while position.batch < per_epoch and position.step < total:
+                start = position.batch * config.batch_size
+                global_batch = order[start : start + config.batch_size]
+                batch = make_batch(global_batch[dist.rank :: dist.world_size], generator)
+                parts = trained(batch, generator)
+                loss = parts["loss"]
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss is {loss.item()} at step {position.step + 1}")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = clip_gradients(model, config.optim.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                position.step += 1
+                position.batch += 1
+                value = float(loss.detach())
+                losses.append(value)
+                for key, part in parts.items():
+                    window.setdefault(key, []).append(float(part.detach()) if torch.is_tensor(part) else float(part))
+                window.setdefault("grad_norm", []).append(grad_norm)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{value:.4f}")
+                if position.step % max(1, config.log_every) == 0 or position.step == total:
+                    if log_metrics and dist.is_main:
+                        averaged = {f"train/{k}": sum(v) / len(v) for k, v in window.items()}
+                        averaged["train/lr"] = scheduler.get_last_lr()[0]
+                        log_metrics(averaged, position.step)
+                    window.clear()
+                if config.checkpoint_every and position.step % config.checkpoint_every == 0:
+                    checkpoint()
+            if position.batch >= per_epoch:
+                finished = position.epoch
+                position.epoch += 1
+                position.batch = 0
+                if on_epoch_end is not None:
+                    metrics = on_epoch_end(finished, position.step) if dist.is_main else {}
+                    epoch_metrics.append(metrics)
+                    if log_metrics and dist.is_main and metrics:
+                        log_metrics(metrics, position.step)
+                    trained.train()
+                checkpoint()
+            elif position.step >= total:
+                checkpoint()
+    finally:
+        if bar is not None:
+            bar.close()
+    return LoopResult(position.step, losses, resumed_from, epoch_metrics, time.time() - started)
+
+
+def _config_dict(model: nn.Module) -> dict | None:
+    config = getattr(model, "config", None)
+    return config.to_dict() if hasattr(config, "to_dict") else None
+
+
+def _check_same_run(folder: Path, config: LoopConfig, identity: dict) -> None:
+    """Resume only the run that wrote the checkpoint: same loop settings, data size and model."""
+    meta = json.loads((folder / STATE_JSON).read_text(encoding="utf-8"))
+    saved = {"loop": meta.get("loop_config"), **(meta.get("extra") or {})}
+    now = {"loop": json.loads(json.dumps(dataclasses.asdict(config))), **json.loads(json.dumps(identity))}
+    changed = sorted(k for k in now if saved.get(k) != now[k])
+    if changed:
+        raise ValueError(
+            f"{folder} is a checkpoint of another run (different {', '.join(changed)}): "
+            "pass another output folder, or start over (--no-resume / resume=False)"
+        )
+
+
+def _progress(total: int, initial: int, description: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=description, unit="step", dynamic_ncols=True, mininterval=2.0)

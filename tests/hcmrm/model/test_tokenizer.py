@@ -1,0 +1,36 @@
+"""The shipped bert-base-chinese vocabulary and `[CLS] query [SEP] text [SEP]` packing with per-segment budgets."""
+
+from hcmrm.model.config import preset
+from hcmrm.model.tokenizer import Tokenizer
+
+
+def test_known_encoding():
+    tok = Tokenizer()
+    assert tok.vocab_size == 21128
+    assert tok.encode_texts(["我爱中国"], max_len=32)["input_ids"].tolist() == [[101, 2769, 4263, 704, 1744, 102]]
+
+
+def test_pairs_pack_query_then_text_with_segment_ids():
+    tok = Tokenizer(max_query_len=8, max_text_len=16)
+    enc = tok.encode_pairs(["我爱"], ["中国"])
+    assert enc["input_ids"].tolist() == [[101, 2769, 4263, 102, 704, 1744, 102]]
+    assert enc["token_type_ids"].tolist() == [[0, 0, 0, 0, 1, 1, 1]]
+    assert enc["attention_mask"].tolist() == [[1] * 7]
+
+
+def test_each_segment_keeps_its_own_budget():
+    tok = Tokenizer(max_query_len=3, max_text_len=5)
+    enc = tok.encode_pairs(["一二三四五六", "好"], ["甲乙丙丁戊己庚辛", "人"])
+    ids = enc["input_ids"]
+    assert ids.shape == (2, 3 + 5 + 3)  # padded to the longest row
+    assert enc["token_type_ids"][0].tolist() == [0] * 5 + [1] * 6
+    assert tok.decode(ids[0]).replace(" ", "") == "一二三甲乙丙丁戊"
+    assert enc["attention_mask"][1].tolist() == [1] * 5 + [0] * 6
+    assert ids[1, 5:].eq(tok.pad_id).all()
+
+
+def test_from_config_uses_the_config_budgets_and_tolerates_nulls():
+    config = preset("tiny")
+    tok = Tokenizer.from_config(config)
+    enc = tok.encode_pairs(["查询" * 50], [None])
+    assert enc["input_ids"].shape[1] == config.max_query_len + 3

@@ -1,0 +1,73 @@
+"""Reading labeled pairs from every shipped format; bad rows are quarantined with a reason."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from hcmrm.train.labeled_data import read_labeled, read_records
+
+ROWS = [
+    {"id": "1", "query": "感冒吃什么药", "title": "感冒了吃什么药好得快", "label": "3"},
+    {"id": "2", "query": "感冒吃什么药", "title": "发烧怎么办", "label": "0"},
+    {"id": "3", "query": "头疼", "title": "头疼怎么缓解", "label": 2},
+]
+
+
+def test_json_array_json_lines_and_parquet_read_the_same(tmp_path):
+    array = tmp_path / "a.json"
+    array.write_text(json.dumps(ROWS, ensure_ascii=False), encoding="utf-8")
+    lines = tmp_path / "b.json"
+    lines.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in ROWS) + "\n", encoding="utf-8")
+    parquet = tmp_path / "c.parquet"
+    pd.DataFrame(ROWS).astype({"label": str}).to_parquet(parquet)
+    frames = [read_labeled(p).pairs[["query", "title", "label"]] for p in (array, lines, parquet)]
+    for frame in frames:
+        assert frame["label"].tolist() == [3, 0, 2]
+        pd.testing.assert_frame_equal(frame, frames[0])
+
+
+def test_relevant_column_of_qbqtc_v0_is_the_label(tmp_path):
+    path = tmp_path / "v0.json"
+    path.write_text(json.dumps({"query": "q", "title": "t", "relevant": "1"}) + "\n")
+    assert read_labeled(path).pairs["label"].tolist() == [1]
+
+
+def test_bad_rows_are_quarantined_with_a_reason():
+    from hcmrm.train.labeled_data import normalize
+
+    raw = pd.DataFrame(
+        {
+            "query": ["ok", "", "q", "q", "q", "q"],
+            "title": ["t", "t", None, "t", "t", "t"],
+            "label": ["1", "2", "2", "x", 7, 1.5],
+        }
+    )
+    result = normalize(raw)
+    assert result.pairs["query"].tolist() == ["ok"]
+    assert result.rejects["reason"].tolist() == [
+        "empty query",
+        "empty title",
+        "label 'x' is not an integer",
+        "label 7 outside 0..3",
+        "label 1.5 is not an integer",
+    ]
+
+
+def test_clear_errors_for_missing_columns_and_unknown_formats(tmp_path):
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps([{"query": "q", "title": "t"}]))
+    with pytest.raises(ValueError, match="missing column"):
+        read_labeled(path)
+    csv = tmp_path / "x.csv"
+    csv.write_text("query,title,label\nq,t,1\n")
+    with pytest.raises(ValueError, match="expected a JSON array"):
+        read_records(csv)
+    with pytest.raises(FileNotFoundError):
+        read_records(tmp_path / "missing.json")
+
+
+def test_split_column_filters(tmp_path):
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps([dict(r, split="dev" if i else "train") for i, r in enumerate(ROWS)], ensure_ascii=False))
+    assert len(read_labeled(path, split="dev")) == 2

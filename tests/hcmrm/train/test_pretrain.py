@@ -1,0 +1,97 @@
+"""The pre-training loop on the tiny preset: the loss goes down, and a resume is exact."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from hcmrm.train.batching import PretrainExample
+from hcmrm.model.checkpoint import load_model
+from hcmrm.model.frames import encode_image
+from hcmrm.train.pretrain import PretrainConfig, examples_from_records, pretrain
+from hcmrm.train.loop import latest_checkpoint
+
+COLORS = ["red", "green", "blue", "yellow", "purple", "orange", "white", "black"]
+WORDS = ["红色", "绿色", "蓝色", "黄色", "紫色", "橙色", "白色", "黑色"]
+
+
+def corpus():
+    """Colour words as pseudo-queries, with a frame of that colour for half of them (ITC/ITM need frames)."""
+    out = []
+    for i, (color, word) in enumerate(zip(COLORS, WORDS)):
+        frames = [encode_image(Image.new("RGB", (24, 24), color))] if i % 2 == 0 else None
+        out.append(PretrainExample(word + "手机壳", f"新款{word}外壳 防摔 耐用", frames))
+    return out
+
+
+def config(steps, seed=0, model=None, **loop):
+    return PretrainConfig(
+        preset="tiny",
+        model=model or {},
+        loop={"max_steps": steps, "batch_size": 4, "seed": seed, "log_every": 1,
+              "optim": {"lr": 3e-3, "warmup_steps": 2}, **loop},
+    )
+
+
+def test_loss_goes_down_and_every_term_is_logged(tmp_path):
+    logged = []
+    result = pretrain(corpus(), config(40), tmp_path, log_metrics=lambda m, s: logged.append((s, m)), progress=False)
+    losses = result.loop.losses
+    assert len(losses) == 40
+    assert sum(losses[-8:]) / 8 < 0.8 * sum(losses[:8]) / 8
+    assert {"train/loss", "train/itc", "train/itm", "train/mlm", "train/pqvm", "train/lr"} <= set(logged[0][1])
+    assert [s for s, _ in logged] == list(range(1, 41))
+    reloaded = load_model(result.model_dir)  # the saved model is a plain model folder
+    assert torch.equal(reloaded.embeddings.word.weight, result.model.embeddings.word.weight)
+
+
+class Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("model", [{}, {"use_momentum": True, "queue_size": 8}], ids=["plain", "momentum+queue"])
+def test_resume_gives_the_same_next_steps_as_an_uninterrupted_run(tmp_path, model):
+    straight = pretrain(corpus(), config(6, model=model, checkpoint_every=2), tmp_path / "a", progress=False)
+
+    def crash_after_step_3(metrics, step):
+        if step == 3:
+            raise Crash  # killed after step 3: the last checkpoint is the one of step 2
+    with pytest.raises(Crash):
+        pretrain(corpus(), config(6, model=model, checkpoint_every=2), tmp_path / "b", log_metrics=crash_after_step_3,
+                 progress=False)
+    assert latest_checkpoint(tmp_path / "b" / "checkpoints").name == "step-00000002"
+    state = json.loads((latest_checkpoint(tmp_path / "b" / "checkpoints") / "train_state.json").read_text())
+    assert state["position"] == {"step": 2, "epoch": 1, "batch": 0}
+
+    torch.manual_seed(1234)  # whatever the global RNG holds now, the checkpoint's state wins
+    resumed = pretrain(corpus(), config(6, model=model, checkpoint_every=2), tmp_path / "b", progress=False)
+    assert resumed.loop.resumed_from == 2
+    assert resumed.loop.losses == straight.loop.losses[2:]  # bit-identical steps 3..6
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    if model:  # the EMA model and the feature queue came back too
+        assert (tmp_path / "b" / "checkpoints" / "step-00000006" / "extra.safetensors").exists()
+
+
+def test_a_checkpoint_of_another_run_is_not_resumed(tmp_path):
+    pretrain(corpus(), config(2), tmp_path, progress=False)
+    with pytest.raises(ValueError, match="another run .*loop"):
+        pretrain(corpus(), config(4), tmp_path, progress=False)  # other schedule length
+    with pytest.raises(ValueError, match="n_examples"):
+        pretrain(corpus()[:6], config(2), tmp_path, progress=False)  # other data
+    assert pretrain(corpus(), config(4), tmp_path, progress=False, resume=False).loop.steps == 4
+
+
+def test_pretrain_pairs_rows_become_examples():
+    frame = pd.DataFrame({
+        "pseudo_query": ["红色手机壳", None, "耳机"],
+        "context_text": ["新款 外壳", "x", "蓝牙 降噪"],
+        "frames": [[encode_image(Image.new("RGB", (8, 8), "red"))], None, []],
+    })
+    examples = examples_from_records(frame)
+    assert [e.pseudo_query for e in examples] == ["红色手机壳", "耳机"]  # the row without a query is skipped
+    assert len(examples[0].frames) == 1 and examples[1].frames == []
+    with pytest.raises(ValueError, match="pseudo_query"):
+        examples_from_records(pd.DataFrame({"query": ["q"]}))
