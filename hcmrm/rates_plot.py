@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from hcmrm.labels import IRRELEVANT_MAX_LABEL, IRRELEVANT_WORDS
+
 
 @dataclass(frozen=True)
 class DailyRate:
@@ -56,7 +58,7 @@ def plot_rates(rows: Sequence[DailyRate], path: str | Path, title: str = "Irrele
     days = [datetime.date.fromisoformat(d) for d in window] if window else list(x_of.values())
     set_day_axis(ax, days)
     fig.autofmt_xdate()
-    ax.set_ylabel("irrelevant rate (label Bad or Less)")
+    ax.set_ylabel(f"irrelevant rate (label {IRRELEVANT_WORDS})")
     ax.set_ylim(bottom=0)
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
@@ -101,7 +103,7 @@ def write_html(rows: Sequence[DailyRate], png_path: str | Path, path: str | Path
 <style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}</style></head>
 <body><h1>{html.escape(title)}</h1>
-<p>Irrelevant = predicted label Bad or Less (label &le; 1). Rate = irrelevant pairs / scored pairs;
+<p>Irrelevant = predicted label {IRRELEVANT_WORDS} (label &le; {IRRELEVANT_MAX_LABEL}). Rate = irrelevant pairs / scored pairs;
 the weighted rate uses the pairs' impressions.</p>
 <img src="{html.escape(src)}" alt="irrelevant-ad rate per day">
 <table><tr><th>dt</th><th>model</th><th>pairs</th><th>irrelevant</th><th>rate</th><th>weighted rate</th></tr>

@@ -4,7 +4,8 @@ Hierarchical softmax (DESIGN.md section 3): three binary classifiers on a two-le
   r = P(Good or Excellent), g = P(Excellent | positive), b = P(Less | negative),
   p0 = (1-r)(1-b), p1 = (1-r)b, p2 = r(1-g), p3 = r g,  loss = -log p_label,
 which is the sum of the binary cross-entropies on the label's path. Logits come in the order (r, g, b).
-The BCE baseline has one logit, positive = label >= 2; its probabilities put 1-p on Bad and p on Good.
+The BCE baseline has one logit, positive = label >= 2 (hcmrm.labels.POSITIVE_LABEL); its probabilities
+put 1-p on Bad and p on Good. The scale itself (names, thresholds, score weights) is hcmrm/labels.py.
 Everything is computed in fp32 from log-sigmoids, so it stays finite under bf16 autocast.
 """
 
@@ -13,13 +14,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-GRADES = ("bad", "less", "good", "excellent")
+from hcmrm.labels import GRADE_NAMES, LABEL_RANGE, POSITIVE_LABEL, SCORE_WEIGHTS, is_label
 
 
 def _check_labels(labels: torch.Tensor) -> torch.Tensor:
     labels = labels.long().view(-1)
-    if labels.numel() and (labels.min() < 0 or labels.max() > 3):
-        raise ValueError(f"labels must be grades 0..3, got values in [{labels.min()}, {labels.max()}]")
+    if labels.numel():
+        low, high = int(labels.min()), int(labels.max())
+        if not (is_label(low) and is_label(high)):
+            raise ValueError(f"labels must be grades {LABEL_RANGE}, got values in [{low}, {high}]")
     return labels
 
 
@@ -47,16 +50,17 @@ def hierarchical_softmax_loss(logits: torch.Tensor, labels: torch.Tensor) -> tor
 
 
 def bce_probs(logits: torch.Tensor) -> torch.Tensor:
-    """[B, 1] logit -> [B, 4]: (1-p, 0, p, 0), so the score is 2p."""
+    """[B, 1] logit -> [B, 4]: 1-p on Bad, p on the lowest relevant grade (Good), so the score is 2p."""
     p = torch.sigmoid(logits.float().view(-1))
-    zero = torch.zeros_like(p)
-    return torch.stack([1 - p, zero, p, zero], dim=1)
+    columns = [torch.zeros_like(p)] * len(GRADE_NAMES)
+    columns[0], columns[POSITIVE_LABEL] = 1 - p, p
+    return torch.stack(columns, dim=1)
 
 
 def bce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy with positive = label >= 2."""
+    """Binary cross-entropy with positive = label >= POSITIVE_LABEL (Good or Excellent)."""
     labels = _check_labels(labels)
-    return F.binary_cross_entropy_with_logits(logits.float().view(-1), (labels >= 2).float())
+    return F.binary_cross_entropy_with_logits(logits.float().view(-1), (labels >= POSITIVE_LABEL).float())
 
 
 def relevance_probs(logits: torch.Tensor, head: str) -> torch.Tensor:
@@ -69,4 +73,4 @@ def relevance_loss(logits: torch.Tensor, labels: torch.Tensor, head: str) -> tor
 
 def expected_grade(probs: torch.Tensor) -> torch.Tensor:
     """score = p1 + 2 p2 + 3 p3, in [0, 3]."""
-    return probs @ torch.arange(4, dtype=probs.dtype, device=probs.device)
+    return probs @ torch.tensor(SCORE_WEIGHTS, dtype=probs.dtype, device=probs.device)

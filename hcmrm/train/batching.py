@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from hcmrm.labels import check_labels
 from hcmrm.model.config import HCMRMConfig
 from hcmrm.model.frames import FrameDecodeError, decode_frames, stack_videos
 from hcmrm.model.tokenizer import Tokenizer
@@ -51,9 +52,7 @@ def collate_videos(frame_lists: list[list[bytes] | None], config: HCMRMConfig) -
 
 def collate_labeled(examples: list[LabeledExample], tokenizer: Tokenizer, config: HCMRMConfig) -> LabeledBatch:
     labels = [int(e.label) for e in examples]
-    bad = [lab for lab in labels if not 0 <= lab <= 3]
-    if bad:
-        raise ValueError(f"labels must be grades 0..3, got {bad[:5]}")
+    check_labels(labels)
     encoded = tokenizer.encode_pairs([e.query for e in examples], [e.text for e in examples])
     frames, frame_mask = collate_videos([e.frames for e in examples], config)
     return LabeledBatch(**encoded, frames=frames, frame_mask=frame_mask, labels=torch.tensor(labels, dtype=torch.long))

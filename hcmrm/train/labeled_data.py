@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from hcmrm.labels import LABEL_RANGE, is_label
+
 LABEL_COLUMNS = ("label", "relevant")  # KUAKE-QTR / QBQTC use `label`, QBQTC v0 uses `relevant`
-MAX_LABEL = 3  # Bad, Less, Good, Excellent
 OPTIONAL_COLUMNS = ("video_id", "frames", "split", "ocr_text", "asr_text")
 
 
@@ -74,8 +75,8 @@ def _parse_label(value) -> tuple[int | None, str | None]:
         return None, f"label {value!r} is not an integer"
     if number != int(number):
         return None, f"label {value!r} is not an integer"
-    if not 0 <= number <= MAX_LABEL:
-        return None, f"label {int(number)} outside 0..{MAX_LABEL}"
+    if not is_label(number):
+        return None, f"label {int(number)} outside {LABEL_RANGE}"
     return int(number), None
 
 

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.stats import rankdata
 
-POSITIVE_LABEL = 2  # Good and Excellent (2, 3) are relevant on the 0..3 scale
+from hcmrm.labels import POSITIVE_LABEL
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ def test_plot_writes_a_png_and_the_page_shows_it_with_the_numbers(tmp_path):
     assert '<img src="rates.png"' in page
     assert "<td>2024-09-11</td><td>v2</td><td>50</td><td>5</td><td>0.1000</td><td></td>" in page
     assert "<td>0.5000</td>" in page  # v1 on 2024-09-11, impression-weighted
+    assert "Irrelevant = predicted label Bad or Less (label &le; 1)." in page  # hcmrm.labels' threshold
 
 
 def test_an_empty_report_still_draws(tmp_path):
