@@ -17,10 +17,9 @@ import numpy as np
 import torch
 
 from hcmrm.config_keys import reject_unknown_keys
+from hcmrm.labels import GRADE_NAMES
 from hcmrm.model.frames import FrameDecodeError, decode_frames, stack_videos
-
-LABELS = ("bad", "less", "good", "excellent")  # label 0..3, the order of RelevanceOutput.probs
-IRRELEVANT_MAX_LABEL = 1  # a pair is irrelevant when its label is Bad or Less
+from hcmrm.tables import UNDECODABLE_FRAMES
 
 
 @dataclass(frozen=True)
@@ -174,11 +173,11 @@ class Scorer:
         try:
             return decode_frames(list(ad.frames or []), v.image_size, self.max_frames, v.mean, v.std), None
         except FrameDecodeError as err:
-            return None, f"undecodable_frames: {err}"
+            return None, UNDECODABLE_FRAMES.detail(err)
 
     def _score_pairs(self, queries, texts, ad_row: np.ndarray, memory):
         n = len(queries)
-        probs = np.empty((n, len(LABELS)), dtype=np.float32)
+        probs = np.empty((n, len(GRADE_NAMES)), dtype=np.float32)
         score = np.empty(n, dtype=np.float32)
         window = self.config.pairs_per_batch * self.config.sort_window
         for w0 in range(0, n, window):

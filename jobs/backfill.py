@@ -23,10 +23,10 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from hcmrm.settings import Settings
+from hcmrm.tables import RELEVANCE_SCORES, SCORING_RUNS
 from jobs.common import script_main
 from jobs.score import (
-    RUNS, SCORES, DateResult, ScoreJobConfig, add_model_arguments, arrow_batch_size, day, days_between, log,
-    prepare, score_date,
+    DateResult, ScoreJobConfig, add_model_arguments, arrow_batch_size, day, days_between, log, prepare, score_date,
 )
 from jobs.tables import is_delta_table
 
@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def done_versions(spark: SparkSession, settings: Settings, dates: list[str]) -> dict[str, set[str]]:
     """{dt: model versions that have scored it}, read from the tables themselves."""
     done: dict[str, set[str]] = {}
-    scores, runs = settings.table(SCORES), settings.table(RUNS)
+    scores, runs = settings.table(RELEVANCE_SCORES.name), settings.table(SCORING_RUNS.name)
     if is_delta_table(spark, scores):
         rows = (spark.read.format("delta").load(scores).where(F.col("dt").isin(dates))
                 .select("dt", "model_version").distinct().collect())

@@ -18,31 +18,25 @@ from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import StructType
 
+from hcmrm.labels import LABEL_VALUES
 from hcmrm.settings import SAMPLE_DIR, Settings
+from hcmrm.tables import ADS, LABELED_PAIRS, QUERY_AD_PAIRS, VIDEOS
 from jobs.common import script_main, settings_from_args, spark_from_args
-from jobs.tables import is_delta_table, overwrite_table, replace_partitions
+from jobs.tables import conform, is_delta_table, overwrite_table, replace_partitions
 
 COMMAND = "build-lake"
 HELP = "load the shipped sample (hcmrm/sample) into the lake as Delta tables and print a summary"
 
 
-# The input contracts: column order and types as they land in the lake.
-SCHEMAS = {
-    "videos": "video_id string, title string, ocr_text string, asr_text string, frames array<binary>, dt string",
-    "ads": "ad_id string, video_id string, advertiser string, industry string",
-    "query_ad_pairs": "dt string, query string, ad_id string, impressions long",
-    "labeled_pairs": "query string, title string, label int, split string",
-}
-PARTITIONED = {"videos": "dt", "query_ad_pairs": "dt"}  # the others are small and replaced whole
-LAKE_TABLES = tuple(SCHEMAS)
+SAMPLE_TABLES = (VIDEOS, ADS, QUERY_AD_PAIRS, LABELED_PAIRS)  # their layouts: hcmrm/tables.py
+LAKE_TABLES = tuple(t.name for t in SAMPLE_TABLES)
 
 # Sample files, relative to the sample folder.
 SAMPLE_FILES = {
-    "videos": "videos.parquet",
-    "ads": "ads.parquet",
-    "query_ad_pairs": "query_ad_pairs.parquet",
+    VIDEOS.name: "videos.parquet",
+    ADS.name: "ads.parquet",
+    QUERY_AD_PAIRS.name: "query_ad_pairs.parquet",
     "labeled_train": "labeled/kuake_qtr_train.jsonl",
     "labeled_dev": "labeled/kuake_qtr_dev.jsonl",
 }
@@ -79,32 +73,20 @@ def read_sample(spark: SparkSession, sample_dir: Path) -> dict[str, DataFrame]:
 # --- transforms (DataFrame -> DataFrame) --------------------------------------------------------
 
 
-def conform(df: DataFrame, schema: str | StructType, name: str = "input") -> DataFrame:
-    """`df` with exactly the contract's columns, in its order and types; extra columns are dropped."""
-    schema = StructType.fromDDL(schema) if isinstance(schema, str) else schema
-    missing = [f.name for f in schema.fields if f.name not in df.columns]
-    if missing:
-        raise ValueError(f"{name} lacks columns {missing}; it has {df.columns}")
-    return df.select([F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.fields])
-
-
 def labeled_pairs(train: DataFrame, dev: DataFrame) -> DataFrame:
     """Train and dev graded pairs in one table, told apart by `split`."""
     return conform(
         train.withColumn("split", F.lit("train")).unionByName(dev.withColumn("split", F.lit("dev"))),
-        SCHEMAS["labeled_pairs"],
+        LABELED_PAIRS,
         "labeled pairs",
     )
 
 
 def lake_frames(sample: dict[str, DataFrame]) -> dict[str, DataFrame]:
     """The four lake tables from the sample files."""
-    return {
-        "videos": conform(sample["videos"], SCHEMAS["videos"], "videos"),
-        "ads": conform(sample["ads"], SCHEMAS["ads"], "ads"),
-        "query_ad_pairs": conform(sample["query_ad_pairs"], SCHEMAS["query_ad_pairs"], "query_ad_pairs"),
-        "labeled_pairs": labeled_pairs(sample["labeled_train"], sample["labeled_dev"]),
-    }
+    frames = {t.name: conform(sample[t.name], t) for t in (VIDEOS, ADS, QUERY_AD_PAIRS)}
+    frames[LABELED_PAIRS.name] = labeled_pairs(sample["labeled_train"], sample["labeled_dev"])
+    return frames
 
 
 # --- write --------------------------------------------------------------------------------------
@@ -120,14 +102,14 @@ def partition_values(df: DataFrame, column: str, name: str) -> list[str]:
 def build_lake(spark: SparkSession, settings: Settings, sample_dir: Path = SAMPLE_DIR) -> dict[str, str]:
     """Write the sample into the lake; returns {table name: path}."""
     written = {}
-    for name, df in lake_frames(read_sample(spark, sample_dir)).items():
-        path = settings.table(name)
-        column = PARTITIONED.get(name)
+    frames = lake_frames(read_sample(spark, sample_dir))
+    for table in SAMPLE_TABLES:
+        df, path, column = frames[table.name], settings.table(table.name), table.partition
         if column:
-            replace_partitions(df, path, partition_values(df, column, name), column=column)
+            replace_partitions(df, path, partition_values(df, column, table.name), column=column)
         else:
             overwrite_table(df, path)
-        written[name] = path
+        written[table.name] = path
     return written
 
 
@@ -195,22 +177,22 @@ def pairs_facts(df: DataFrame) -> list[str]:
 
 
 def labeled_facts(df: DataFrame) -> list[str]:
-    rows = df.groupBy("split").pivot("label", [0, 1, 2, 3]).count().fillna(0).orderBy(F.desc("split")).collect()
+    rows = df.groupBy("split").pivot("label", list(LABEL_VALUES)).count().fillna(0).orderBy(F.desc("split")).collect()
     counts = df.groupBy("split").agg(F.countDistinct("query").alias("queries")).collect()
     queries = {r.split: r.queries for r in counts}
     return [
-        f"{r.split}: {_n(sum(r[str(k)] for k in range(4)))} pairs, {_n(queries[r.split])} queries, "
-        f"labels 0/1/2/3 = {' / '.join(_n(r[str(k)]) for k in range(4))}"
+        f"{r.split}: {_n(sum(r[str(k)] for k in LABEL_VALUES))} pairs, {_n(queries[r.split])} queries, "
+        f"labels {'/'.join(map(str, LABEL_VALUES))} = {' / '.join(_n(r[str(k)]) for k in LABEL_VALUES)}"
         for r in rows
     ]
 
 
 # Per-table facts for the summary; a later job can pass its own to summarize_table.
 FACTS: dict[str, Callable[[DataFrame], list[str]]] = {
-    "videos": videos_facts,
-    "ads": ads_facts,
-    "query_ad_pairs": pairs_facts,
-    "labeled_pairs": labeled_facts,
+    VIDEOS.name: videos_facts,
+    ADS.name: ads_facts,
+    QUERY_AD_PAIRS.name: pairs_facts,
+    LABELED_PAIRS.name: labeled_facts,
 }
 
 

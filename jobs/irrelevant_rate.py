@@ -22,16 +22,17 @@ import sys
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from hcmrm.scoring import IRRELEVANT_MAX_LABEL
+from hcmrm.labels import IRRELEVANT_MAX_LABEL
 from hcmrm.settings import Settings
+from hcmrm.tables import IRRELEVANT_RATE_DAILY, RELEVANCE_SCORES
 from jobs.common import script_main, settings_from_args, spark_from_args
-from jobs.score import CONF_FILE, SCORES, ScoreJobConfig, day, days_between
+from jobs.score import CONF_FILE, ScoreJobConfig, day, days_between
 from jobs.tables import is_delta_table, replace_partitions
 
 COMMAND = "irrelevant-rate"
 HELP = "irrelevant-ad rate per day, model version and dimension -> Delta irrelevant_rate_daily + SQL views"
 
-RATES = "irrelevant_rate_daily"
+RATES = IRRELEVANT_RATE_DAILY.name  # the table, and the SQL view over it
 BY_DAY_VIEW = "irrelevant_rate_by_day"
 COUNTS = ("pairs", "irrelevant_pairs", "impressions", "irrelevant_impressions")
 
@@ -103,9 +104,9 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     config = ScoreJobConfig.load(args.job_config)
     spark = spark_from_args(args, settings, COMMAND)
-    path = settings.table(SCORES)
+    path = settings.table(RELEVANCE_SCORES.name)
     if not is_delta_table(spark, path):
-        raise SystemExit(f"no {SCORES} table at {path}: run `hcmrm score --date D` first")
+        raise SystemExit(f"no {RELEVANCE_SCORES.name} table at {path}: run `hcmrm score --date D` first")
     scores = spark.read.format("delta").load(path)
     dates = target_dates(spark, scores, args)
     scores = scores.where(F.col("dt").isin(dates))

@@ -30,14 +30,14 @@ from pathlib import Path
 import yaml
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import StructType
 from pyspark.sql.window import Window
 
 from hcmrm.config_keys import reject_unknown_keys
+from hcmrm.tables import DUPLICATE_VIDEO_ID, KEYWORD_IDF, MISSING_VIDEO_ID, PRETRAIN_PAIRS, PRETRAIN_REJECTS, VIDEOS
 from hcmrm.text.keywords import Idf, KeywordConfig
 from hcmrm.settings import CONF_DIR, Settings
 from jobs.common import script_main, settings_from_args, spark_from_args
-from jobs.tables import is_delta_table, overwrite_table, read_table, replace_partitions
+from jobs.tables import conform, is_delta_table, overwrite_table, read_table, reason_code, replace_partitions
 from udfs.pseudo_query import document_terms_frame, pretrain_rows_frame
 
 COMMAND = "pseudo-queries"
@@ -45,11 +45,6 @@ HELP = "build PQVM pre-training pairs (pseudo-query, context text, frames) from 
 
 log = logging.getLogger(__name__)
 
-VIDEOS_SCHEMA = "video_id string, title string, ocr_text string, asr_text string, frames array<binary>, dt string"
-PAIRS_COLUMNS = ["video_id", "dt", "pseudo_query", "keywords", "context_text", "video_text", "frames", "n_frames"]
-REJECTS_COLUMNS = ["video_id", "dt", "reason", "rejected_at"]
-MISSING_VIDEO_ID = "missing_video_id"  # null or blank video_id
-DUPLICATE = "duplicate_video_id"  # a second row with the same (video_id, dt); the first is kept
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 CONF_FILE = CONF_DIR / "jobs" / "pseudo_queries.yaml"
 
@@ -100,12 +95,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def read_videos(spark: SparkSession, path: str) -> DataFrame:
     """The input videos (Delta or Parquet) with exactly the contract's columns and types."""
-    df = read_table(spark, path)
-    schema = StructType.fromDDL(VIDEOS_SCHEMA)
-    missing = [f.name for f in schema.fields if f.name not in df.columns]
-    if missing:
-        raise ValueError(f"videos at {path} lack columns {missing}; they have {df.columns}")
-    return df.select([F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.fields])
+    return conform(read_table(spark, path), VIDEOS, f"videos at {path}")
 
 
 def select_dates(videos: DataFrame, dates: list[str] | None) -> tuple[DataFrame, list[str]]:
@@ -182,7 +172,7 @@ def spread(videos: DataFrame, partitions: int = 0) -> DataFrame:
 
 
 def flag_keys(videos: DataFrame) -> DataFrame:
-    """`videos` plus `key_problem`: null, MISSING_VIDEO_ID or DUPLICATE (all but one row of a key)."""
+    """`videos` plus `key_problem`: null, MISSING_VIDEO_ID or DUPLICATE_VIDEO_ID (all but one row of a key)."""
     first = Window.partitionBy("video_id", "dt").orderBy(
         F.col("title").asc_nulls_last(),
         F.col("ocr_text").asc_nulls_last(),
@@ -192,7 +182,7 @@ def flag_keys(videos: DataFrame) -> DataFrame:
     blank = F.coalesce(F.trim(F.col("video_id")), F.lit("")) == ""
     return videos.withColumn(
         "key_problem",
-        F.when(blank, F.lit(MISSING_VIDEO_ID)).when(F.row_number().over(first) > 1, F.lit(DUPLICATE)),
+        F.when(blank, F.lit(MISSING_VIDEO_ID)).when(F.row_number().over(first) > 1, F.lit(DUPLICATE_VIDEO_ID)),
     )
 
 
@@ -209,29 +199,22 @@ def pretrain_results(
     bad = flagged.where(F.col("key_problem").isNotNull()).select(
         "video_id",
         "dt",
-        *[F.lit(None).cast(t).alias(c) for c, t in (
-            ("pseudo_query", "string"),
-            ("keywords", "array<string>"),
-            ("context_text", "string"),
-            ("video_text", "string"),
-        )],
         "frames",
         F.coalesce(F.size("frames"), F.lit(0)).cast("int").alias("n_frames"),
         F.col("key_problem").alias("reason"),
     )
-    return good.unionByName(bad)
+    return good.unionByName(bad, allowMissingColumns=True)  # a rejected key has no text: those fields are null
 
 
 def pairs_of(results: DataFrame) -> DataFrame:
     """The `pretrain_pairs` rows of `pretrain_results`."""
-    return results.where(F.col("reason").isNull()).select(*PAIRS_COLUMNS)
+    return results.where(F.col("reason").isNull()).select(*PRETRAIN_PAIRS.columns)
 
 
 def rejects_of(results: DataFrame, rejected_at: datetime) -> DataFrame:
     """The `pretrain_rejects` rows of `pretrain_results`, stamped with the run's time."""
-    return results.where(F.col("reason").isNotNull()).select(
-        "video_id", "dt", "reason", F.lit(rejected_at).cast("timestamp").alias("rejected_at")
-    )
+    stamped = results.where(F.col("reason").isNotNull()).withColumn("rejected_at", F.lit(rejected_at))
+    return conform(stamped, PRETRAIN_REJECTS)
 
 
 # --- the job ------------------------------------------------------------------------------------
@@ -263,7 +246,7 @@ def resolve_idf(
     """
     if config.idf_source == "jieba":
         return None, None
-    path = settings.table("keyword_idf")
+    path = settings.table(KEYWORD_IDF.name)
     if config.idf_source == "stored":
         if not is_delta_table(spark, path):
             raise FileNotFoundError(f"--idf stored: no keyword_idf table at {path}; run once with --idf corpus")
@@ -314,7 +297,7 @@ def build(spark: SparkSession, settings: Settings, input_path: str, dates: list[
         results = pretrain_results(videos, broadcast, config.keywords, config.seed, config.max_sequence_chars)
         results = results.persist()  # jieba runs once; the counts and both writes read this
         try:
-            code = F.substring_index("reason", ":", 1).alias("code")  # "bad_frames: frame 0: ..." -> "bad_frames"
+            code = reason_code().alias("code")  # "bad_frames: frame 0: ..." -> "bad_frames"
             by_reason = {r.code: r["count"] for r in results.groupBy(code).count().collect()}
             n_pairs = by_reason.pop(None, 0)
             counts = Counts(n_input, n_pairs, sum(by_reason.values()), by_reason)
@@ -325,8 +308,10 @@ def build(spark: SparkSession, settings: Settings, input_path: str, dates: list[
                 idf_stored.result()  # the IDF the pairs were made with is in the lake before they are
             rejected_at = datetime.now(timezone.utc).replace(microsecond=0)
             pending += [
-                pool.submit(replace_partitions, pairs_of(results), settings.table("pretrain_pairs"), dates),
-                pool.submit(replace_partitions, rejects_of(results, rejected_at), settings.table("pretrain_rejects"), dates),
+                pool.submit(replace_partitions, pairs_of(results), settings.table(PRETRAIN_PAIRS.name), dates),
+                pool.submit(
+                    replace_partitions, rejects_of(results, rejected_at), settings.table(PRETRAIN_REJECTS.name), dates
+                ),
             ]
             for write in pending:
                 write.result()
@@ -346,11 +331,11 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     config = JobConfig.load(args.job_conf, {"top_k": args.top_k, "seed": args.seed, "idf_source": args.idf})
     spark = spark_from_args(args, settings, COMMAND)
-    input_path = args.input or settings.table("videos")
+    input_path = args.input or settings.table(VIDEOS.name)
     counts = build(spark, settings, input_path, None if args.all_dates else args.date, config)
     print(f"pseudo-queries: {counts.summary()}")
-    print(f"  pairs   -> {settings.table('pretrain_pairs')}")
-    print(f"  rejects -> {settings.table('pretrain_rejects')}")
+    print(f"  pairs   -> {settings.table(PRETRAIN_PAIRS.name)}")
+    print(f"  rejects -> {settings.table(PRETRAIN_REJECTS.name)}")
     return 0
 
 

@@ -18,8 +18,9 @@ from pathlib import Path
 from pyspark.sql import functions as F
 
 from hcmrm.rates_plot import DailyRate, plot_rates, write_html
+from hcmrm.tables import IRRELEVANT_RATE_DAILY
 from jobs.common import script_main, settings_from_args, spark_from_args
-from jobs.irrelevant_rate import RATES, by_day
+from jobs.irrelevant_rate import by_day
 from jobs.score import CONF_FILE, ScoreJobConfig, day
 from jobs.tables import is_delta_table
 
@@ -47,13 +48,14 @@ def run(args: argparse.Namespace) -> int:
     config = ScoreJobConfig.load(args.job_config)
     days, out = args.days or config.report_days, Path(args.out or config.report_dir)
     spark = spark_from_args(args, settings, COMMAND)
-    path = settings.table(RATES)
+    name = IRRELEVANT_RATE_DAILY.name
+    path = settings.table(name)
     if not is_delta_table(spark, path):
-        raise SystemExit(f"no {RATES} table at {path}: run `hcmrm irrelevant-rate` first")
+        raise SystemExit(f"no {name} table at {path}: run `hcmrm irrelevant-rate` first")
     rates = spark.read.format("delta").load(path)
     end = args.end or rates.agg(F.max("dt")).first()[0]
     if end is None:
-        raise SystemExit(f"{RATES} at {path} is empty")
+        raise SystemExit(f"{name} at {path} is empty")
     first, last = window(end, days)
     rows = [
         DailyRate(r["dt"], r["model_version"], r["pairs"], r["irrelevant_pairs"], r["impressions"],

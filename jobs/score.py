@@ -32,10 +32,15 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from hcmrm.config_keys import reject_unknown_keys
-from hcmrm.scoring import IRRELEVANT_MAX_LABEL, LABELS, ScoringConfig
+from hcmrm.labels import IRRELEVANT_MAX_LABEL
+from hcmrm.scoring import ScoringConfig
 from hcmrm.settings import CONF_DIR, Settings
+from hcmrm.tables import (
+    ADS, DUPLICATE_AD, DUPLICATE_PAIR, DUPLICATE_VIDEO, EMPTY_QUERY, NO_VIDEO, NULL_AD_ID, NULL_QUERY, PREDICTION,
+    QUERY_AD_PAIRS, RELEVANCE_SCORES, SCORING_REJECTS, SCORING_RUNS, UNKNOWN_AD, UNKNOWN_VIDEO, VIDEOS,
+)
 from jobs.common import script_main, settings_from_args, spark_from_args
-from jobs.tables import read_table, replace_partitions
+from jobs.tables import conform, read_table, reason_code, replace_partitions, spark_schema
 from udfs.score import ModelRef, score_ads
 
 COMMAND = "score"
@@ -43,8 +48,6 @@ HELP = "score one day's query_ad_pairs with a registered model -> relevance_scor
 
 log = logging.getLogger("hcmrm.score")
 
-PAIRS, ADS, VIDEOS = "query_ad_pairs", "ads", "videos"  # inputs (DESIGN.md section 2)
-SCORES, REJECTS, RUNS = "relevance_scores", "scoring_rejects", "scoring_runs"  # outputs
 CONF_FILE = CONF_DIR / "jobs" / "score.yaml"
 
 
@@ -168,27 +171,25 @@ def arrow_batch_size(spark: SparkSession, rows: int):
 
 # --- read --------------------------------------------------------------------------------------------
 
-REQUIRED = {PAIRS: ("dt", "query", "ad_id"), ADS: ("ad_id", "video_id"), VIDEOS: ("video_id", "title", "frames")}
-
 
 def read_inputs(spark: SparkSession, settings: Settings, date: str) -> tuple[DataFrame, DataFrame, DataFrame]:
-    """(the day's pairs, ads, videos), each checked for the columns the job needs."""
+    """(the day's pairs, ads, videos), each checked for its contract's required columns."""
     frames = {}
-    for name in (PAIRS, ADS, VIDEOS):
-        path = settings.table(name)
+    for table in (QUERY_AD_PAIRS, ADS, VIDEOS):
+        path = settings.table(table.name)
         try:
-            frames[name] = read_table(spark, path)
+            frames[table.name] = read_table(spark, path)
         except Exception as err:
-            raise FileNotFoundError(f"input table {name} cannot be read at {path}: {err}") from err
-        missing = [c for c in REQUIRED[name] if c not in frames[name].columns]
+            raise FileNotFoundError(f"input table {table.name} cannot be read at {path}: {err}") from err
+        missing = [c for c in table.required if c not in frames[table.name].columns]
         if missing:
-            raise ValueError(f"table {name} at {path} lacks columns {missing}")
-    videos = frames[VIDEOS]
-    for column in ("ocr_text", "asr_text"):  # optional text fields
-        if column not in videos.columns:
-            videos = videos.withColumn(column, F.lit(None).cast("string"))
-    pairs = frames[PAIRS].where(F.col("dt").cast("string") == date)
-    return pairs, frames[ADS], videos
+            raise ValueError(f"table {table.name} at {path} lacks columns {missing}")
+    videos = frames[VIDEOS.name]
+    for field in spark_schema(VIDEOS).fields:
+        if field.name in VIDEOS.optional and field.name not in videos.columns:  # OCR, ASR: null when absent
+            videos = videos.withColumn(field.name, F.lit(None).cast(field.dataType))
+    pairs = frames[QUERY_AD_PAIRS.name].where(F.col("dt").cast("string") == date)
+    return pairs, frames[ADS.name], videos
 
 
 # --- transforms ---------------------------------------------------------------------------------------
@@ -204,8 +205,8 @@ def dimension_columns(pairs: DataFrame, ads: DataFrame, dimensions) -> tuple[lis
 def validate_pairs(pairs: DataFrame, ads: DataFrame, videos: DataFrame, dimensions=()) -> DataFrame:
     """Each input pair with its ad's `video_id`, the ads' dimensions and `reason` (null = scoreable).
 
-    Reasons: null_ad_id, null_query, empty_query, unknown_ad, duplicate_ad, no_video, unknown_video,
-    duplicate_video, duplicate_pair (a repeated (query, ad_id): the first by impressions is kept).
+    Reasons (hcmrm.tables): NULL_AD_ID, NULL_QUERY, EMPTY_QUERY, UNKNOWN_AD, DUPLICATE_AD, NO_VIDEO,
+    UNKNOWN_VIDEO, DUPLICATE_VIDEO, DUPLICATE_PAIR (a repeated (query, ad_id): the first by impressions is kept).
     """
     _, from_ads = dimension_columns(pairs, ads, dimensions)
     ad_keys = ads.groupBy("ad_id").agg(
@@ -221,15 +222,15 @@ def validate_pairs(pairs: DataFrame, ads: DataFrame, videos: DataFrame, dimensio
         .join(video_keys, "video_id", "left")
     )
     reason = (
-        F.when(F.col("ad_id").isNull(), "null_ad_id")
-        .when(F.col("query").isNull(), "null_query")
-        .when(F.regexp_replace("query", r"(?U)\s+", "") == "", "empty_query")
-        .when(F.col("_ad_rows").isNull(), "unknown_ad: ad_id not in ads")
-        .when(F.col("_ad_rows") > 1, F.format_string("duplicate_ad: ad_id appears %d times in ads", "_ad_rows"))
-        .when(F.col("video_id").isNull(), "no_video: the ad has no video_id")
-        .when(F.col("_video_rows").isNull(), "unknown_video: the ad's video_id is not in videos")
-        .when(F.col("_video_rows") > 1, "duplicate_video: the ad's video_id appears more than once in videos")
-        .when(F.col("_nth") > 1, "duplicate_pair: (dt, query, ad_id) repeated in the input")
+        F.when(F.col("ad_id").isNull(), NULL_AD_ID)
+        .when(F.col("query").isNull(), NULL_QUERY)
+        .when(F.regexp_replace("query", r"(?U)\s+", "") == "", EMPTY_QUERY)
+        .when(F.col("_ad_rows").isNull(), UNKNOWN_AD)
+        .when(F.col("_ad_rows") > 1, F.format_string(DUPLICATE_AD, "_ad_rows"))
+        .when(F.col("video_id").isNull(), NO_VIDEO)
+        .when(F.col("_video_rows").isNull(), UNKNOWN_VIDEO)
+        .when(F.col("_video_rows") > 1, DUPLICATE_VIDEO)
+        .when(F.col("_nth") > 1, DUPLICATE_PAIR)
     )
     return df.withColumn("reason", reason).drop("_ad_rows", "_video_rows", "_nth")
 
@@ -248,11 +249,6 @@ def ad_major(valid: DataFrame, videos: DataFrame, pair_columns: list[str], ad_co
         F.broadcast(needed), "video_id", "left_semi"
     )
     return grouped.join(content, "video_id")
-
-
-def reason_code(column: str = "reason"):
-    """The reason's code (the text before ':'), for counting."""
-    return F.split(F.col(column), ":").getItem(0)
 
 
 # --- one day -----------------------------------------------------------------------------------------
@@ -354,19 +350,17 @@ def output_rows(date: str, validated: DataFrame, scored: DataFrame, dims: list[s
                 run_id: str, now: dt_.datetime) -> tuple[DataFrame, DataFrame]:
     """(relevance_scores rows, scoring_rejects rows) of the day, stamped with the model and the run."""
     ok = F.col("reason").isNull()
-    stamp = {"model_name": F.lit(model.name), "model_version": F.lit(model.version), "run_id": F.lit(model.run_id),
-             "scoring_run_id": F.lit(run_id)}
+    stamp = [F.lit(model.name).alias("model_name"), F.lit(model.version).alias("model_version"),
+             F.lit(model.run_id).alias("run_id"), F.lit(run_id).alias("scoring_run_id")]
     scores = scored.where(ok).select(
-        F.lit(date).alias("dt"), "query", "ad_id", *dims, *[f"p_{name}" for name in LABELS], "score", "label",
-        *[value.alias(name) for name, value in stamp.items()], F.lit(now).alias("scored_at"),
+        F.lit(date).alias("dt"), "query", "ad_id", *dims, *PREDICTION.names, *stamp, F.lit(now).alias("scored_at"),
     )
-    rejects = (
+    rejected = (
         validated.where(~ok).select("query", "ad_id", "reason")
         .unionByName(scored.where(~ok).select("query", "ad_id", "reason"))
-        .select(F.lit(date).alias("dt"), "query", "ad_id", "reason", stamp["model_version"].alias("model_version"),
-                stamp["scoring_run_id"].alias("scoring_run_id"), F.lit(now).alias("rejected_at"))
+        .select(F.lit(date).alias("dt"), "*", *stamp, F.lit(now).alias("rejected_at"))
     )
-    return scores, rejects
+    return scores, conform(rejected, SCORING_REJECTS)  # the stamps it has no column for are dropped
 
 
 def _score_and_write(spark, settings, config, date, model, run_id) -> DateResult:
@@ -385,8 +379,8 @@ def _score_and_write(spark, settings, config, date, model, run_id) -> DateResult
         scores, rejects = output_rows(date, validated, scored, [*impressions, *from_pairs, *from_ads], model,
                                       run_id, now)
         # Rejects first: relevance_scores holding the day is what marks the day done (backfill).
-        replace_partitions(rejects, settings.table(REJECTS), [date])
-        replace_partitions(scores, settings.table(SCORES), [date])
+        replace_partitions(rejects, settings.table(SCORING_REJECTS.name), [date])
+        replace_partitions(scores, settings.table(RELEVANCE_SCORES.name), [date])
     finally:
         scored.unpersist()
         validated.unpersist()
@@ -409,21 +403,18 @@ def _score_and_write(spark, settings, config, date, model, run_id) -> DateResult
     return result
 
 
-RUN_LOG_SCHEMA = (
-    "dt string, model_name string, model_version string, model_run_id string, scoring_run_id string, "
-    "input_pairs long, scored_pairs long, rejected_pairs long, distinct_ads long, vision_encodes long, "
-    "irrelevant_rate double, seconds double, finished_at timestamp"
-)
-
-
 def append_run_log(spark: SparkSession, settings: Settings, result: DateResult, model: ModelRef) -> None:
     """One row per finished scoring in Delta `scoring_runs` (an audit log; appends never conflict)."""
-    row = (
-        result.dt, model.name, model.version, model.run_id, result.run_id, result.input_pairs, result.scored_pairs,
-        result.rejected_pairs, result.distinct_ads, result.vision_encodes, result.irrelevant_rate, result.seconds,
-        dt_.datetime.now(dt_.timezone.utc).replace(tzinfo=None),
-    )
-    spark.createDataFrame([row], RUN_LOG_SCHEMA).write.format("delta").mode("append").save(settings.table(RUNS))
+    counts = ("input_pairs", "scored_pairs", "rejected_pairs", "distinct_ads", "vision_encodes", "irrelevant_rate",
+              "seconds")
+    values = {
+        "dt": result.dt, "model_name": model.name, "model_version": model.version, "model_run_id": model.run_id,
+        "scoring_run_id": result.run_id, **{c: getattr(result, c) for c in counts},
+        "finished_at": dt_.datetime.now(dt_.timezone.utc).replace(tzinfo=None),
+    }
+    row = tuple(values[c] for c in SCORING_RUNS.columns)
+    df = spark.createDataFrame([row], spark_schema(SCORING_RUNS))
+    df.write.format("delta").mode("append").save(settings.table(SCORING_RUNS.name))
 
 
 # --- the command -------------------------------------------------------------------------------------
@@ -453,8 +444,8 @@ def run(args: argparse.Namespace) -> int:
           f"+ {r.rejected_pairs} rejected {r.rejects_by_reason}")
     print(f"  distinct ads {r.distinct_ads}, vision encodes {r.vision_encodes}; irrelevant rate {rate}; "
           f"{r.pairs_per_second:.1f} pairs/s; {r.seconds:.1f} s")
-    print(f"  {SCORES}: {settings.table(SCORES)}")
-    print(f"  {REJECTS}: {settings.table(REJECTS)}")
+    for table in (RELEVANCE_SCORES, SCORING_REJECTS):
+        print(f"  {table.name}: {settings.table(table.name)}")
     print(f"  MLflow run {r.run_id} at {settings.tracking_uri}")
     return 0
 

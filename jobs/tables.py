@@ -1,10 +1,36 @@
-"""Delta table I/O shared by the jobs: atomic per-date replacement, reads, existence checks."""
+"""Delta table I/O shared by the jobs: the contracts as Spark schemas, atomic per-date replacement, reads."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from pyspark.sql import DataFrame, SparkSession
+import pyarrow as pa
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import from_arrow_schema
+from pyspark.sql.types import StructType
+
+from hcmrm.tables import CODE_SEPARATOR, Table
+
+
+def spark_schema(contract: Table | pa.Schema) -> StructType:
+    """The Spark schema of a table contract (hcmrm.tables) or of an Arrow schema."""
+    return from_arrow_schema(contract.schema if isinstance(contract, Table) else contract)
+
+
+def conform(df: DataFrame, contract: Table | StructType, name: str | None = None) -> DataFrame:
+    """`df` with exactly the contract's columns, in its order and types; extra columns are dropped."""
+    schema = spark_schema(contract) if isinstance(contract, Table) else contract
+    name = name or (contract.name if isinstance(contract, Table) else "input")
+    missing = [f.name for f in schema.fields if f.name not in df.columns]
+    if missing:
+        raise ValueError(f"{name} lacks columns {missing}; it has {df.columns}")
+    return df.select([F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.fields])
+
+
+def reason_code(column: str = "reason") -> Column:
+    """A written reject reason's code (the text before ':'), for counting rejects."""
+    return F.substring_index(F.col(column), CODE_SEPARATOR, 1)
 
 
 def is_delta_table(spark: SparkSession, path: str) -> bool:

@@ -11,16 +11,15 @@ from collections.abc import Iterator
 import pandas as pd
 from pyspark.broadcast import Broadcast
 from pyspark.sql import DataFrame
+from pyspark.sql.pandas.types import from_arrow_schema
 
+from hcmrm.tables import BAD_FRAMES, PRETRAIN_PAIRS, PRETRAIN_REJECTS
 from hcmrm.text.keywords import DEFAULT_CONFIG, KeywordConfig, document_terms, has_content, init_jieba
 
 TERMS_SCHEMA = "terms array<string>"
 
-# One row out per video in: the pre-training fields, or a reject `reason` (then the fields are null).
-PAIR_SCHEMA = (
-    "video_id string, dt string, pseudo_query string, keywords array<string>, context_text string, "
-    "video_text string, frames array<binary>, n_frames int, reason string"
-)
+# One row out per video in: the pretrain_pairs columns, then a reject `reason` (then the text fields are null).
+PAIR_SCHEMA = from_arrow_schema(PRETRAIN_PAIRS.schema.append(PRETRAIN_REJECTS.schema.field("reason")))
 
 
 def document_terms_frame(videos: DataFrame, config: KeywordConfig = DEFAULT_CONFIG) -> DataFrame:
@@ -51,8 +50,8 @@ def pretrain_rows_frame(
     """PAIR_SCHEMA rows from `videos` (video_id, dt, title, ocr_text, asr_text, frames).
 
     `idf` is a broadcast hcmrm.text.keywords.Idf, or None for jieba's built-in IDF. A row is rejected
-    with reason "no_text", "no_keywords" or "bad_frames: frame i: ..." (frames are checked only
-    for rows whose text is usable, so each row gets its first problem in that order).
+    with reason NO_TEXT, NO_KEYWORDS or BAD_FRAMES (hcmrm.tables; frames are checked only for rows
+    whose text is usable, so each row gets its first problem in that order).
     """
 
     def rows(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -72,7 +71,7 @@ def pretrain_rows_frame(
 
                     problem = check_frames(list(frames))
                     if problem is not None:
-                        result = f"bad_frames: {problem}"
+                        result = BAD_FRAMES.detail(problem)
                 ok = isinstance(result, PretrainText)
                 out["pseudo_query"].append(result.pseudo_query if ok else None)
                 out["keywords"].append(result.keywords if ok else None)

@@ -21,19 +21,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import DataFrame
-from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType
+from pyspark.sql.pandas.types import from_arrow_schema
+from pyspark.sql.types import StructType
 
-from hcmrm.scoring import LABELS, AdPairs, Scorer, ScoringConfig
+from hcmrm.scoring import AdPairs, Scorer, ScoringConfig
+from hcmrm.tables import EMPTY_TEXT, PREDICTION, PROB_COLUMNS, SCORING_REJECTS
 
 VIDEO_COLUMNS = ("title", "ocr_text", "asr_text", "frames")  # consumed by the scorer, not passed on
 PAIRS_COLUMN = "pairs"
-SCORE_FIELDS = [StructField(f"p_{name}", DoubleType()) for name in LABELS] + [
-    StructField("score", DoubleType()),  # p_less + 2 p_good + 3 p_excellent
-    StructField("label", IntegerType()),  # argmax 0..3 (Bad, Less, Good, Excellent)
-    StructField("reason", StringType()),  # null when scored, else why the pair was rejected
-    StructField("vision_encodes", IntegerType()),  # the engine's encode count, on one row per Arrow batch
-]
-EMPTY_TEXT = "empty_text: the ad's video has no title, OCR or ASR text to score against"
+# What scoring adds to each pair row: relevance_scores' prediction columns, the `reason` (null when
+# scored, else why not) and the engine's encode count (on one row per Arrow batch, 0 on the others).
+SCORED = PREDICTION.append(SCORING_REJECTS.schema.field("reason")).append(pa.field("vision_encodes", pa.int32()))
 
 
 @dataclass(frozen=True)
@@ -108,7 +106,7 @@ def output_schema(ad_schema: StructType) -> StructType:
         raise ValueError(f"ad rows need a `{PAIRS_COLUMN}` array<struct<query, ...>> column, got {ad_schema.simpleString()}")
     pair_fields = ad_schema[PAIRS_COLUMN].dataType.elementType.fields
     ad_fields = [f for f in ad_schema.fields if f.name not in (*VIDEO_COLUMNS, PAIRS_COLUMN)]
-    return StructType(ad_fields + list(pair_fields) + SCORE_FIELDS)
+    return StructType(ad_fields + list(pair_fields) + from_arrow_schema(SCORED).fields)
 
 
 def score_batch(batch: pa.RecordBatch, scorer: Scorer, require_text: bool = True) -> pa.RecordBatch:
@@ -130,7 +128,7 @@ def score_batch(batch: pa.RecordBatch, scorer: Scorer, require_text: bool = True
     ad_ids = column("ad_id")
 
     n = len(flat)
-    probs = np.full((n, len(LABELS)), np.nan)
+    probs = np.full((n, len(PROB_COLUMNS)), np.nan)
     score = np.full(n, np.nan)
     reasons: list[str | None] = [None] * n
     to_score, where = [], []
@@ -165,17 +163,13 @@ def score_batch(batch: pa.RecordBatch, scorer: Scorer, require_text: bool = True
         arrays.append(flat.field(j))
         fields.append(flat.type.field(j))
     string_type = batch.schema.field("ad_id").type if "ad_id" in names else pa.string()
-    for j, name in enumerate(LABELS):
-        arrays.append(pa.array(probs[:, j], type=pa.float64(), mask=rejected))
-        fields.append(pa.field(f"p_{name}", pa.float64()))
-    arrays += [
-        pa.array(score, type=pa.float64(), mask=rejected),
-        pa.array(label, type=pa.int32(), mask=rejected),
-        pa.array(reasons, type=string_type),
-        pa.array(encodes, type=pa.int32()),
-    ]
-    fields += [pa.field("score", pa.float64()), pa.field("label", pa.int32()), pa.field("reason", string_type),
-               pa.field("vision_encodes", pa.int32())]
+    values = {**dict(zip(PROB_COLUMNS, probs.T)), "score": score, "label": label, "reason": reasons,
+              "vision_encodes": encodes}
+    for field in SCORED:
+        kind = string_type if field.type == pa.string() else field.type  # strings as the batch sends them
+        masked = rejected if field.name in PREDICTION.names else None  # a rejected pair has no prediction
+        arrays.append(pa.array(values[field.name], type=kind, mask=masked))
+        fields.append(pa.field(field.name, kind))
     return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
 
 

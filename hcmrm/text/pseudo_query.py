@@ -29,10 +29,7 @@ from hcmrm.text.keywords import (  # noqa: F401  (re-exported: the pseudo-query 
     rank_tokens,
     tokenize,
 )
-
-# Reasons a video yields no pre-training pair (the `reason` of a `pretrain_rejects` row).
-NO_TEXT = "no_text"  # title, OCR and ASR empty, or only digits and symbols
-NO_KEYWORDS = "no_keywords"  # text, but every word failed the stopword/length/POS filters
+from hcmrm.tables import NO_KEYWORDS, NO_TEXT  # why a video yields no pre-training pair
 
 
 @dataclass

@@ -7,8 +7,10 @@ import pytest
 from pyspark.testing import assertDataFrameEqual
 
 from hcmrm.settings import Settings
+from hcmrm.tables import ADS, LABELED_PAIRS, QUERY_AD_PAIRS, TABLES
 from jobs import build_lake as job
 from jobs.common import build_parser
+from jobs.tables import spark_schema
 
 pytestmark = pytest.mark.spark
 
@@ -38,7 +40,7 @@ def test_labeled_pairs_unions_the_splits(spark):
     dev = spark.createDataFrame([("头疼", "头疼怎么办", 1), ("头疼", "牙疼", 0)], job.LABELED_JSON_SCHEMA)
     expected = spark.createDataFrame(
         [("感冒吃什么", "感冒了吃什么药好", 3, "train"), ("头疼", "头疼怎么办", 1, "dev"), ("头疼", "牙疼", 0, "dev")],
-        job.SCHEMAS["labeled_pairs"],
+        spark_schema(LABELED_PAIRS),
     )
     assertDataFrameEqual(job.labeled_pairs(train, dev), expected)
 
@@ -48,12 +50,12 @@ def test_conform_orders_casts_and_drops_extra_columns(spark):
         [("ad-0001", 12, "q", "2024-09-10", "extra")],
         "ad_id string, impressions int, query string, dt string, x string",
     )
-    expected = spark.createDataFrame([("2024-09-10", "q", "ad-0001", 12)], job.SCHEMAS["query_ad_pairs"])
-    assertDataFrameEqual(job.conform(raw, job.SCHEMAS["query_ad_pairs"]), expected, checkRowOrder=True)
-    assert job.conform(raw, job.SCHEMAS["query_ad_pairs"]).schema == expected.schema
+    expected = spark.createDataFrame([("2024-09-10", "q", "ad-0001", 12)], spark_schema(QUERY_AD_PAIRS))
+    assertDataFrameEqual(job.conform(raw, QUERY_AD_PAIRS), expected, checkRowOrder=True)
+    assert job.conform(raw, QUERY_AD_PAIRS).schema == expected.schema
 
     with pytest.raises(ValueError, match=r"ads lacks columns \['video_id', 'advertiser', 'industry'\]"):
-        job.conform(raw, job.SCHEMAS["ads"], "ads")
+        job.conform(raw, ADS)
 
 
 def test_a_missing_sample_file_is_a_clear_error(spark, tmp_path):
@@ -67,14 +69,13 @@ def test_a_missing_sample_file_is_a_clear_error(spark, tmp_path):
 
 def test_tables_match_the_sample_and_their_contracts(spark, lake):
     from delta.tables import DeltaTable
-    from pyspark.sql.types import StructType
 
     for name in job.LAKE_TABLES:
         table = DeltaTable.forPath(spark, lake.table(name))
         df = table.toDF()
-        assert df.schema == StructType.fromDDL(job.SCHEMAS[name]), name
+        assert df.schema == spark_schema(TABLES[name]), name
         assert df.count() == sample_rows(name), name
-        expected_parts = [job.PARTITIONED[name]] if name in job.PARTITIONED else []
+        expected_parts = [TABLES[name].partition] if TABLES[name].partition else []
         assert list(table.detail().first().partitionColumns) == expected_parts, name
 
     sql = spark.sql

@@ -8,6 +8,9 @@ from argparse import Namespace
 
 import pytest
 
+from hcmrm.tables import IRRELEVANT_RATE_DAILY
+from tests.jobs.test_tables import assert_written_as_contract
+
 pytestmark = pytest.mark.spark
 
 SCORES = "dt string, query string, ad_id string, impressions long, advertiser string, industry string, " \
@@ -69,6 +72,7 @@ def test_job_writes_the_table_per_date_and_analysts_query_the_views(spark, setti
     assert "2 dates written" in out.getvalue()
     table = spark.read.format("delta").load(settings.table("irrelevant_rate_daily"))
     assert table.count() == 3
+    assert_written_as_contract(spark, settings, IRRELEVANT_RATE_DAILY)
     by_day = {r.dt: (r.pairs, r.irrelevant_pairs, r.rate, r.impression_weighted_rate)
               for r in spark.sql("SELECT * FROM irrelevant_rate_by_day").collect()}
     assert by_day == {"2024-09-10": (4, 2, 0.5, 70 / 100), "2024-09-11": (1, 0, 0.0, 0.0)}

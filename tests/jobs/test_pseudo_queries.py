@@ -9,12 +9,16 @@ from PIL import Image
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
+from hcmrm.tables import DUPLICATE_VIDEO_ID, KEYWORD_IDF, MISSING_VIDEO_ID, PRETRAIN_PAIRS, PRETRAIN_REJECTS
+from hcmrm.tables import VIDEOS as VIDEOS_TABLE
 from hcmrm.text.keywords import Idf, document_terms
 from hcmrm.text.pseudo_query import NO_KEYWORDS, NO_TEXT, pretrain_text
 from jobs import pseudo_queries as job
 from jobs.cli import make_parser
+from jobs.tables import spark_schema
+from tests.jobs.test_tables import assert_written_as_contract
 
-VIDEOS_SCHEMA = job.VIDEOS_SCHEMA
+VIDEOS_SCHEMA = spark_schema(VIDEOS_TABLE)
 
 
 def png() -> bytes:
@@ -76,8 +80,8 @@ def test_corpus_idf_is_the_document_frequency_of_jieba_terms(spark):
 def test_flag_keys_rejects_missing_ids_and_keeps_one_row_per_key(spark, videos):
     got = job.flag_keys(videos).select("video_id", "dt", "title", "key_problem")
     expected = [(v, d, t, None) for v, t, _, _, _, d in VIDEOS]
-    expected[2] = ("v2", DAY1, VIDEOS[2][1], job.DUPLICATE)  # the first by title is kept
-    expected[4] = (None, DAY1, VIDEOS[4][1], job.MISSING_VIDEO_ID)
+    expected[2] = ("v2", DAY1, VIDEOS[2][1], DUPLICATE_VIDEO_ID)  # the first by title is kept
+    expected[4] = (None, DAY1, VIDEOS[4][1], MISSING_VIDEO_ID)
     assertDataFrameEqual(got, spark.createDataFrame(expected, "video_id string, dt string, title string, key_problem string"))
 
 
@@ -90,9 +94,9 @@ def test_pretrain_results_split_into_pairs_and_rejects(spark, videos):
         rejects,
         spark.createDataFrame(
             [
-                ("v2", DAY1, job.DUPLICATE, at),
+                ("v2", DAY1, DUPLICATE_VIDEO_ID, at),
                 ("v3", DAY1, NO_TEXT, at),
-                (None, DAY1, job.MISSING_VIDEO_ID, at),
+                (None, DAY1, MISSING_VIDEO_ID, at),
                 ("v4", DAY2, "bad_frames: frame 1: cannot identify image", at),
                 ("v5", DAY2, NO_KEYWORDS, at),
             ],
@@ -132,6 +136,8 @@ def test_the_job_writes_reconciled_tables_and_a_rerun_replaces_its_date(spark, s
     counts = job.build(spark, settings, source, None, job.JobConfig())
     assert (counts.input, counts.pairs, counts.rejects) == (8, 3, 5) and counts.reconciles()
     assert counts.reasons[NO_TEXT] == 1 and "reconciled" in counts.summary()
+    for table in (KEYWORD_IDF, PRETRAIN_PAIRS, PRETRAIN_REJECTS):
+        assert_written_as_contract(spark, settings, table)
 
     pairs = spark.read.format("delta").load(settings.table("pretrain_pairs"))
     assert sorted(r.video_id for r in pairs.collect()) == ["v1", "v2", "v6"]

@@ -11,6 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
+from hcmrm.tables import RELEVANCE_SCORES, SCORING_REJECTS, SCORING_RUNS
+from tests.jobs.test_tables import assert_written_as_contract
+
 pytestmark = pytest.mark.spark
 
 DAY1, DAY2 = "2024-09-10", "2024-09-11"
@@ -160,6 +163,8 @@ def test_score_job_writes_the_models_scores_and_every_bad_row_to_rejects(spark, 
     assert rejects.reason.str.split(":").str[0].value_counts().to_dict() == EXPECTED_REJECTS
     assert len(scores) + len(rejects) == len(PAIRS[DAY1])  # input = scored + rejected
     assert set(rejects.columns) >= {"dt", "query", "ad_id", "reason", "model_version", "rejected_at"}
+    for table in (RELEVANCE_SCORES, SCORING_REJECTS, SCORING_RUNS):
+        assert_written_as_contract(spark, settings, table)
 
     # Scores equal the model called directly, pair by pair, to 1e-5.
     model_dir, _ = download_model(settings, f"models:/{settings.model_name}/{version}")

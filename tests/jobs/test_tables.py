@@ -1,12 +1,95 @@
-"""A Delta round trip through Spark: per-date replacement, reads with Spark SQL, the table history."""
+"""The contracts in Spark (schemas, conform, reasons), and a Delta round trip: per-date replacement, reads
+with Spark SQL, the table history."""
 
 from __future__ import annotations
 
 import pytest
 
+from hcmrm.tables import DUPLICATE_AD, QUERY_AD_PAIRS, TABLES, UNKNOWN_AD, VIDEOS
+
 pytestmark = pytest.mark.spark
 
 SCHEMA = "dt string, query string, ad_id string, impressions long"
+
+
+def layout(schema) -> list[str]:
+    """'name type' per column, in order: what a contract pins (every column is nullable)."""
+    return [f"{f.name} {f.dataType.simpleString()}" for f in schema.fields]
+
+
+def assert_written_as_contract(spark, settings, table) -> None:
+    """The Delta table a job wrote has its contract's columns, types, order and partition column."""
+    from delta.tables import DeltaTable
+
+    from jobs.tables import spark_schema
+
+    written = DeltaTable.forPath(spark, settings.table(table.name))
+    assert layout(written.toDF().schema) == layout(spark_schema(table)), table.name
+    assert list(written.detail().first().partitionColumns) == ([table.partition] if table.partition else [])
+
+
+# The layouts as the jobs wrote them before the contracts had one home: lakes written then must stay valid.
+LAYOUTS_BEFORE = {
+    "videos": "video_id string, title string, ocr_text string, asr_text string, frames array<binary>, dt string",
+    "ads": "ad_id string, video_id string, advertiser string, industry string",
+    "query_ad_pairs": "dt string, query string, ad_id string, impressions long",
+    "labeled_pairs": "query string, title string, label int, split string",
+    "keyword_idf": "term string, df long, n_docs long, idf double",
+    "pretrain_pairs": "video_id string, dt string, pseudo_query string, keywords array<string>, context_text string, "
+                      "video_text string, frames array<binary>, n_frames int",
+    "pretrain_rejects": "video_id string, dt string, reason string, rejected_at timestamp",
+    "relevance_scores": "dt string, query string, ad_id string, impressions long, advertiser string, industry string, "
+                        "p_bad double, p_less double, p_good double, p_excellent double, score double, label int, "
+                        "model_name string, model_version string, run_id string, scoring_run_id string, "
+                        "scored_at timestamp",
+    "scoring_rejects": "dt string, query string, ad_id string, reason string, model_version string, "
+                       "scoring_run_id string, rejected_at timestamp",
+    "scoring_runs": "dt string, model_name string, model_version string, model_run_id string, scoring_run_id string, "
+                    "input_pairs long, scored_pairs long, rejected_pairs long, distinct_ads long, vision_encodes long, "
+                    "irrelevant_rate double, seconds double, finished_at timestamp",
+    "irrelevant_rate_daily": "dt string, model_name string, model_version string, advertiser string, industry string, "
+                             "pairs long, irrelevant_pairs long, impressions long, irrelevant_impressions long, "
+                             "rate double, impression_weighted_rate double",
+}
+
+
+@pytest.mark.parametrize("name", sorted(LAYOUTS_BEFORE))
+def test_each_contract_is_the_spark_schema_written_before(spark, name):
+    from pyspark.sql.types import StructType
+
+    from jobs.tables import spark_schema
+
+    assert spark_schema(TABLES[name]) == StructType.fromDDL(LAYOUTS_BEFORE[name])  # timestamps stay `timestamp`
+
+
+def test_every_table_has_a_pinned_layout():
+    assert sorted(TABLES) == sorted(LAYOUTS_BEFORE)
+
+
+def test_conform_orders_and_casts_to_the_contract_and_names_what_is_missing(spark):
+    from jobs.tables import conform, spark_schema
+
+    raw = spark.createDataFrame([(7, "q", "2024-09-10", "a1", "extra")],
+                                "impressions int, query string, dt string, ad_id string, x string")
+    got = conform(raw, QUERY_AD_PAIRS)
+    assert got.schema == spark_schema(QUERY_AD_PAIRS)  # int widened to long, `x` dropped
+    assert [tuple(r) for r in got.collect()] == [("2024-09-10", "q", "a1", 7)]
+    with pytest.raises(ValueError, match=r"videos lacks columns \['title', 'ocr_text', 'asr_text', 'frames'\]"):
+        conform(raw.withColumnRenamed("ad_id", "video_id"), VIDEOS)
+
+
+def test_reasons_are_written_as_their_text_and_counted_by_their_code(spark):
+    from pyspark.sql import functions as F
+
+    from jobs.tables import reason_code
+
+    df = spark.createDataFrame([(2,)], "n int").select(
+        F.lit(UNKNOWN_AD).alias("unknown"), F.format_string(DUPLICATE_AD, "n").alias("duplicate"),
+        F.lit(None).cast("string").alias("scored"),
+    )
+    row = df.select("*", *[reason_code(c).alias(f"{c}_code") for c in df.columns]).first()
+    assert (row.unknown, row.duplicate) == ("unknown_ad: ad_id not in ads", "duplicate_ad: ad_id appears 2 times in ads")
+    assert (row.unknown_code, row.duplicate_code, row.scored_code) == ("unknown_ad", "duplicate_ad", None)
 
 
 def rows_of(spark, path):

@@ -1,0 +1,199 @@
+"""The lake's tables as contracts between the jobs: name, columns and types, key, partition, reject reasons.
+
+Every job reads and writes these names and layouts through here, so a table is described once.
+Types are Arrow types (this package never imports Spark); jobs/tables.py turns a contract into a
+Spark schema. Layouts only ever grow (Delta schema evolution): lakes written before stay readable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from hcmrm.labels import GRADE_NAMES
+
+TIMESTAMP = pa.timestamp("us", tz="UTC")  # Spark's `timestamp`: an instant, shown in the session time zone
+FRAMES = pa.list_(pa.binary())  # a video's encoded frames (JPEG/PNG), 0..F of them
+
+# --- reject reasons --------------------------------------------------------------------------------
+
+CODE_SEPARATOR = ":"  # a reason is written "code" or "code: detail"; rejects are counted by the code
+
+
+class RejectReason(str):
+    """One reason a row is rejected: the text a rejects table's `reason` column holds, and what it means.
+
+    It is that text (a str), so jobs write it as it is. A text with printf fields (%s, %d) is a
+    template, filled per row by `detail()` in Python or by format_string in Spark.
+    """
+
+    __slots__ = ("explanation",)
+
+    def __new__(cls, text: str, explanation: str):
+        reason = super().__new__(cls, text)
+        reason.explanation = explanation  # for people reading a rejects table
+        return reason
+
+    def __reduce__(self):  # pickled into Spark's Python workers with its explanation
+        return type(self), (str(self), self.explanation)
+
+    @property
+    def code(self) -> str:
+        return self.split(CODE_SEPARATOR, 1)[0]
+
+    def detail(self, *values) -> str:
+        """The reason of one row: the template's fields filled with `values`."""
+        return str(self) % values
+
+
+# pseudo-queries: why a video yields no pre-training pair (`pretrain_rejects`)
+MISSING_VIDEO_ID = RejectReason("missing_video_id", "the video_id is null or blank")
+DUPLICATE_VIDEO_ID = RejectReason(
+    "duplicate_video_id", "another row has the same (video_id, dt); the first by title, OCR and ASR is kept"
+)
+NO_TEXT = RejectReason("no_text", "title, OCR and ASR are empty, or only digits and symbols")
+NO_KEYWORDS = RejectReason("no_keywords", "the text has words, but every one failed the stopword/length/POS filters")
+BAD_FRAMES = RejectReason("bad_frames: %s", "a frame cannot be decoded; the detail names the frame and the error")
+
+# score: why a (query, ad) pair gets no score (`scoring_rejects`)
+NULL_AD_ID = RejectReason("null_ad_id", "the pair's ad_id is null")
+NULL_QUERY = RejectReason("null_query", "the pair's query is null")
+EMPTY_QUERY = RejectReason("empty_query", "the pair's query is empty or only whitespace")
+UNKNOWN_AD = RejectReason("unknown_ad: ad_id not in ads", "the pair's ad is missing from the ads table")
+DUPLICATE_AD = RejectReason(
+    "duplicate_ad: ad_id appears %d times in ads", "the ad has several rows in ads, so its video is ambiguous"
+)
+NO_VIDEO = RejectReason("no_video: the ad has no video_id", "the ad's row in ads has a null video_id")
+UNKNOWN_VIDEO = RejectReason(
+    "unknown_video: the ad's video_id is not in videos", "the ad's video is missing from the videos table"
+)
+DUPLICATE_VIDEO = RejectReason(
+    "duplicate_video: the ad's video_id appears more than once in videos", "the ad's video is ambiguous"
+)
+DUPLICATE_PAIR = RejectReason(
+    "duplicate_pair: (dt, query, ad_id) repeated in the input",
+    "a repeated pair of the day: the row with the most impressions is scored, the others rejected",
+)
+EMPTY_TEXT = RejectReason(
+    "empty_text: the ad's video has no title, OCR or ASR text to score against",
+    "the ad's video has no text at all (rejected only while the score job's require_text is on)",
+)
+UNDECODABLE_FRAMES = RejectReason(
+    "undecodable_frames: %s", "a frame of the ad's video cannot be decoded; every pair of the ad is rejected"
+)
+
+# --- tables ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str  # the table's folder in the lake (Settings.table(name))
+    schema: pa.Schema  # the columns, in the order they are written, with their types
+    key: tuple[str, ...] = ()  # the columns that identify a row; () when rows have no identity
+    partition: str | None = None  # the partition column; None for a table written whole or appended
+    optional: tuple[str, ...] = ()  # columns a reader must do without (absent from some inputs or configs)
+    reasons: tuple[RejectReason, ...] = ()  # a rejects table: every reason its job writes
+
+    def __post_init__(self):
+        named = [*self.key, *([self.partition] if self.partition else []), *self.optional]
+        unknown = [c for c in named if c not in self.schema.names]
+        if unknown:
+            raise ValueError(f"table {self.name}: {unknown} are not columns of its schema")
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(self.schema.names)
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        """The columns every reader may count on."""
+        return tuple(c for c in self.columns if c not in self.optional)
+
+
+# What the model says about one pair, in relevance_scores: P(each grade), the expected grade, the argmax.
+PROB_COLUMNS = tuple(f"p_{name}" for name in GRADE_NAMES)  # p_bad, p_less, p_good, p_excellent
+PREDICTION = pa.schema([*((c, pa.float64()) for c in PROB_COLUMNS), ("score", pa.float64()), ("label", pa.int32())])
+DIMENSIONS = ("advertiser", "industry")  # per-ad dimensions the irrelevant rate is cut by (score.yaml)
+
+# inputs, loaded by build-lake from the sample (or written upstream)
+VIDEOS = Table(
+    "videos",
+    pa.schema([("video_id", pa.string()), ("title", pa.string()), ("ocr_text", pa.string()),
+               ("asr_text", pa.string()), ("frames", FRAMES), ("dt", pa.string())]),
+    key=("video_id",), partition="dt", optional=("ocr_text", "asr_text"),
+)
+ADS = Table(
+    "ads",
+    pa.schema([("ad_id", pa.string()), ("video_id", pa.string()), *((d, pa.string()) for d in DIMENSIONS)]),
+    key=("ad_id",), optional=DIMENSIONS,
+)
+QUERY_AD_PAIRS = Table(
+    "query_ad_pairs",
+    pa.schema([("dt", pa.string()), ("query", pa.string()), ("ad_id", pa.string()), ("impressions", pa.int64())]),
+    key=("dt", "query", "ad_id"), partition="dt", optional=("impressions",),
+)
+LABELED_PAIRS = Table(
+    "labeled_pairs",
+    pa.schema([("query", pa.string()), ("title", pa.string()), ("label", pa.int32()), ("split", pa.string())]),
+)
+
+# pseudo-queries
+KEYWORD_IDF = Table(
+    "keyword_idf",
+    pa.schema([("term", pa.string()), ("df", pa.int64()), ("n_docs", pa.int64()), ("idf", pa.float64())]),
+    key=("term",),
+)
+PRETRAIN_PAIRS = Table(
+    "pretrain_pairs",
+    pa.schema([("video_id", pa.string()), ("dt", pa.string()), ("pseudo_query", pa.string()),
+               ("keywords", pa.list_(pa.string())), ("context_text", pa.string()), ("video_text", pa.string()),
+               ("frames", FRAMES), ("n_frames", pa.int32())]),
+    key=("video_id", "dt"), partition="dt",
+)
+PRETRAIN_REJECTS = Table(
+    "pretrain_rejects",
+    pa.schema([("video_id", pa.string()), ("dt", pa.string()), ("reason", pa.string()), ("rejected_at", TIMESTAMP)]),
+    key=("video_id", "dt"), partition="dt",
+    reasons=(MISSING_VIDEO_ID, DUPLICATE_VIDEO_ID, NO_TEXT, NO_KEYWORDS, BAD_FRAMES),
+)
+
+# score, backfill, irrelevant-rate
+RELEVANCE_SCORES = Table(
+    "relevance_scores",
+    pa.schema([("dt", pa.string()), ("query", pa.string()), ("ad_id", pa.string()), ("impressions", pa.int64()),
+               *((d, pa.string()) for d in DIMENSIONS), *PREDICTION,
+               ("model_name", pa.string()), ("model_version", pa.string()),
+               ("run_id", pa.string()),  # the MLflow run that trained the model
+               ("scoring_run_id", pa.string()), ("scored_at", TIMESTAMP)]),
+    key=("dt", "query", "ad_id"), partition="dt", optional=("impressions", *DIMENSIONS),
+)
+SCORING_REJECTS = Table(
+    "scoring_rejects",
+    pa.schema([("dt", pa.string()), ("query", pa.string()), ("ad_id", pa.string()), ("reason", pa.string()),
+               ("model_version", pa.string()), ("scoring_run_id", pa.string()), ("rejected_at", TIMESTAMP)]),
+    key=("dt", "query", "ad_id"), partition="dt",
+    reasons=(NULL_AD_ID, NULL_QUERY, EMPTY_QUERY, UNKNOWN_AD, DUPLICATE_AD, NO_VIDEO, UNKNOWN_VIDEO,
+             DUPLICATE_VIDEO, DUPLICATE_PAIR, EMPTY_TEXT, UNDECODABLE_FRAMES),
+)
+SCORING_RUNS = Table(  # appended, one row per finished scoring of a day: an audit log backfill reads
+    "scoring_runs",
+    pa.schema([("dt", pa.string()), ("model_name", pa.string()), ("model_version", pa.string()),
+               ("model_run_id", pa.string()), ("scoring_run_id", pa.string()),
+               *((c, pa.int64()) for c in ("input_pairs", "scored_pairs", "rejected_pairs", "distinct_ads",
+                                           "vision_encodes")),
+               ("irrelevant_rate", pa.float64()), ("seconds", pa.float64()), ("finished_at", TIMESTAMP)]),
+    key=("scoring_run_id",),
+)
+IRRELEVANT_RATE_DAILY = Table(
+    "irrelevant_rate_daily",
+    pa.schema([("dt", pa.string()), ("model_name", pa.string()), ("model_version", pa.string()),
+               *((d, pa.string()) for d in DIMENSIONS),
+               *((c, pa.int64()) for c in ("pairs", "irrelevant_pairs", "impressions", "irrelevant_impressions")),
+               ("rate", pa.float64()), ("impression_weighted_rate", pa.float64())]),
+    key=("dt", "model_name", "model_version", *DIMENSIONS), partition="dt", optional=DIMENSIONS,
+)
+
+TABLES = {t.name: t for t in (VIDEOS, ADS, QUERY_AD_PAIRS, LABELED_PAIRS, KEYWORD_IDF, PRETRAIN_PAIRS,
+                              PRETRAIN_REJECTS, RELEVANCE_SCORES, SCORING_REJECTS, SCORING_RUNS,
+                              IRRELEVANT_RATE_DAILY)}
