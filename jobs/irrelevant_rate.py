@@ -22,6 +22,7 @@ import sys
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from hcmrm.config import load
 from hcmrm.scoring import IRRELEVANT_MAX_LABEL
 from hcmrm.settings import Settings
 from jobs.common import script_main, settings_from_args, spark_from_args
@@ -101,7 +102,7 @@ def target_dates(spark: SparkSession, scores: DataFrame, args: argparse.Namespac
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    config = ScoreJobConfig.load(args.job_config)
+    config = load(ScoreJobConfig, args.job_config)
     spark = spark_from_args(args, settings, COMMAND)
     path = settings.table(SCORES)
     if not is_delta_table(spark, path):
