@@ -60,11 +60,12 @@ def register(settings, preset: str, root: Path) -> None:
 def engine_run(sample: Path, date: str, repeat: int, model_dir: Path, threads: int) -> dict:
     import torch
 
+    from hcmrm.config import load
     from hcmrm.scoring import Scorer, ScoringConfig
-    from jobs.score import ScoreJobConfig
+    from jobs.score import CONF_FILE, ScoreJobConfig
 
     torch.set_num_threads(threads)
-    config = ScoreJobConfig.load().engine
+    config = load(ScoreJobConfig, CONF_FILE).engine
     scorer = Scorer.from_dir(model_dir, config)
     scorer.score(group_ads(*read_sample(sample, date, 1))[:8])  # warm-up
     start = time.perf_counter()
@@ -88,8 +89,9 @@ def main() -> None:
     from hcmrm.tracking.registry import download_model
     from hcmrm.settings import Settings
     from hcmrm.tracking.store import use_experiment
-    from jobs.score import ScoreJobConfig, arrow_batch_size, resolve_model, score_date
-    from jobs.session import spark_session
+    from hcmrm.config import load
+    from jobs.score import CONF_FILE, ScoreJobConfig, resolve_model, score_date
+    from jobs.session import arrow_batch_rows, spark_session
     from jobs.tables import overwrite_table
 
     root = Path(tempfile.mkdtemp(prefix="hcmrm-bench-"))
@@ -102,11 +104,11 @@ def main() -> None:
     for name, df, part in (("query_ad_pairs", pairs, "dt"), ("ads", ads, None), ("videos", videos, "dt")):
         overwrite_table(spark.createDataFrame(df), settings.table(name), part)
 
-    config = ScoreJobConfig.load()
+    config = load(ScoreJobConfig, CONF_FILE)
     experiment = use_experiment(settings, config.experiment)
     model = resolve_model(spark, settings, "models:/bench@champion")
     load_before = os.getloadavg()[0]
-    with arrow_batch_size(spark, config.ads_per_arrow_batch), contextlib.redirect_stderr(io.StringIO()):
+    with arrow_batch_rows(spark, config.ads_per_arrow_batch), contextlib.redirect_stderr(io.StringIO()):
         score_date(spark, settings, config, args.date, model, experiment)  # warm-up: workers load torch + model
         start = time.perf_counter()
         result = score_date(spark, settings, config, args.date, model, experiment)

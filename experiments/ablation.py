@@ -39,6 +39,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from experiments.char_overlap import evaluate_file as char_overlap_metrics  # noqa: E402
+from hcmrm.config import from_dict, merge, to_dict  # noqa: E402
 from hcmrm.model.checkpoint import load_model  # noqa: E402
 from hcmrm.train.finetune import FinetuneConfig, evaluate, finetune  # noqa: E402
 from hcmrm.train.labeled_data import build_texts, read_labeled, to_examples  # noqa: E402
@@ -162,15 +163,13 @@ def pretrained_model_dir(kind: str, seed: int, settings: dict, corpus: pd.DataFr
     record = results / f"pretrain-{kind}-seed{seed}.json"
     if (out / "model" / "config.json").exists() and record.exists():
         return out / "model"
-    config = PretrainConfig.from_dict(
-        {**settings["pretrain"], "model": settings["model"], "weights": PRETRAIN_WEIGHTS[kind],
-         "loop": {**settings["pretrain"]["loop"], "seed": seed}}
-    )
+    overrides = {"model": settings["model"], "weights": PRETRAIN_WEIGHTS[kind], "loop.seed": seed}
+    config = from_dict(PretrainConfig, merge(settings["pretrain"], overrides))
     examples = examples_from_records(corpus)
     losses: list[dict] = []
     result = pretrain(examples, config, out, log_metrics=lambda m, s: losses.append({"step": s, **m}), progress=False)
     _write_json(record, {"kind": kind, "seed": seed, "steps": result.loop.steps, "seconds": round(result.loop.seconds, 1),
-                         "examples": len(examples), "config": config.to_dict(), "losses": losses})
+                         "examples": len(examples), "config": to_dict(config), "losses": losses})
     return result.model_dir
 
 
@@ -181,10 +180,8 @@ def run_key(name: str, epochs: int | None) -> str:
 
 def finetune_run(name: str, spec: dict, seed: int, settings: dict, train, dev, init: Path | None, results: Path,
                  epochs: int | None = None) -> dict:
-    loop = {**settings["finetune"]["loop"], "seed": seed, **({"epochs": epochs} if epochs else {})}
-    config = FinetuneConfig.from_dict(
-        {**settings["finetune"], "model": settings["model"], "loss": spec["loss"], "loop": loop}
-    )
+    overrides = {"model": settings["model"], "loss": spec["loss"], "loop.seed": seed, "loop.epochs": epochs or None}
+    config = from_dict(FinetuneConfig, merge(settings["finetune"], overrides))
     key = run_key(name, epochs)
     out = CACHE / results.name / f"finetune-{key}-seed{seed}"
     curve: list[dict] = []
@@ -194,7 +191,7 @@ def finetune_run(name: str, spec: dict, seed: int, settings: dict, train, dev, i
     record = {
         "config": key, "base": name, "title": title, "seed": seed, "dev": result.metrics, "history": result.history,
         "steps": result.loop.steps, "seconds": round(result.loop.seconds, 1), "model_dir": str(result.model_dir),
-        "init": str(init) if init else None, "finetune_config": config.to_dict(), "curve": curve,
+        "init": str(init) if init else None, "finetune_config": to_dict(config), "curve": curve,
     }
     _write_json(results / f"{key}-seed{seed}.json", record)
     return record

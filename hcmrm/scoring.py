@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hcmrm.config_keys import reject_unknown_keys
 from hcmrm.labels import GRADE_NAMES
 from hcmrm.model.frames import FrameDecodeError, decode_frames, stack_videos
 from hcmrm.tables import UNDECODABLE_FRAMES
@@ -30,11 +29,6 @@ class ScoringConfig:
     sort_window: int = 64  # a chunk holds at most this many batches of pairs (bounds tokenized memory)
     bf16: bool = True  # bf16 autocast on CUDA; CPU always runs float32
     cpu_threads: int = 1  # torch threads per Python worker on CPU (Spark runs one worker per core)
-
-    @classmethod
-    def from_dict(cls, values: dict | None) -> "ScoringConfig":
-        reject_unknown_keys(cls, values or {}, "scoring engine settings")
-        return cls(**(values or {}))
 
 
 @dataclass

@@ -11,9 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from hcmrm.config_keys import reject_unknown_keys
+from hcmrm import config
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 CONF_DIR = PACKAGE_DIR / "conf"  # shipped inside the package, so a wheel install has every default
@@ -46,16 +44,10 @@ class Settings:
 
     @classmethod
     def load(cls, overrides: dict | None = None, conf_file: Path | None = None) -> "Settings":
-        values: dict = {}
-        conf_file = conf_file or CONF_DIR / "defaults.yaml"
-        if conf_file.exists():
-            values.update({k: v for k, v in (yaml.safe_load(conf_file.read_text()) or {}).items() if v is not None})
-        for field, var in _ENV.items():
-            if os.environ.get(var):
-                values[field] = os.environ[var]
-        values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-        reject_unknown_keys(cls, values, f"settings (from {conf_file} or overrides)")
-        return cls(**values).resolved()
+        """`conf_file` (default hcmrm/conf/defaults.yaml), then the environment, then `overrides` (flags)."""
+        env = {field: os.environ[var] for field, var in _ENV.items() if os.environ.get(var)}
+        path = conf_file or CONF_DIR / "defaults.yaml"
+        return config.load(cls, path, config.merge(env, overrides)).resolved()  # env names only known keys
 
     def resolved(self) -> "Settings":
         """Relative paths become absolute (MLflow needs an absolute sqlite URI)."""

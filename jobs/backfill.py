@@ -18,16 +18,20 @@ import shutil
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from hcmrm.settings import Settings
+from hcmrm.config import load
+from hcmrm.settings import CONF_DIR, Settings
 from hcmrm.tables import RELEVANCE_SCORES, SCORING_RUNS
 from jobs.common import script_main
 from jobs.score import (
-    DateResult, ScoreJobConfig, add_model_arguments, arrow_batch_size, day, days_between, log, prepare, score_date,
+    DateResult, ScoreJobConfig, add_model_arguments, day, days_between, log, prepare, score_date,
 )
+from jobs.session import arrow_batch_rows
 from jobs.tables import is_delta_table
 
 COMMAND = "backfill"
@@ -36,14 +40,22 @@ HELP = "score every date from --start to --end with one model version; skips day
 # Delta's optimistic-concurrency errors: another date's write won the commit; retrying is safe.
 CONFLICTS = ("ConcurrentAppend", "ConcurrentWrite", "ConcurrentDelete", "ConcurrentTransaction",
              "ProtocolChanged", "MetadataChanged", "DELTA_CONCURRENT")
+CONF_FILE = CONF_DIR / "jobs" / "backfill.yaml"
+
+
+@dataclass(frozen=True)
+class BackfillConfig:
+    parallel: int = 1  # dates scored at once (concurrent Spark jobs of one driver)
+    retries: int = 2  # re-tries of a date after a Delta concurrent-write conflict
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start", type=day, required=True, help="first date, yyyy-mm-dd")
     parser.add_argument("--end", type=day, required=True, help="last date, yyyy-mm-dd (inclusive)")
-    parser.add_argument("--parallel", type=int, help="dates scored at once (default: hcmrm/conf/jobs/score.yaml)")
+    parser.add_argument("--parallel", type=int, help=f"dates scored at once (default: {CONF_FILE.name})")
     parser.add_argument("--force", action="store_true", help="re-score dates already scored by this version")
     add_model_arguments(parser)
+    parser.add_argument("--backfill-config", type=Path, default=CONF_FILE, help=f"backfill defaults (default {CONF_FILE})")
 
 
 def done_versions(spark: SparkSession, settings: Settings, dates: list[str]) -> dict[str, set[str]]:
@@ -75,14 +87,15 @@ def is_conflict(error: BaseException) -> bool:
     return any(name in text for name in CONFLICTS)
 
 
-def score_with_retries(spark, settings, config: ScoreJobConfig, date, model, experiment_id, parent) -> DateResult:
-    for attempt in range(config.retries + 1):
+def score_with_retries(spark, settings, config: ScoreJobConfig, retries: int, date, model, experiment_id,
+                       parent) -> DateResult:
+    for attempt in range(retries + 1):
         try:
             return score_date(spark, settings, config, date, model, experiment_id, parent)
         except Exception as err:
-            if attempt == config.retries or not is_conflict(err):
+            if attempt == retries or not is_conflict(err):
                 raise
-            log.warning("%s: concurrent Delta write, retrying (%d/%d)", date, attempt + 1, config.retries)
+            log.warning("%s: concurrent Delta write, retrying (%d/%d)", date, attempt + 1, retries)
     raise AssertionError("unreachable")
 
 
@@ -101,8 +114,9 @@ def summary(results: list[DateResult]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     dates = days_between(args.start, args.end)
+    options = load(BackfillConfig, args.backfill_config, {"parallel": args.parallel})
     settings, config, spark, model, experiment_id = prepare(args, COMMAND)
-    parallel = max(1, args.parallel or config.parallel)
+    parallel = max(1, options.parallel)
     todo, skipped = plan(dates, done_versions(spark, settings, dates), model.version, args.force)
     log.info("backfill %s..%s with %s v%s: %d to score, %d already done", args.start, args.end, model.name,
              model.version, len(todo), len(skipped))
@@ -119,9 +133,9 @@ def run(args: argparse.Namespace) -> int:
     results = [DateResult(d, "skipped", model_version=model.version) for d in skipped]
     started = time.perf_counter()
     try:
-        with arrow_batch_size(spark, config.ads_per_arrow_batch), ThreadPoolExecutor(parallel) as pool:
-            futures = {pool.submit(score_with_retries, spark, settings, config, d, model, experiment_id, parent): d
-                       for d in todo}
+        with arrow_batch_rows(spark, config.ads_per_arrow_batch), ThreadPoolExecutor(parallel) as pool:
+            futures = {pool.submit(score_with_retries, spark, settings, config, options.retries, d, model, experiment_id,
+                                   parent): d for d in todo}
             for done, future in enumerate(as_completed(futures), 1):
                 date = futures[future]
                 try:

@@ -34,9 +34,10 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
+from hcmrm.config import load, to_dict
 from hcmrm.settings import CONF_DIR, Settings
 from jobs.common import configure_logging, script_main, settings_from_args
-from jobs.pretrain import add_training_arguments, is_plain_file, launch, merge, tracked_run, training_overrides
+from jobs.pretrain import add_training_arguments, is_plain_file, launch, tracked_run, training_overrides
 
 COMMAND = "finetune"
 HELP = "fine-tune HCMRM on labeled pairs, evaluate, register in MLflow, move champion if better"
@@ -64,17 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_config(args: argparse.Namespace):
-    import yaml
-
     from hcmrm.train.finetune import FinetuneConfig
 
-    values = yaml.safe_load(Path(args.train_conf).read_text(encoding="utf-8")) or {}
-    values = merge(values, training_overrides(args))
-    if args.loss:
-        values["loss"] = args.loss
-    if args.gate_metric:
-        values["gate_metric"] = args.gate_metric
-    return FinetuneConfig.from_dict(values)
+    flags = {**training_overrides(args), "loss": args.loss, "gate_metric": args.gate_metric}
+    return load(FinetuneConfig, args.train_conf, flags)
 
 
 # --- read ---------------------------------------------------------------------------------------
@@ -219,7 +213,7 @@ def train_and_register(args: argparse.Namespace, settings: Settings) -> dict | N
     rejected = int(len(rejects)) + int(getattr(args, "upstream_rejects", 0) or 0)
     out = args.out or Path("runs") / "finetune"
     data_id = fingerprint(dev) if dev else None
-    params = {**config.to_dict(), "init": args.init or "none",
+    params = {**to_dict(config), "init": args.init or "none",
               "data": {"train": args.train or settings.table("labeled_pairs"), "dev": args.dev or f"split={args.dev_split}",
                        "train_pairs": len(train), "dev_pairs": len(dev or []), "rejected": rejected,
                        "dev_fingerprint": data_id or "none"},

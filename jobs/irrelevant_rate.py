@@ -22,6 +22,7 @@ import sys
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from hcmrm.config import load
 from hcmrm.labels import IRRELEVANT_MAX_LABEL
 from hcmrm.settings import Settings
 from hcmrm.tables import IRRELEVANT_RATE_DAILY, RELEVANCE_SCORES
@@ -102,7 +103,7 @@ def target_dates(spark: SparkSession, scores: DataFrame, args: argparse.Namespac
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    config = ScoreJobConfig.load(args.job_config)
+    config = load(ScoreJobConfig, args.job_config)
     spark = spark_from_args(args, settings, COMMAND)
     path = settings.table(RELEVANCE_SCORES.name)
     if not is_delta_table(spark, path):

@@ -46,8 +46,8 @@ def format_table(counts: dict[str, dict[str, int]]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    names = args.preset or list(PRESETS)
-    counts = {name: count_parameters(name) for name in names}
+    counts = {name: count_parameters(name) for name in args.preset or PRESETS}
+    counts = dict(sorted(counts.items(), key=lambda item: item[1]["total"]))  # smallest first
     print(json.dumps(counts, indent=2) if args.json else format_table(counts))
     return 0
 

@@ -26,6 +26,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from hcmrm.config import load, to_dict
 from hcmrm.settings import CONF_DIR, Settings
 from jobs.common import script_main, settings_from_args
 
@@ -68,25 +69,10 @@ def add_training_arguments(parser: argparse.ArgumentParser, conf_file: Path) -> 
 
 
 def training_overrides(args: argparse.Namespace) -> dict:
-    """The training YAML's keys that the flags set."""
-    loop = {"max_steps": args.steps, "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
-            "log_every": args.log_every}
-    loop = {k: v for k, v in loop.items() if v is not None}
-    out: dict = {"loop": loop} if loop else {}
-    if args.lr is not None:
-        out.setdefault("loop", {})["optim"] = {"lr": args.lr}
-    if args.preset:
-        out["preset"] = args.preset
-    if args.threads is not None:
-        out["num_threads"] = args.threads
-    return out
-
-
-def merge(base: dict, overrides: dict) -> dict:
-    out = dict(base)
-    for key, value in overrides.items():
-        out[key] = merge(out.get(key) or {}, value) if isinstance(value, dict) else value
-    return out
+    """The training YAML's keys that the flags set (an unset flag is None: hcmrm.config.merge skips it)."""
+    return {"preset": args.preset, "num_threads": args.threads, "loop.max_steps": args.steps,
+            "loop.epochs": args.epochs, "loop.batch_size": args.batch_size, "loop.seed": args.seed,
+            "loop.log_every": args.log_every, "loop.optim.lr": args.lr}
 
 
 def parse_weights(text: str | None) -> dict:
@@ -102,16 +88,10 @@ def parse_weights(text: str | None) -> dict:
 
 
 def load_config(args: argparse.Namespace):
-    import yaml
-
     from hcmrm.train.pretrain import PretrainConfig
 
-    values = yaml.safe_load(Path(args.train_conf).read_text(encoding="utf-8")) or {}
-    values = merge(values, training_overrides(args))
-    weights = parse_weights(args.weights)
-    if weights:
-        values["weights"] = {**(values.get("weights") or {}), **weights}
-    return PretrainConfig.from_dict(values)
+    weights = {f"weights.{name}": value for name, value in parse_weights(args.weights).items()}
+    return load(PretrainConfig, args.train_conf, {**training_overrides(args), **weights})
 
 
 # --- read ---------------------------------------------------------------------------------------
@@ -252,7 +232,7 @@ def pretrain_and_log(args: argparse.Namespace, settings: Settings) -> str | None
     out = args.out or Path("runs") / "pretrain"
     n_frames = sum(1 for e in examples if e.frames)
     log.info("pre-training on %d pairs (%d with frames) -> %s", len(examples), n_frames, out)
-    params = {**config.to_dict(), "data": {"input": args.input or settings.table("pretrain_pairs"),
+    params = {**to_dict(config), "data": {"input": args.input or settings.table("pretrain_pairs"),
                                            "dates": ",".join(args.date or []) or "all", "pairs": len(examples),
                                            "with_frames": n_frames}, "processes": dist.world_size}
     message = None
@@ -264,7 +244,7 @@ def pretrain_and_log(args: argparse.Namespace, settings: Settings) -> str | None
                 import mlflow
 
                 mlflow.log_metrics({"steps": result.loop.steps, "seconds": result.loop.seconds})
-                mlflow.log_dict(config.to_dict(), "pretrain_config.json")
+                mlflow.log_dict(to_dict(config), "pretrain_config.json")
                 log_model_dir(result.model_dir)
                 message = f"pre-trained model: {result.model_dir} (MLflow run {mlrun.info.run_id}, artifact 'model')"
     finally:

@@ -27,16 +27,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import yaml
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from hcmrm.config_keys import reject_unknown_keys
+from hcmrm.config import load
 from hcmrm.tables import DUPLICATE_VIDEO_ID, KEYWORD_IDF, MISSING_VIDEO_ID, PRETRAIN_PAIRS, PRETRAIN_REJECTS, VIDEOS
 from hcmrm.text.keywords import Idf, KeywordConfig
 from hcmrm.settings import CONF_DIR, Settings
 from jobs.common import script_main, settings_from_args, spark_from_args
+from jobs.session import arrow_batch_rows
 from jobs.tables import conform, is_delta_table, overwrite_table, read_table, reason_code, replace_partitions
 from udfs.pseudo_query import document_terms_frame, pretrain_rows_frame
 
@@ -54,24 +54,8 @@ class JobConfig:
     keywords: KeywordConfig = field(default_factory=KeywordConfig)  # extraction and sampling
     seed: int = 0  # the run seed; each video samples with a seed from (seed, video_id)
     max_sequence_chars: int = 128  # length bound of the video keyword sequence (video_text)
-    arrow_batch_rows: int = 512  # rows per Arrow batch into Python: frames make rows heavy
+    arrow_batch_rows: int = 512  # rows per Arrow batch into Python (frames make rows heavy), unless the profile sets it
     partitions: int = 0  # tasks per pass; 0 = max(cores, input partitions)
-
-    @classmethod
-    def load(cls, path: Path = CONF_FILE, overrides: dict | None = None) -> "JobConfig":
-        """hcmrm/conf/jobs/pseudo_queries.yaml, then flags (`overrides`, keys top_k, seed, idf_source)."""
-        values = yaml.safe_load(Path(path).read_text()) if Path(path).exists() else {}
-        values = dict(values or {})
-        keywords = dict(values.pop("keywords", None) or {})
-        for key, value in (overrides or {}).items():
-            if value is None:
-                continue
-            if key in KeywordConfig.__dataclass_fields__:
-                keywords[key] = value
-            else:
-                values[key] = value
-        reject_unknown_keys(cls, values, f"keys in {path}")
-        return cls(keywords=KeywordConfig.from_dict(keywords), **values)
 
 
 # --- arguments ----------------------------------------------------------------------------------
@@ -287,10 +271,10 @@ def build(spark: SparkSession, settings: Settings, input_path: str, dates: list[
     if n_input == 0:
         raise ValueError(f"no videos in {input_path} for dt {dates}: nothing to build (existing output kept)")
     videos = spread(videos, config.partitions)
-    batch_key = "spark.sql.execution.arrow.maxRecordsPerBatch"
-    previous_batch = spark.conf.get(batch_key, None)
-    spark.conf.set(batch_key, str(config.arrow_batch_rows))
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="pseudo-queries-write") as pool:
+    with (
+        arrow_batch_rows(spark, config.arrow_batch_rows),
+        ThreadPoolExecutor(max_workers=2, thread_name_prefix="pseudo-queries-write") as pool,
+    ):
         idf, idf_stored = resolve_idf(spark, settings, videos, config.keywords, pool)
         pending = [idf_stored] if idf_stored is not None else []
         broadcast = spark.sparkContext.broadcast(idf) if idf is not None else None
@@ -320,16 +304,13 @@ def build(spark: SparkSession, settings: Settings, input_path: str, dates: list[
             results.unpersist()
             if broadcast is not None:
                 broadcast.unpersist()
-            if previous_batch is None:
-                spark.conf.unset(batch_key)
-            else:
-                spark.conf.set(batch_key, previous_batch)
     return counts
 
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    config = JobConfig.load(args.job_conf, {"top_k": args.top_k, "seed": args.seed, "idf_source": args.idf})
+    flags = {"seed": args.seed, "keywords.top_k": args.top_k, "keywords.idf_source": args.idf}
+    config = load(JobConfig, args.job_conf, flags)
     spark = spark_from_args(args, settings, COMMAND)
     input_path = args.input or settings.table(VIDEOS.name)
     counts = build(spark, settings, input_path, None if args.all_dates else args.date, config)

@@ -13,26 +13,36 @@ from __future__ import annotations
 import argparse
 import datetime as dt_
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from pyspark.sql import functions as F
 
+from hcmrm.config import load
 from hcmrm.rates_plot import DailyRate, plot_rates, write_html
+from hcmrm.settings import CONF_DIR
 from hcmrm.tables import IRRELEVANT_RATE_DAILY
 from jobs.common import script_main, settings_from_args, spark_from_args
 from jobs.irrelevant_rate import by_day
-from jobs.score import CONF_FILE, ScoreJobConfig, day
+from jobs.score import day
 from jobs.tables import is_delta_table
 
 COMMAND = "report"
 HELP = "plot the irrelevant-ad rate per day and model version: a PNG and an HTML page (prints their paths)"
+CONF_FILE = CONF_DIR / "jobs" / "report.yaml"
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    days: int = 30  # days plotted, ending at --end or the latest day in irrelevant_rate_daily
+    out: str = "reports"  # folder of irrelevant_rate.png and irrelevant_rate.html
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--days", type=int, help="days plotted (default: hcmrm/conf/jobs/score.yaml report_days)")
+    parser.add_argument("--days", type=int, help=f"days plotted (default: {CONF_FILE.name} days)")
     parser.add_argument("--end", type=day, help="last day plotted (default: the latest in the table)")
-    parser.add_argument("--out", type=Path, help="output folder (default: hcmrm/conf/jobs/score.yaml report_dir)")
-    parser.add_argument("--job-config", default=CONF_FILE, help="job defaults")
+    parser.add_argument("--out", type=Path, help=f"output folder (default: {CONF_FILE.name} out)")
+    parser.add_argument("--job-config", type=Path, default=CONF_FILE, help=f"report defaults (default {CONF_FILE})")
 
 
 def window(end: str, days: int) -> tuple[str, str]:
@@ -45,8 +55,8 @@ def window(end: str, days: int) -> tuple[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    config = ScoreJobConfig.load(args.job_config)
-    days, out = args.days or config.report_days, Path(args.out or config.report_dir)
+    config = load(ReportConfig, args.job_config, {"days": args.days, "out": args.out})
+    days, out = config.days, Path(config.out)
     spark = spark_from_args(args, settings, COMMAND)
     name = IRRELEVANT_RATE_DAILY.name
     path = settings.table(name)

@@ -15,7 +15,6 @@ Input pairs = scored + rejected is checked before anything is written.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import datetime as dt_
 import logging
@@ -26,12 +25,11 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from hcmrm.config_keys import reject_unknown_keys
+from hcmrm.config import load
 from hcmrm.labels import IRRELEVANT_MAX_LABEL
 from hcmrm.scoring import ScoringConfig
 from hcmrm.settings import CONF_DIR, Settings
@@ -40,6 +38,7 @@ from hcmrm.tables import (
     QUERY_AD_PAIRS, RELEVANCE_SCORES, SCORING_REJECTS, SCORING_RUNS, UNKNOWN_AD, UNKNOWN_VIDEO, VIDEOS,
 )
 from jobs.common import script_main, settings_from_args, spark_from_args
+from jobs.session import arrow_batch_rows
 from jobs.tables import conform, read_table, reason_code, replace_partitions, spark_schema
 from udfs.score import ModelRef, score_ads
 
@@ -57,25 +56,8 @@ class ScoreJobConfig:
     dimensions: tuple[str, ...] = ("advertiser", "industry")  # carried from query_ad_pairs (first) or ads
     device: str = "auto"  # auto (the task's Spark GPU, else cuda:0, else CPU), cpu or cuda
     require_text: bool = True  # reject ads whose video has no text at all
-    ads_per_arrow_batch: int = 128  # ads (frames included) per Arrow batch into a Python worker
+    ads_per_arrow_batch: int = 128  # ads (frames included) per Arrow batch into a Python worker, unless the profile sets it
     engine: ScoringConfig = field(default_factory=ScoringConfig)  # the engine's batching
-    parallel: int = 1  # backfill: dates scored at once
-    retries: int = 2  # backfill: re-tries of a date after a Delta concurrent-write conflict
-    report_days: int = 30  # report: days plotted
-    report_dir: str = "reports"  # report: output folder
-
-    @classmethod
-    def load(cls, path: str | Path = CONF_FILE, overrides: dict | None = None) -> "ScoreJobConfig":
-        """hcmrm/conf/jobs/score.yaml, then `overrides` (flags; None values ignored)."""
-        values = (yaml.safe_load(Path(path).read_text()) or {}) if Path(path).exists() else {}
-        values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-        reject_unknown_keys(cls, values, f"keys in {path}")
-        engine = values.pop("engine", None)
-        if not isinstance(engine, ScoringConfig):
-            engine = ScoringConfig.from_dict(engine)
-        if "dimensions" in values:
-            values["dimensions"] = tuple(values["dimensions"] or ())
-        return cls(engine=engine, **values)
 
 
 @dataclass
@@ -152,21 +134,6 @@ def resolve_model(spark: SparkSession, settings: Settings, model_uri: str) -> Mo
     spark.sparkContext.addFile(str(shipped), recursive=True)
     log.info("model %s -> %s version %s (run %s)", model_uri, version.name, version.version, version.run_id)
     return ModelRef(version.name, str(version.version), version.run_id or "", str(shipped), shipped.name)
-
-
-@contextlib.contextmanager
-def arrow_batch_size(spark: SparkSession, rows: int):
-    """Ad rows carry frames: cap the rows per Arrow batch while scoring, then restore the setting."""
-    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
-    before = spark.conf.get(key, None)
-    spark.conf.set(key, str(rows))
-    try:
-        yield
-    finally:
-        if before is None:
-            spark.conf.unset(key)
-        else:
-            spark.conf.set(key, before)
 
 
 # --- read --------------------------------------------------------------------------------------------
@@ -425,7 +392,7 @@ def prepare(args: argparse.Namespace, command: str):
     from hcmrm.tracking.store import use_experiment
 
     settings = settings_from_args(args)
-    config = ScoreJobConfig.load(args.job_config, {"device": args.device})
+    config = load(ScoreJobConfig, args.job_config, {"device": args.device})
     spark = spark_from_args(args, settings, command)
     model = resolve_model(spark, settings, model_uri_from_args(args, settings))
     experiment_id = use_experiment(settings, config.experiment)
@@ -435,7 +402,7 @@ def prepare(args: argparse.Namespace, command: str):
 def run(args: argparse.Namespace) -> int:
     settings, config, spark, model, experiment_id = prepare(args, COMMAND)
     try:
-        with arrow_batch_size(spark, config.ads_per_arrow_batch):
+        with arrow_batch_rows(spark, config.ads_per_arrow_batch):
             r = score_date(spark, settings, config, args.date, model, experiment_id)
     finally:
         shutil.rmtree(model.local_dir, ignore_errors=True)

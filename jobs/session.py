@@ -6,6 +6,7 @@ sessions load them from that cache as plain jar files: no network after the firs
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
 import sys
@@ -18,6 +19,7 @@ from pyspark.sql import SparkSession
 from hcmrm.settings import CONF_DIR
 
 SCALA_VERSION = "2.13"
+ARROW_BATCH_ROWS = "spark.sql.execution.arrow.maxRecordsPerBatch"
 
 
 def delta_artifact() -> str:
@@ -87,6 +89,20 @@ def spark_session(profile: str = "local", overrides: dict | None = None, app_nam
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("HCMRM_SPARK_LOG_LEVEL", "WARN"))
     return spark
+
+
+@contextlib.contextmanager
+def arrow_batch_rows(spark: SparkSession, rows: int):
+    """Rows per Arrow batch into the Python workers while the block runs: a job's default for heavy
+    rows (frames). A value the Spark profile or a --conf flag set wins and is left as it is."""
+    if spark.conf.get(ARROW_BATCH_ROWS, None) is not None:  # None = not set explicitly (Spark's default)
+        yield
+        return
+    spark.conf.set(ARROW_BATCH_ROWS, str(rows))
+    try:
+        yield
+    finally:
+        spark.conf.unset(ARROW_BATCH_ROWS)
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
+from hcmrm.config import from_dict, to_dict
 from hcmrm.model.config import HCMRMConfig
 from hcmrm.model.network import HCMRM
 
@@ -24,7 +25,7 @@ def save_model(model: HCMRM, directory: str | Path) -> None:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {name: t.detach().contiguous().cpu() for name, t in model.state_dict().items()}
-    meta = {"format": FORMAT, "config": model.config.to_dict()}
+    meta = {"format": FORMAT, "config": to_dict(model.config)}
     tmp_weights, tmp_config = directory / f".{WEIGHTS}.tmp", directory / f".{CONFIG}.tmp"
     save_file(state, str(tmp_weights), metadata={"format": FORMAT})
     tmp_config.write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
@@ -39,7 +40,7 @@ def load_config_json(directory: str | Path) -> HCMRMConfig:
     meta = json.loads(path.read_text(encoding="utf-8"))
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path} has format {meta.get('format')!r}, expected {FORMAT!r}")
-    return HCMRMConfig.from_dict(meta["config"])
+    return from_dict(HCMRMConfig, meta["config"], str(path))
 
 
 def load_model(directory: str | Path, map_location="cpu") -> HCMRM:

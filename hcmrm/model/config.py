@@ -2,19 +2,17 @@
 
 `preset("tiny")` runs the CPU tests in seconds, `preset("small")` trains CPU ablations in minutes,
 `preset("base")` has the paper's sizes (BERT-base-chinese split 6 + 6, the first 6 blocks of ViT-B/32).
-The YAML files in hcmrm/conf/model/ hold the same dictionaries (`HCMRMConfig.to_dict()`); `load_config` reads one.
+Each preset is a YAML file in hcmrm/conf/model/ (a full `hcmrm.config.to_dict(HCMRMConfig)`);
+`load_config` reads any such file, or one that names a preset plus overrides.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from hcmrm.config_keys import reject_unknown_keys
+from hcmrm.config import from_dict, load, read_yaml
+from hcmrm.settings import CONF_DIR
 
 HEADS = ("hierarchical", "bce")
 
@@ -69,14 +67,6 @@ class HCMRMConfig:
     mlm_probability: float = 0.15  # share of words masked (whole-word masking over jieba words)
 
     def __post_init__(self) -> None:
-        if isinstance(self.text, dict):
-            self.text = TextConfig(**self.text)
-        if isinstance(self.vision, dict):
-            vision = dict(self.vision)
-            for key in ("mean", "std"):
-                if key in vision:
-                    vision[key] = tuple(vision[key])
-            self.vision = VisionConfig(**vision)
         self.validate()
 
     def validate(self) -> None:
@@ -98,79 +88,29 @@ class HCMRMConfig:
         if self.queue_size and not self.use_momentum:
             raise ValueError("queue_size > 0 needs use_momentum=True (the queue holds momentum features)")
 
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["vision"]["mean"] = list(d["vision"]["mean"])
-        d["vision"]["std"] = list(d["vision"]["std"])
-        return d
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "HCMRMConfig":
-        reject_unknown_keys(cls, d, "HCMRMConfig fields")
-        d = dict(d)
-        d["text"] = TextConfig(**d.get("text", {}))
-        vision = dict(d.get("vision", {}))
-        for key in ("mean", "std"):
-            if key in vision:
-                vision[key] = tuple(vision[key])
-        d["vision"] = VisionConfig(**vision)
-        return cls(**d)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+# The presets are the YAML files of hcmrm/conf/model/, nowhere else.
+PRESET_DIR = CONF_DIR / "model"
+PRESETS = tuple(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
 
 
-def _tiny() -> HCMRMConfig:
-    return HCMRMConfig(
-        text=TextConfig(hidden=32, heads=2, intermediate=64, text_layers=2, fusion_layers=2,
-                        max_positions=64, dropout=0.0, attention_dropout=0.0),
-        vision=VisionConfig(image_size=32, patch_size=16, width=32, depth=2, heads=2, timm_model=None),
-        embed_dim=16, max_frames=2, max_query_len=8, max_text_len=24,
-    )
-
-
-def _small() -> HCMRMConfig:
-    return HCMRMConfig(
-        text=TextConfig(hidden=128, heads=4, intermediate=256, text_layers=2, fusion_layers=2,
-                        max_positions=128, dropout=0.1, attention_dropout=0.0),
-        vision=VisionConfig(image_size=64, patch_size=16, width=128, depth=2, heads=4, timm_model=None),
-        embed_dim=64, max_frames=2, max_query_len=16, max_text_len=48,
-    )
-
-
-def _base() -> HCMRMConfig:
-    return HCMRMConfig(use_momentum=True, queue_size=16384)
-
-
-PRESETS = {"tiny": _tiny, "small": _small, "base": _base}
-
-
-def _merge(base: dict, overrides: dict) -> dict:
-    out = dict(base)
-    for key, value in overrides.items():
-        if "." in key:  # "text.hidden=64" style
-            head, rest = key.split(".", 1)
-            out[head] = _merge(out.get(head, {}), {rest: value})
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        elif key not in out:
-            raise ValueError(f"unknown config field {key!r}")
-        else:
-            out[key] = value
-    return out
+def preset_file(name: str) -> Path:
+    """hcmrm/conf/model/<name>.yaml, or an error naming the presets there are."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {list(PRESETS)}")
+    return PRESET_DIR / f"{name}.yaml"
 
 
 def preset(name: str, **overrides) -> HCMRMConfig:
-    """A named preset, with optional overrides: `preset("base", max_frames=8, text={"dropout": 0.0})`."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-    return HCMRMConfig.from_dict(_merge(PRESETS[name]().to_dict(), overrides))
+    """A named preset, with optional overrides: `preset("base", max_frames=8, text={"dropout": 0.0})`
+    or `preset("tiny", **{"vision.depth": 1})` (hcmrm.config.merge: nested and dotted keys; None ignored)."""
+    return load(HCMRMConfig, preset_file(name), overrides, overrides_from="preset overrides")
 
 
 def load_config(path: str | Path) -> HCMRMConfig:
-    """A config from YAML or JSON: either a full `to_dict()` or `{preset: name, **overrides}`."""
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    if "preset" in data:
-        data = dict(data)
-        return preset(data.pop("preset"), **data)
-    return HCMRMConfig.from_dict(data)
+    """A config from YAML or JSON: either a full `hcmrm.config.to_dict(config)` or `{preset: name, **overrides}`."""
+    values = read_yaml(path)
+    name = values.pop("preset", None)
+    if name is None:
+        return from_dict(HCMRMConfig, values, str(path))
+    return load(HCMRMConfig, preset_file(name), values, overrides_from=str(path))

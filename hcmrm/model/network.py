@@ -16,7 +16,8 @@ from dataclasses import dataclass, fields
 import torch
 from torch import nn
 
-from hcmrm.model.config import HCMRMConfig, _merge, preset
+from hcmrm.config import override
+from hcmrm.model.config import HCMRMConfig, preset
 from hcmrm.model.heads import PretrainHeads
 from hcmrm.model.layers import Block, TextEmbeddings, init_bert_weights
 from hcmrm.model.losses import expected_grade, relevance_probs
@@ -187,5 +188,5 @@ def build_model(config_or_preset_name: HCMRMConfig | str = "tiny", **overrides) 
     else:
         config = config_or_preset_name
         if overrides:
-            config = HCMRMConfig.from_dict(_merge(config.to_dict(), overrides))
+            config = override(config, overrides)
     return HCMRM(config)

@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from hcmrm.config_keys import reject_unknown_keys
-
 STOPWORDS_FILE = Path(__file__).resolve().parents[1] / "assets" / "stopwords.txt"
 
 # jieba.posseg tags of proper nouns: person (nr, with nrt transliterated and nrfg), place (ns),
@@ -68,12 +66,6 @@ class KeywordConfig:
             raise ValueError(f"idf_source must be 'corpus', 'stored' or 'jieba', got {self.idf_source!r}")
         if self.min_df < 1:
             raise ValueError(f"min_df must be >= 1, got {self.min_df}")
-
-    @classmethod
-    def from_dict(cls, values: Mapping) -> "KeywordConfig":
-        """From YAML: lists become tuples, unknown keys are an error."""
-        reject_unknown_keys(cls, values, "keyword settings")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 DEFAULT_CONFIG = KeywordConfig()

@@ -10,7 +10,6 @@ head is created fresh when the checkpoint's head has another shape.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -19,12 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 
 from hcmrm.train.batching import LabeledExample, collate_labeled
-from hcmrm.model.config import HCMRMConfig, preset
-from hcmrm.config_keys import reject_unknown_keys
+from hcmrm.config import override
+from hcmrm.model.config import preset
 from hcmrm.train.distributed import DistInfo
 from hcmrm.model.losses import relevance_loss
 from hcmrm.train.metrics import POSITIVE_LABEL, Metrics, relevance_metrics
@@ -52,20 +50,6 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {self.loss!r}")
-        if isinstance(self.loop, dict):
-            self.loop = LoopConfig.from_dict(self.loop)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "FinetuneConfig":
-        reject_unknown_keys(cls, d, "fine-tuning settings")
-        return cls(**d)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "FinetuneConfig":
-        return cls.from_dict(yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {})
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 class RelevanceStep(nn.Module):
@@ -121,9 +105,7 @@ def initial_model(config: FinetuneConfig, init: str | Path | HCMRM | None = None
 
         folder = _model_folder(init, settings)
         base, state = load_config_json(folder), load_file(str(folder / WEIGHTS))
-    from hcmrm.model.config import _merge
-
-    model = HCMRM(HCMRMConfig.from_dict(_merge(base.to_dict(), {**config.model, "head": head})))
+    model = HCMRM(override(base, {**config.model, "head": head}))
     own = model.state_dict()
     kept = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     fresh = sorted(set(own) - set(kept))

@@ -35,7 +35,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from hcmrm.config_keys import reject_unknown_keys
+from hcmrm.config import to_dict
 from hcmrm.train.distributed import DistInfo, wrap_model
 from hcmrm.train.optim import OptimConfig, build_optimizer, build_scheduler, clip_gradients
 
@@ -59,17 +59,6 @@ class LoopConfig:
     checkpoint_every: int = 0  # steps between checkpoints (0 = only at the end of each epoch)
     keep_checkpoints: int = 2  # checkpoint folders kept (the newest)
     optim: OptimConfig = field(default_factory=OptimConfig)  # AdamW + schedule
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "LoopConfig":
-        d = dict(d)
-        if isinstance(d.get("optim"), dict):
-            optim = dict(d["optim"])
-            if "betas" in optim:
-                optim["betas"] = tuple(optim["betas"])
-            d["optim"] = OptimConfig(**optim)
-        reject_unknown_keys(cls, d, "training settings")
-        return cls(**d)
 
 
 @dataclass
@@ -351,7 +340,7 @@ def run_loop(
 
 def _config_dict(model: nn.Module) -> dict | None:
     config = getattr(model, "config", None)
-    return config.to_dict() if hasattr(config, "to_dict") else None
+    return to_dict(config) if dataclasses.is_dataclass(config) else None
 
 
 def _check_same_run(folder: Path, config: LoopConfig, identity: dict) -> None:

@@ -10,7 +10,6 @@ without frames and train MLM and PQVM only (ITC and ITM need frames).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,12 +17,10 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import yaml
 from torch import nn
 
 from hcmrm.train.batching import PretrainExample, collate_pretrain
 from hcmrm.model.config import preset
-from hcmrm.config_keys import reject_unknown_keys
 from hcmrm.train.distributed import DistInfo
 from hcmrm.model.network import HCMRM
 from hcmrm.train.objectives import LossWeights, Pretrainer
@@ -42,24 +39,6 @@ class PretrainConfig:
     weights: LossWeights = field(default_factory=LossWeights)  # ITC, ITM, MLM, PQVM loss weights
     loop: LoopConfig = field(default_factory=LoopConfig)  # epochs/steps, batch size, optimizer, seed
     num_threads: int = 0  # torch CPU threads (0 = torch's default)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.weights, dict):
-            self.weights = LossWeights(**self.weights)
-        if isinstance(self.loop, dict):
-            self.loop = LoopConfig.from_dict(self.loop)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "PretrainConfig":
-        reject_unknown_keys(cls, d, "pre-training settings")
-        return cls(**d)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "PretrainConfig":
-        return cls.from_dict(yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {})
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 class PretrainStep(nn.Module):

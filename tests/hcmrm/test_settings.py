@@ -28,8 +28,10 @@ def test_environment_beats_file_and_flags_beat_environment(tmp_path, monkeypatch
     assert settings.table("relevance_scores") == "s3a://bucket/lake/relevance_scores"
 
 
-def test_unknown_keys_in_the_file_are_an_error(tmp_path):
+def test_unknown_keys_are_an_error_naming_where_they_came_from(tmp_path):
     conf = tmp_path / "defaults.yaml"
     conf.write_text("lake: x\nlaek: y\n")
-    with pytest.raises(ValueError, match="laek"):
+    with pytest.raises(ValueError, match=f"unknown key 'laek' in {conf}; known: "):
         Settings.load(conf_file=Path(conf))
+    with pytest.raises(ValueError, match="unknown key 'model' in flags"):
+        Settings.load({"model": "m"})

@@ -7,7 +7,8 @@ import io
 
 import pytest
 
-from jobs.backfill import is_conflict, plan, summary
+from hcmrm.config import load
+from jobs.backfill import CONF_FILE, BackfillConfig, is_conflict, plan, summary
 from jobs.score import DateResult
 from tests.jobs.test_score import DAY1, DAY2, job_args, make_settings, read, register_tiny_model, write_lake
 
@@ -19,6 +20,11 @@ def test_plan_skips_what_this_version_scored_unless_forced():
     done = {DAY1: {"2"}, DAY2: {"1"}}
     assert plan(dates, done, "2", force=False) == ([DAY2, DAY3], [DAY1])
     assert plan(dates, done, "2", force=True) == (dates, [])
+
+
+def test_backfill_yaml_holds_the_defaults_and_the_parallel_flag_wins():
+    assert load(BackfillConfig, CONF_FILE) == BackfillConfig()
+    assert load(BackfillConfig, CONF_FILE, {"parallel": 4}) == BackfillConfig(parallel=4, retries=2)
 
 
 def test_only_delta_write_conflicts_are_retried():
@@ -43,7 +49,7 @@ def test_backfill_resumes_after_a_failure_skips_done_days_and_force_rescores(spa
 
     def run(**flags):
         out = io.StringIO()
-        args = job_args(settings, start=DAY1, end=DAY3, parallel=None, force=False)
+        args = job_args(settings, start=DAY1, end=DAY3, parallel=None, force=False, backfill_config=CONF_FILE)
         vars(args).update(flags)
         with contextlib.redirect_stdout(out):
             rc = backfill.run(args)

@@ -44,6 +44,17 @@ def restore_threads():
     torch.set_num_threads(threads)
 
 
+def test_flags_override_the_training_yaml_and_unset_ones_keep_it():
+    from hcmrm.config import load
+    from hcmrm.train.finetune import FinetuneConfig
+
+    config = job.load_config(build_parser(job).parse_args(["--loss", "bce", "--gate-metric", "ndcg", "--epochs", "1"]))
+    file = load(FinetuneConfig, job.CONF_FILE)
+    assert (config.loss, config.gate_metric, config.loop.epochs) == ("bce", "ndcg", 1)
+    assert (config.loop.optim, config.preset, config.eval_batch_size) == (file.loop.optim, file.preset,
+                                                                          file.eval_batch_size)
+
+
 def test_registers_the_first_model_and_refuses_one_that_is_no_better(settings, capsys, tmp_path):
     train = write_jsonl(tmp_path / "train.jsonl", rows() + [{"query": "q", "title": "t", "label": "9"}])
     dev = write_jsonl(tmp_path / "dev.jsonl", rows())

@@ -56,6 +56,18 @@ def test_parquet_input_logs_params_losses_and_the_model(settings, capsys, tmp_pa
     load_model(tmp_path / "run" / "model")  # the folder `finetune --init` takes
 
 
+def test_flags_override_the_training_yaml_key_by_key():
+    from hcmrm.config import load
+    from hcmrm.train.pretrain import PretrainConfig
+
+    config = job.load_config(build_parser(job).parse_args(["--lr", "0.01", "--steps", "5", "--weights", "pqvm=0"]))
+    file = load(PretrainConfig, job.CONF_FILE)
+    assert (config.loop.optim.lr, config.loop.max_steps, config.weights.pqvm) == (0.01, 5, 0.0)
+    assert config.loop.optim.warmup_steps == file.loop.optim.warmup_steps  # the rest of `optim` stays the file's
+    assert (config.weights.itc, config.loop.batch_size, config.preset) == (file.weights.itc, file.loop.batch_size,
+                                                                           file.preset)
+
+
 def test_bad_weights_flag_is_refused(settings, capsys, tmp_path):
     with pytest.raises(SystemExit, match="--weights"):
         run_job(settings, capsys, "--input", "x.parquet", "--weights", "itx=1")

@@ -9,6 +9,7 @@ from PIL import Image
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
+from hcmrm.config import load
 from hcmrm.tables import DUPLICATE_VIDEO_ID, KEYWORD_IDF, MISSING_VIDEO_ID, PRETRAIN_PAIRS, PRETRAIN_REJECTS
 from hcmrm.tables import VIDEOS as VIDEOS_TABLE
 from hcmrm.text.keywords import Idf, document_terms
@@ -52,10 +53,12 @@ def videos(spark):
 def test_cli_has_the_command_and_the_yaml_matches_the_dataclass_defaults():
     args = make_parser().parse_args(["pseudo-queries", "--date", DAY1, "--seed", "3", "--top-k", "4"])
     assert args.handler is job.run and args.date == [DAY1]
-    loaded = job.JobConfig.load()
+    loaded = load(job.JobConfig, job.CONF_FILE)
     assert loaded == job.JobConfig()  # hcmrm/conf/jobs/pseudo_queries.yaml documents the defaults
-    flagged = job.JobConfig.load(overrides={"seed": 3, "top_k": 4, "idf_source": "jieba", "min_df": None})
+    flagged = load(job.JobConfig, job.CONF_FILE, {"seed": 3, "keywords.top_k": 4, "keywords.idf_source": "jieba",
+                                                  "keywords.min_df": None})
     assert flagged.seed == 3 and flagged.keywords.top_k == 4 and flagged.keywords.idf_source == "jieba"
+    assert flagged.keywords.min_df == loaded.keywords.min_df  # an unset flag keeps the file's value
 
 
 @pytest.mark.spark
@@ -148,7 +151,7 @@ def test_the_job_writes_reconciled_tables_and_a_rerun_replaces_its_date(spark, s
 
     # Rerun DAY2 with another seed, reusing the stored IDF: DAY2 replaced, DAY1 untouched, no duplicates.
     before = {r.video_id: r.pseudo_query for r in pairs.where(F.col("dt") == DAY1).collect()}
-    config = job.JobConfig.load(overrides={"seed": 11, "idf_source": "stored"})
+    config = load(job.JobConfig, job.CONF_FILE, {"seed": 11, "keywords.idf_source": "stored"})
     counts2 = job.build(spark, settings, source, [DAY2], config)
     assert (counts2.input, counts2.pairs, counts2.rejects) == (3, 1, 2)
     pairs = spark.read.format("delta").load(settings.table("pretrain_pairs"))

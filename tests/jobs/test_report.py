@@ -9,7 +9,13 @@ from argparse import Namespace
 import pytest
 from PIL import Image
 
-from jobs.report import window
+from hcmrm.config import load
+from jobs.report import CONF_FILE, ReportConfig, window
+
+
+def test_report_yaml_holds_the_defaults_and_flags_win():
+    assert load(ReportConfig, CONF_FILE) == ReportConfig()
+    assert load(ReportConfig, CONF_FILE, {"days": 7, "out": None}) == ReportConfig(days=7, out="reports")
 
 
 def test_window_is_the_last_n_days_ending_at_end():
@@ -22,7 +28,6 @@ def test_window_is_the_last_n_days_ending_at_end():
 @pytest.mark.spark
 def test_report_plots_the_last_days_of_irrelevant_rate_daily(spark, settings, tmp_path):
     from jobs import report
-    from jobs.score import CONF_FILE
     from jobs.tables import replace_partitions
 
     rows = [(f"2024-09-{d:02d}", "m", v, adv, 10, 2 + d % 3, 100, 20) for d in range(1, 11)
@@ -35,7 +40,7 @@ def test_report_plots_the_last_days_of_irrelevant_rate_daily(spark, settings, tm
     out = io.StringIO()
     args = Namespace(lake=settings.lake, tracking_uri=settings.tracking_uri, artifact_root=settings.artifact_root,
                      model_name=settings.model_name, spark_profile="test", conf=[], days=3, end=None,
-                     out=tmp_path / "reports", job_config=CONF_FILE)
+                     out=tmp_path / "reports", job_config=report.CONF_FILE)
     with contextlib.redirect_stdout(out):
         assert report.run(args) == 0
     printed = out.getvalue()

@@ -215,6 +215,16 @@ def test_model_version_flag_picks_a_version_that_is_not_champion(spark, scored, 
     assert [r[0] for r in got] == [other] != [champion]
 
 
+def test_score_yaml_holds_the_defaults_and_the_device_flag_wins():
+    from hcmrm.config import load
+    from hcmrm.scoring import ScoringConfig
+    from jobs.score import CONF_FILE, ScoreJobConfig
+
+    assert load(ScoreJobConfig, CONF_FILE) == ScoreJobConfig()
+    flagged = load(ScoreJobConfig, CONF_FILE, {"device": "cpu", "engine.pairs_per_batch": 64})
+    assert flagged == ScoreJobConfig(device="cpu", engine=ScoringConfig(pairs_per_batch=64))
+
+
 def test_validate_pairs_gives_each_bad_row_its_reason(spark):
     from pyspark.testing import assertDataFrameEqual
 

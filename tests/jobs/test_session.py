@@ -38,3 +38,20 @@ def test_local_session_loads_delta_from_the_cache(spark):
     assert session.cached_delta_jars(), "make setup resolves the jars once"
     assert "delta" in spark.conf.get("spark.sql.extensions").lower()
     assert spark.conf.get("spark.jars", "").count(".jar") >= 1
+
+
+@pytest.mark.spark
+def test_arrow_batch_rows_applies_the_jobs_value_only_when_the_profile_and_flags_left_it_unset(spark):
+    key = session.ARROW_BATCH_ROWS
+    assert spark.conf.get(key, None) is None  # the test profile does not set it
+    with session.arrow_batch_rows(spark, 128):
+        assert spark.conf.get(key) == "128"
+    assert spark.conf.get(key, None) is None  # back to Spark's default afterwards
+
+    spark.conf.set(key, "20000")  # as hcmrm/conf/spark/gpu.yaml or --conf set it
+    try:
+        with session.arrow_batch_rows(spark, 128):
+            assert spark.conf.get(key) == "20000"
+        assert spark.conf.get(key) == "20000"
+    finally:
+        spark.conf.unset(key)

@@ -4,6 +4,7 @@ import math
 
 import pytest
 
+from hcmrm.config import from_dict
 from hcmrm.text.keywords import (
     Idf,
     KeywordConfig,
@@ -135,7 +136,7 @@ def test_config_validates_and_reads_yaml_lists():
         KeywordConfig(min_chars=5, max_chars=2)
     with pytest.raises(ValueError):
         KeywordConfig(query_sampling="random")
-    config = KeywordConfig.from_dict({"top_k": 3, "tfidf_pos": ["n"]})
+    config = from_dict(KeywordConfig, {"top_k": 3, "tfidf_pos": ["n"]})
     assert config.top_k == 3 and config.tfidf_pos == ("n",)
-    with pytest.raises(ValueError, match="unknown"):
-        KeywordConfig.from_dict({"topk": 3})
+    with pytest.raises(ValueError, match="unknown key 'topk'"):
+        from_dict(KeywordConfig, {"topk": 3})

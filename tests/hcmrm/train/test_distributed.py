@@ -9,6 +9,7 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
+from hcmrm.config import from_dict
 from hcmrm.train.batching import LabeledExample
 from hcmrm.train.distributed import DistInfo, from_env
 from hcmrm.train.finetune import FinetuneConfig, finetune
@@ -23,7 +24,8 @@ def pairs():
 
 def config():
     # dropout 0 (tiny preset): the only randomness is the data order, shared by both processes
-    return FinetuneConfig(preset="tiny", loop={"max_steps": 3, "batch_size": 8, "optim": {"lr": 1e-2, "warmup_steps": 1}})
+    loop = {"max_steps": 3, "batch_size": 8, "optim": {"lr": 1e-2, "warmup_steps": 1}}
+    return from_dict(FinetuneConfig, {"preset": "tiny", "loop": loop})
 
 
 def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:

@@ -6,6 +6,7 @@ import torch
 
 from hcmrm.train.batching import LabeledExample
 from hcmrm.model.checkpoint import load_model, save_model
+from hcmrm.config import from_dict
 from hcmrm.train.finetune import FinetuneConfig, finetune, initial_model, predict
 from hcmrm.model.network import build_model
 
@@ -28,7 +29,7 @@ def pairs():
 
 def config(**overrides):
     loop = {"epochs": 12, "batch_size": 8, "log_every": 1, "optim": {"lr": 3e-3, "warmup_steps": 3}}
-    return FinetuneConfig(preset="tiny", loop=loop, eval_batch_size=7, **overrides)
+    return from_dict(FinetuneConfig, {"preset": "tiny", "loop": loop, "eval_batch_size": 7, **overrides})
 
 
 def test_loss_goes_down_and_each_epoch_is_evaluated(tmp_path):

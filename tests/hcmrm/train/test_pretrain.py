@@ -10,6 +10,7 @@ from PIL import Image
 from hcmrm.train.batching import PretrainExample
 from hcmrm.model.checkpoint import load_model
 from hcmrm.model.frames import encode_image
+from hcmrm.config import from_dict
 from hcmrm.train.pretrain import PretrainConfig, examples_from_records, pretrain
 from hcmrm.train.loop import latest_checkpoint
 
@@ -27,12 +28,12 @@ def corpus():
 
 
 def config(steps, seed=0, model=None, **loop):
-    return PretrainConfig(
-        preset="tiny",
-        model=model or {},
-        loop={"max_steps": steps, "batch_size": 4, "seed": seed, "log_every": 1,
-              "optim": {"lr": 3e-3, "warmup_steps": 2}, **loop},
-    )
+    return from_dict(PretrainConfig, {
+        "preset": "tiny",
+        "model": model or {},
+        "loop": {"max_steps": steps, "batch_size": 4, "seed": seed, "log_every": 1,
+                 "optim": {"lr": 3e-3, "warmup_steps": 2}, **loop},
+    })
 
 
 def test_loss_goes_down_and_every_term_is_logged(tmp_path):
