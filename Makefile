@@ -12,7 +12,7 @@ export PYSPARK_DRIVER_PYTHON  ?= $(abspath $(PY))
 export TOKENIZERS_PARALLELISM  = false
 export PYTHONUNBUFFERED        = 1
 
-.PHONY: setup demo test bench bench-pseudo-query bench-scoring keyword-quality ablation params lock clean
+.PHONY: setup demo test wheel bench bench-pseudo-query bench-scoring keyword-quality ablation params lock clean
 
 setup: $(STAMP) $(JARS_STAMP)
 
@@ -34,6 +34,15 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest
+
+# The project as a wheel, dist/hcmrm_labeler-<version>-py3-none-any.whl (conf/, the sample and the vocabulary
+# inside): `pip install` it into any Python 3.11 venv. Built without network, by the venv's setuptools; build/ is
+# removed before and after, since setuptools would carry deleted modules from a stale one into the wheel.
+wheel: $(STAMP)
+	rm -rf build dist/hcmrm_labeler-*.whl
+	$(PY) -m pip wheel -q --no-deps --no-build-isolation --no-index -w dist .
+	rm -rf build
+	ls dist/hcmrm_labeler-*.whl
 
 params: setup
 	$(PY) -m jobs.cli params

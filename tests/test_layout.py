@@ -2,7 +2,8 @@
 
 - nothing under hcmrm/ imports pyspark, delta, jobs or udfs (directly, or by importing a module that does);
 - hcmrm/model/ imports neither mlflow, jieba, the training package nor the MLflow package, so a
-  scoring worker loads the network without them.
+  scoring worker loads the network without them;
+- no function in hcmrm/, udfs/ or jobs/ is longer than MAX_FUNCTION_LINES (a reader sees it whole).
 """
 
 import ast
@@ -11,8 +12,11 @@ import sys
 from pathlib import Path
 
 import hcmrm
+import jobs
+import udfs
 
 PACKAGE = Path(hcmrm.__file__).parent
+MAX_FUNCTION_LINES = 80
 
 
 def imported_modules(path: Path) -> list[str]:
@@ -65,3 +69,26 @@ def test_importing_every_hcmrm_module_loads_no_pyspark():
 def test_importing_the_model_package_and_the_engine_loads_no_mlflow_jieba_or_training():
     modules = module_names(PACKAGE / "model") + ["hcmrm.scoring"]
     assert loaded_after_import(modules, ("mlflow", "jieba", "hcmrm.train", "pyspark")) == []
+
+
+def long_functions(folder: Path, limit: int) -> list[str]:
+    """`file:line name (n lines)` for each function or method in `folder` spanning more than `limit` lines."""
+    found = []
+    for path in sorted(folder.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1  # from `def` to the last line, docstring included
+                if lines > limit:
+                    found.append(f"{folder.name}/{path.relative_to(folder)}:{node.lineno} {node.name} ({lines} lines)")
+    return found
+
+
+def test_long_functions_finds_a_function_over_the_limit(tmp_path):
+    body = "".join(f"        x = {i}\n" for i in range(5))
+    (tmp_path / "m.py").write_text(f"def short():\n    pass\n\n\nclass C:\n    def long(self):\n{body}")
+    assert long_functions(tmp_path, 5) == [f"{tmp_path.name}/m.py:6 long (6 lines)"]
+
+
+def test_no_function_in_the_packages_is_longer_than_the_limit():
+    folders = [PACKAGE, Path(udfs.__file__).parent, Path(jobs.__file__).parent]
+    assert [f for folder in folders for f in long_functions(folder, MAX_FUNCTION_LINES)] == []

@@ -248,24 +248,13 @@ def run_loop(
     the last checkpoint is intact.
     """
     dist = dist or DistInfo()
-    if config.batch_size % dist.world_size:
-        raise ValueError(f"batch_size {config.batch_size} must divide over {dist.world_size} processes")
-    per_epoch = n_examples // config.batch_size
-    if per_epoch == 0:
-        raise ValueError(f"{n_examples} examples is less than one batch of {config.batch_size}")
-    total = config.max_steps or per_epoch * config.epochs
-    epochs = math.ceil(total / per_epoch)
-
+    per_epoch, total, epochs = _schedule_length(n_examples, config, dist)
     optimizer = build_optimizer(model, config.optim)
     scheduler = build_scheduler(optimizer, config.optim, total)
-    generator = torch.Generator().manual_seed(config.seed * 7919 + 17)
-    torch.manual_seed(config.seed * 104_729 + dist.rank)  # dropout differs per process, as it should
-    random.seed(config.seed)
-    np.random.seed(config.seed % 2**32)
-
-    position = Position()
+    generator = _seed_everything(config, dist)
     identity = {"n_examples": n_examples, "model_config": _config_dict(model)}
     folder = latest_checkpoint(checkpoint_dir) if checkpoint_dir and resume else None
+    position = Position()
     if folder is not None:
         _check_same_run(folder, config, identity)
         position, _ = load_checkpoint(folder, model, optimizer, scheduler, generator, step_module)
@@ -274,68 +263,130 @@ def run_loop(
 
     trained = wrap_model(step_module, dist)
     trained.train()
-    losses: list[float] = []
-    window: dict[str, list[float]] = {}
-    epoch_metrics: list[dict] = []
+    run = _Run(step_module, model, trained, optimizer, scheduler, generator, config, dist, position,
+               n_examples, per_epoch, total, checkpoint_dir, identity, log_metrics)  # fmt: skip
     started = time.time()
-    bar = _progress(total, position.step, description, progress and dist.is_main)
-
-    def checkpoint() -> None:
-        if checkpoint_dir and dist.is_main:
-            save_checkpoint(checkpoint_dir, model, optimizer, scheduler, position, generator, step_module,
-                            config, extra=identity, keep=config.keep_checkpoints)
-
+    run.bar = _progress(total, position.step, description, progress and dist.is_main)
     try:
         while position.step < total and position.epoch < epochs:
-            order = epoch_order(n_examples, config.seed, position.epoch)
-            while position.batch < per_epoch and position.step < total:
-                start = position.batch * config.batch_size
-                global_batch = order[start : start + config.batch_size]
-                batch = make_batch(global_batch[dist.rank :: dist.world_size], generator)
-                parts = trained(batch, generator)
-                loss = parts["loss"]
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss is {loss.item()} at step {position.step + 1}")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = clip_gradients(model, config.optim.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                position.step += 1
-                position.batch += 1
-                value = float(loss.detach())
-                losses.append(value)
-                for key, part in parts.items():
-                    window.setdefault(key, []).append(float(part.detach()) if torch.is_tensor(part) else float(part))
-                window.setdefault("grad_norm", []).append(grad_norm)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{value:.4f}")
-                if position.step % max(1, config.log_every) == 0 or position.step == total:
-                    if log_metrics and dist.is_main:
-                        averaged = {f"train/{k}": sum(v) / len(v) for k, v in window.items()}
-                        averaged["train/lr"] = scheduler.get_last_lr()[0]
-                        log_metrics(averaged, position.step)
-                    window.clear()
-                if config.checkpoint_every and position.step % config.checkpoint_every == 0:
-                    checkpoint()
+            run.train_epoch(make_batch)
             if position.batch >= per_epoch:
-                finished = position.epoch
-                position.epoch += 1
-                position.batch = 0
-                if on_epoch_end is not None:
-                    metrics = on_epoch_end(finished, position.step) if dist.is_main else {}
-                    epoch_metrics.append(metrics)
-                    if log_metrics and dist.is_main and metrics:
-                        log_metrics(metrics, position.step)
-                    trained.train()
-                checkpoint()
+                run.end_epoch(on_epoch_end)
             elif position.step >= total:
-                checkpoint()
+                run.checkpoint()
     finally:
-        if bar is not None:
-            bar.close()
-    return LoopResult(position.step, losses, resumed_from, epoch_metrics, time.time() - started)
+        if run.bar is not None:
+            run.bar.close()
+    return LoopResult(position.step, run.losses, resumed_from, run.epoch_metrics, time.time() - started)
+
+
+def _schedule_length(n_examples: int, config: LoopConfig, dist: DistInfo) -> tuple[int, int, int]:
+    """(batches per epoch, optimizer steps in all, epochs started); refuses a batch that cannot be formed."""
+    if config.batch_size % dist.world_size:
+        raise ValueError(f"batch_size {config.batch_size} must divide over {dist.world_size} processes")
+    per_epoch = n_examples // config.batch_size
+    if per_epoch == 0:
+        raise ValueError(f"{n_examples} examples is less than one batch of {config.batch_size}")
+    total = config.max_steps or per_epoch * config.epochs
+    return per_epoch, total, math.ceil(total / per_epoch)
+
+
+def _seed_everything(config: LoopConfig, dist: DistInfo) -> torch.Generator:
+    """Seed every RNG a step may touch; returns the generator that batches and steps draw from."""
+    generator = torch.Generator().manual_seed(config.seed * 7919 + 17)
+    torch.manual_seed(config.seed * 104_729 + dist.rank)  # dropout differs per process, as it should
+    random.seed(config.seed)
+    np.random.seed(config.seed % 2**32)
+    return generator
+
+
+@dataclass
+class _Run:
+    """What one call of `run_loop` trains with, where it stands, and what it has recorded so far."""
+
+    step_module: nn.Module
+    model: nn.Module
+    trained: nn.Module  # step_module, wrapped for DDP when distributed
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    generator: torch.Generator
+    config: LoopConfig
+    dist: DistInfo
+    position: Position
+    n_examples: int
+    per_epoch: int  # batches per epoch
+    total: int  # optimizer steps of the whole run
+    checkpoint_dir: str | Path | None
+    identity: dict  # what a resume must find unchanged (data size, model config)
+    log_metrics: Callable[[dict, int], None] | None
+    bar: object = None  # the progress bar, when shown
+    losses: list[float] = field(default_factory=list)  # the total loss of each step
+    window: dict[str, list[float]] = field(default_factory=dict)  # step values since the last log
+    epoch_metrics: list[dict] = field(default_factory=list)
+
+    def train_epoch(self, make_batch: Callable[[Sequence[int], torch.Generator], object]) -> None:
+        """Run the current epoch's remaining batches (or up to the last step of the run)."""
+        order = epoch_order(self.n_examples, self.config.seed, self.position.epoch)
+        size = self.config.batch_size
+        while self.position.batch < self.per_epoch and self.position.step < self.total:
+            global_batch = order[self.position.batch * size : (self.position.batch + 1) * size]
+            batch = make_batch(global_batch[self.dist.rank :: self.dist.world_size], self.generator)
+            parts, grad_norm = self.optimizer_step(batch)
+            self.record(parts, grad_norm)
+            if self.config.checkpoint_every and self.position.step % self.config.checkpoint_every == 0:
+                self.checkpoint()
+
+    def optimizer_step(self, batch: object) -> tuple[dict, float]:
+        """Forward, backward, clip and update once; returns the step's loss parts and gradient norm."""
+        parts = self.trained(batch, self.generator)
+        loss = parts["loss"]
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at step {self.position.step + 1}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = clip_gradients(self.model, self.config.optim.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.position.step += 1
+        self.position.batch += 1
+        return parts, grad_norm
+
+    def record(self, parts: dict, grad_norm: float) -> None:
+        """Keep the step's loss, show it, and log the window's averages every `log_every` steps."""
+        value = float(parts["loss"].detach())
+        self.losses.append(value)
+        for key, part in parts.items():
+            self.window.setdefault(key, []).append(float(part.detach()) if torch.is_tensor(part) else float(part))
+        self.window.setdefault("grad_norm", []).append(grad_norm)
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{value:.4f}")
+        step = self.position.step
+        if step % max(1, self.config.log_every) == 0 or step == self.total:
+            if self.log_metrics and self.dist.is_main:
+                averaged = {f"train/{k}": sum(v) / len(v) for k, v in self.window.items()}
+                averaged["train/lr"] = self.scheduler.get_last_lr()[0]
+                self.log_metrics(averaged, step)
+            self.window.clear()
+
+    def end_epoch(self, on_epoch_end: Callable[[int, int], dict] | None) -> None:
+        """Move to the next epoch, evaluate on the main process, and checkpoint."""
+        finished = self.position.epoch
+        self.position.epoch += 1
+        self.position.batch = 0
+        if on_epoch_end is not None:
+            metrics = on_epoch_end(finished, self.position.step) if self.dist.is_main else {}
+            self.epoch_metrics.append(metrics)
+            if self.log_metrics and self.dist.is_main and metrics:
+                self.log_metrics(metrics, self.position.step)
+            self.trained.train()  # evaluation may have left the model in eval mode
+        self.checkpoint()
+
+    def checkpoint(self) -> None:
+        if self.checkpoint_dir and self.dist.is_main:
+            save_checkpoint(self.checkpoint_dir, self.model, self.optimizer, self.scheduler, self.position,
+                            self.generator, self.step_module, self.config, extra=self.identity,
+                            keep=self.config.keep_checkpoints)  # fmt: skip
 
 
 def _config_dict(model: nn.Module) -> dict | None:
