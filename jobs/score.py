@@ -3,10 +3,11 @@
     hcmrm score --date 2024-09-10 [--model-uri models:/hcmrm@champion | --model-version 3]
     spark-submit jobs/score.py --date 2024-09-10 [same flags]
 
-read:      query_ad_pairs for the day, ads, videos; the model version resolved once on the driver
+read:      query_ad_pairs for the day, ads, videos, video_texts (each video's text, built upstream by
+           pseudo-queries); the model version resolved once on the driver
 transform: validate pairs (reason per bad row) -> group the good ones by ad (one row per ad, its
-           queries in an array, the video's frames joined after grouping so they travel once per
-           ad) -> score with the engine in mapInArrow (udfs/score.py) -> pair rows
+           queries in an array, the video's text and frames joined after grouping so they travel
+           once per ad) -> score with the engine in mapInArrow (udfs/score.py) -> pair rows
 write:     scoring_rejects then relevance_scores for dt = the day (replaceWhere: a rerun replaces
            the day, never duplicates it), a row in scoring_runs, an MLflow run with the counts.
 Input pairs = scored + rejected is checked before anything is written.
@@ -35,6 +36,7 @@ from hcmrm.config_keys import reject_unknown_keys
 from hcmrm.scoring import IRRELEVANT_MAX_LABEL, LABELS, ScoringConfig
 from hcmrm.settings import CONF_DIR, Settings
 from jobs.common import script_main, settings_from_args, spark_from_args
+from jobs.pseudo_queries import VIDEO_TEXTS
 from jobs.tables import read_table, replace_partitions
 from udfs.score import ModelRef, score_ads
 
@@ -43,7 +45,7 @@ HELP = "score one day's query_ad_pairs with a registered model -> relevance_scor
 
 log = logging.getLogger("hcmrm.score")
 
-PAIRS, ADS, VIDEOS = "query_ad_pairs", "ads", "videos"  # inputs (DESIGN.md section 2)
+PAIRS, ADS, VIDEOS = "query_ad_pairs", "ads", "videos"  # inputs (DESIGN.md section 2), and VIDEO_TEXTS
 SCORES, REJECTS, RUNS = "relevance_scores", "scoring_rejects", "scoring_runs"  # outputs
 CONF_FILE = CONF_DIR / "jobs" / "score.yaml"
 
@@ -128,9 +130,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def model_uri_from_args(args: argparse.Namespace, settings: Settings) -> str:
+    from hcmrm.tracking.model_uri import champion_uri, version_uri
+
     if getattr(args, "model_version", None) is not None:
-        return f"models:/{settings.model_name}/{args.model_version}"
-    return args.model_uri or f"models:/{settings.model_name}@champion"
+        return version_uri(settings.model_name, args.model_version)
+    return args.model_uri or champion_uri(settings.model_name)
 
 
 # --- the model, resolved once on the driver ---------------------------------------------------------
@@ -139,9 +143,13 @@ def model_uri_from_args(args: argparse.Namespace, settings: Settings) -> str:
 def resolve_model(spark: SparkSession, settings: Settings, model_uri: str) -> ModelRef:
     """Resolve `model_uri` to one version, download it, check it loads, ship it to the executors."""
     from hcmrm.model.checkpoint import load_config_json
-    from hcmrm.tracking.registry import download_model
+    from hcmrm.tracking.model_uri import resolve
 
-    folder, version = download_model(settings, model_uri)
+    resolved = resolve(model_uri, settings)
+    version, folder = resolved.version, resolved.folder
+    if version is None:  # every output row names the version that scored it
+        raise ValueError(f"score needs a registered model (models:/<name>@<alias> or models:/<name>/<version>), "
+                         f"got {model_uri}")
     load_config_json(folder)  # fail here, on the driver, if the artifact is not an HCMRM model
     # A unique name: SparkContext.addFile refuses two different folders under one name.
     shipped = folder.parent / f"hcmrm-{version.name}-v{version.version}-{uuid.uuid4().hex[:8]}"
@@ -168,27 +176,25 @@ def arrow_batch_size(spark: SparkSession, rows: int):
 
 # --- read --------------------------------------------------------------------------------------------
 
-REQUIRED = {PAIRS: ("dt", "query", "ad_id"), ADS: ("ad_id", "video_id"), VIDEOS: ("video_id", "title", "frames")}
+REQUIRED = {PAIRS: ("dt", "query", "ad_id"), ADS: ("ad_id", "video_id"), VIDEOS: ("video_id", "dt", "frames"),
+            VIDEO_TEXTS: ("video_id", "dt", "video_text")}
 
 
-def read_inputs(spark: SparkSession, settings: Settings, date: str) -> tuple[DataFrame, DataFrame, DataFrame]:
-    """(the day's pairs, ads, videos), each checked for the columns the job needs."""
+def read_inputs(spark: SparkSession, settings: Settings, date: str) -> tuple[DataFrame, ...]:
+    """(the day's pairs, ads, videos, video texts), each checked for the columns the job needs."""
     frames = {}
-    for name in (PAIRS, ADS, VIDEOS):
+    for name in (PAIRS, ADS, VIDEOS, VIDEO_TEXTS):
         path = settings.table(name)
         try:
             frames[name] = read_table(spark, path)
         except Exception as err:
-            raise FileNotFoundError(f"input table {name} cannot be read at {path}: {err}") from err
+            hint = " (run `hcmrm pseudo-queries` for the videos' dates)" if name == VIDEO_TEXTS else ""
+            raise FileNotFoundError(f"input table {name} cannot be read at {path}{hint}: {err}") from err
         missing = [c for c in REQUIRED[name] if c not in frames[name].columns]
         if missing:
             raise ValueError(f"table {name} at {path} lacks columns {missing}")
-    videos = frames[VIDEOS]
-    for column in ("ocr_text", "asr_text"):  # optional text fields
-        if column not in videos.columns:
-            videos = videos.withColumn(column, F.lit(None).cast("string"))
     pairs = frames[PAIRS].where(F.col("dt").cast("string") == date)
-    return pairs, frames[ADS], videos
+    return pairs, frames[ADS], frames[VIDEOS], frames[VIDEO_TEXTS]
 
 
 # --- transforms ---------------------------------------------------------------------------------------
@@ -201,24 +207,28 @@ def dimension_columns(pairs: DataFrame, ads: DataFrame, dimensions) -> tuple[lis
     return from_pairs, from_ads
 
 
-def validate_pairs(pairs: DataFrame, ads: DataFrame, videos: DataFrame, dimensions=()) -> DataFrame:
+def validate_pairs(pairs: DataFrame, ads: DataFrame, videos: DataFrame, video_texts: DataFrame,
+                   dimensions=()) -> DataFrame:
     """Each input pair with its ad's `video_id`, the ads' dimensions and `reason` (null = scoreable).
 
     Reasons: null_ad_id, null_query, empty_query, unknown_ad, duplicate_ad, no_video, unknown_video,
-    duplicate_video, duplicate_pair (a repeated (query, ad_id): the first by impressions is kept).
+    duplicate_video, no_video_text (video_texts has no row for the video's (video_id, dt): its text
+    is never rebuilt here), duplicate_pair (a repeated (query, ad_id): the first by impressions is kept).
     """
     _, from_ads = dimension_columns(pairs, ads, dimensions)
     ad_keys = ads.groupBy("ad_id").agg(
         F.count(F.lit(1)).alias("_ad_rows"), F.first("video_id").alias("video_id"),
         *[F.first(d).alias(d) for d in from_ads],
     )
-    video_keys = videos.groupBy("video_id").agg(F.count(F.lit(1)).alias("_video_rows"))
+    video_keys = videos.groupBy("video_id").agg(F.count(F.lit(1)).alias("_video_rows"), F.first("dt").alias("_dt"))
+    text_keys = video_texts.select("video_id", F.col("dt").alias("_dt"), F.lit(True).alias("_has_text")).distinct()
     order = F.col("impressions").desc_nulls_last() if "impressions" in pairs.columns else F.lit(0)
     first = F.row_number().over(Window.partitionBy("query", "ad_id").orderBy(order))
     df = (
         pairs.withColumn("_nth", first)
         .join(ad_keys, "ad_id", "left")
         .join(video_keys, "video_id", "left")
+        .join(text_keys, ["video_id", "_dt"], "left")
     )
     reason = (
         F.when(F.col("ad_id").isNull(), "null_ad_id")
@@ -229,13 +239,15 @@ def validate_pairs(pairs: DataFrame, ads: DataFrame, videos: DataFrame, dimensio
         .when(F.col("video_id").isNull(), "no_video: the ad has no video_id")
         .when(F.col("_video_rows").isNull(), "unknown_video: the ad's video_id is not in videos")
         .when(F.col("_video_rows") > 1, "duplicate_video: the ad's video_id appears more than once in videos")
+        .when(F.col("_has_text").isNull(), "no_video_text: video_texts has no text for the ad's video")
         .when(F.col("_nth") > 1, "duplicate_pair: (dt, query, ad_id) repeated in the input")
     )
-    return df.withColumn("reason", reason).drop("_ad_rows", "_video_rows", "_nth")
+    return df.withColumn("reason", reason).drop("_ad_rows", "_video_rows", "_dt", "_has_text", "_nth")
 
 
-def ad_major(valid: DataFrame, videos: DataFrame, pair_columns: list[str], ad_columns: list[str]) -> DataFrame:
-    """One row per ad: its dimensions, its video's text and frames, and `pairs` array<struct<query, ...>>.
+def ad_major(valid: DataFrame, videos: DataFrame, video_texts: DataFrame, pair_columns: list[str],
+             ad_columns: list[str]) -> DataFrame:
+    """One row per ad: its dimensions, its video's `video_text` and frames, and `pairs` array<struct<query, ...>>.
 
     The pairs are grouped first, then the video content is joined to the (few) grouped rows, and
     only the videos the day needs are read for it: frame bytes travel once per ad.
@@ -244,8 +256,10 @@ def ad_major(valid: DataFrame, videos: DataFrame, pair_columns: list[str], ad_co
         F.collect_list(F.struct(*pair_columns)).alias("pairs")
     )
     needed = valid.select("video_id").distinct()
-    content = videos.select("video_id", "title", "ocr_text", "asr_text", "frames").join(
-        F.broadcast(needed), "video_id", "left_semi"
+    content = (
+        videos.select("video_id", "dt", "frames").join(F.broadcast(needed), "video_id", "left_semi")
+        .join(video_texts.select("video_id", "dt", "video_text"), ["video_id", "dt"])
+        .drop("dt")
     )
     return grouped.join(content, "video_id")
 
@@ -372,12 +386,13 @@ def output_rows(date: str, validated: DataFrame, scored: DataFrame, dims: list[s
 def _score_and_write(spark, settings, config, date, model, run_id) -> DateResult:
     started = time.perf_counter()
     now = dt_.datetime.now(dt_.timezone.utc).replace(tzinfo=None)
-    pairs, ads, videos = read_inputs(spark, settings, date)
+    pairs, ads, videos, video_texts = read_inputs(spark, settings, date)
     from_pairs, from_ads = dimension_columns(pairs, ads, config.dimensions)
     impressions = ["impressions"] if "impressions" in pairs.columns else []
 
-    validated = validate_pairs(pairs, ads, videos, config.dimensions).persist(StorageLevel.MEMORY_AND_DISK)
-    ad_rows = ad_major(validated.where(F.col("reason").isNull()), videos, ["query", *impressions, *from_pairs], from_ads)
+    validated = validate_pairs(pairs, ads, videos, video_texts, config.dimensions).persist(StorageLevel.MEMORY_AND_DISK)
+    valid = validated.where(F.col("reason").isNull())
+    ad_rows = ad_major(valid, videos, video_texts, ["query", *impressions, *from_pairs], from_ads)
     scored = score_ads(ad_rows, model, config.engine, config.device, config.require_text)
     scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
     try:
