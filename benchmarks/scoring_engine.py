@@ -5,8 +5,8 @@ videos, the scoreable pairs only: ~1,530 pairs over ~470 ads, 200 of them with a
 the rest text-only), --repeat times over with fresh ad ids for a longer run, or cut to --limit pairs.
 --frames K gives every framed ad K frames (copies of its photo) to look like a video ad;
 --framed-only keeps only the ads with frames (most sample ads are text-only Bilibili titles).
-Each ad's text (keyword_sequence) is built once, before timing. The model is a preset with random
-weights: speed does not depend on training.
+Each video's text (hcmrm.text.video_text, standing in for the `video_texts` table the job reads) is
+built once, before timing. The model is a preset with random weights: speed does not depend on training.
 
 Both sides score the same pairs with the same Scorer settings (batch sizes, length sorting, bf16 on
 CUDA); a warm-up call, then --rounds alternating timed runs, the fastest of each side kept:
@@ -36,7 +36,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from hcmrm.model.network import build_model  # noqa: E402
-from hcmrm.text.pseudo_query import keyword_sequence  # noqa: E402
+from hcmrm.text.video_text import build_video_text  # noqa: E402
 from hcmrm.scoring import AdPairs, Scorer, ScoringConfig  # noqa: E402
 from hcmrm.model.tokenizer import Tokenizer  # noqa: E402
 
@@ -56,9 +56,15 @@ def read_sample(sample: Path, date: str, repeat: int = 1) -> tuple[pd.DataFrame,
     return pairs, ads, videos
 
 
-def group_ads(pairs: pd.DataFrame, ads: pd.DataFrame, videos: pd.DataFrame, frames: int = 0,
+def video_texts(videos: pd.DataFrame) -> dict[str, str]:
+    """video_id -> the model's text (jieba's IDF: speed only), as `video_texts` gives the job, built before timing."""
+    return {v: build_video_text(t, o, a) for v, t, o, a in zip(videos.video_id, videos.title, videos.ocr_text,
+                                                                 videos.asr_text)}
+
+
+def group_ads(pairs: pd.DataFrame, ads: pd.DataFrame, videos: pd.DataFrame, texts: dict[str, str], frames: int = 0,
               limit: int | None = None) -> list[AdPairs]:
-    """The scoreable pairs grouped by ad, with each ad's text built once, as the job hands them to the engine."""
+    """The scoreable pairs grouped by ad with their video's ready text, as the job hands them to the engine."""
     pairs = pairs[pairs["query"].fillna("").str.strip().ne("")]
     pairs = pairs.merge(ads, on="ad_id").merge(videos.drop(columns="dt"), on="video_id")
     if limit:
@@ -66,7 +72,7 @@ def group_ads(pairs: pd.DataFrame, ads: pd.DataFrame, videos: pd.DataFrame, fram
     out = []
     for ad_id, group in pairs.groupby("ad_id", sort=True):
         first = group.iloc[0]
-        text = keyword_sequence(first.title, first.ocr_text, first.asr_text)
+        text = texts[first.video_id]
         if not text.strip():
             continue  # the job rejects ads without text before the engine
         video = list(first.frames) if first.frames is not None else []
@@ -137,7 +143,8 @@ def main() -> None:
     tokenizer = Tokenizer.from_config(model.config)
     scorer = Scorer(model, tokenizer, config, device)
     naive_scorer = Scorer(model, tokenizer, config, device)  # same budgets: chunks of <= 256 frames, 8,192 pairs
-    ads = group_ads(*read_sample(args.sample, args.date, args.repeat), args.frames, args.limit)
+    day = read_sample(args.sample, args.date, args.repeat)
+    ads = group_ads(*day, video_texts(day[2]), args.frames, args.limit)
     if args.framed_only:
         ads = [ad for ad in ads if ad.frames]
     load = os.getloadavg()[0]

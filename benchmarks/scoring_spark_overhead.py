@@ -9,7 +9,8 @@ for a longer run), written as Delta tables in a temp lake; a --preset model with
   relevance_scores + scoring_rejects written, counts reconciled, MLflow run. Also its scoring stage
   alone (the action that runs the scorer; `pairs_per_second` of the job's own log).
 - Engine: one Python process, torch threads = cores: pandas reads the same Parquet, groups by ad,
-  builds each ad's text, decodes and scores (hcmrm.scoring.Scorer), nothing written.
+  decodes and scores (hcmrm.scoring.Scorer), nothing written. Neither side builds video texts: they
+  are made upstream, once (the job reads the `video_texts` table written here from the same texts).
 
 Warm-up first (JVM, Python workers with torch and the model loaded; the engine once), then one
 timed run of each. Ratio = Spark pairs/s over engine pairs/s. The machine may be shared: the load
@@ -37,7 +38,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 
-from scoring_engine import SAMPLE, group_ads, read_sample  # noqa: E402
+from scoring_engine import SAMPLE, group_ads, read_sample, video_texts  # noqa: E402
 
 
 def register(settings, preset: str, root: Path) -> None:
@@ -57,7 +58,7 @@ def register(settings, preset: str, root: Path) -> None:
     set_alias(settings, register_version(settings, run.info.run_id, source).version)
 
 
-def engine_run(sample: Path, date: str, repeat: int, model_dir: Path, threads: int) -> dict:
+def engine_run(sample: Path, date: str, repeat: int, model_dir: Path, threads: int, texts: dict) -> dict:
     import torch
 
     from hcmrm.config import load
@@ -67,9 +68,9 @@ def engine_run(sample: Path, date: str, repeat: int, model_dir: Path, threads: i
     torch.set_num_threads(threads)
     config = load(ScoreJobConfig, CONF_FILE).engine
     scorer = Scorer.from_dir(model_dir, config)
-    scorer.score(group_ads(*read_sample(sample, date, 1))[:8])  # warm-up
+    scorer.score(group_ads(*read_sample(sample, date, repeat), texts)[:8])  # warm-up
     start = time.perf_counter()
-    ads = group_ads(*read_sample(sample, date, repeat))
+    ads = group_ads(*read_sample(sample, date, repeat), texts)
     results = scorer.score(ads)
     seconds = time.perf_counter() - start
     pairs = sum(len(a.queries) for a, r in zip(ads, results) if r.reason is None)
@@ -86,10 +87,11 @@ def main() -> None:
     parser.add_argument("--sample", type=Path, default=SAMPLE)
     args = parser.parse_args()
 
-    from hcmrm.tracking.registry import download_model
     from hcmrm.settings import Settings
+    from hcmrm.tracking.model_uri import champion_uri, resolve
     from hcmrm.tracking.store import use_experiment
     from hcmrm.config import load
+    from hcmrm.tables import VIDEO_TEXTS
     from jobs.score import CONF_FILE, ScoreJobConfig, resolve_model, score_date
     from jobs.session import arrow_batch_rows, spark_session
     from jobs.tables import overwrite_table
@@ -101,12 +103,16 @@ def main() -> None:
     spark = spark_session(args.profile, app_name="hcmrm-bench-score")
     cores = spark.sparkContext.defaultParallelism
     pairs, ads, videos = read_sample(args.sample, args.date, args.repeat)
-    for name, df, part in (("query_ad_pairs", pairs, "dt"), ("ads", ads, None), ("videos", videos, "dt")):
+    texts = video_texts(videos)
+    rows = videos[["video_id", "dt"]].assign(video_text=videos.video_id.map(texts), text_settings="{}",
+                                             text_fingerprint="benchmark")
+    for name, df, part in (("query_ad_pairs", pairs, "dt"), ("ads", ads, None), ("videos", videos, "dt"),
+                           (VIDEO_TEXTS.name, rows, "dt")):
         overwrite_table(spark.createDataFrame(df), settings.table(name), part)
 
     config = load(ScoreJobConfig, CONF_FILE)
     experiment = use_experiment(settings, config.experiment)
-    model = resolve_model(spark, settings, "models:/bench@champion")
+    model = resolve_model(spark, settings, champion_uri(settings.model_name))
     load_before = os.getloadavg()[0]
     with arrow_batch_rows(spark, config.ads_per_arrow_batch), contextlib.redirect_stderr(io.StringIO()):
         score_date(spark, settings, config, args.date, model, experiment)  # warm-up: workers load torch + model
@@ -119,8 +125,8 @@ def main() -> None:
         "job_pairs_per_s": round(result.scored_pairs / job_seconds, 1),
         "scoring_stage_pairs_per_s": round(result.pairs_per_second, 1), "python_workers": cores,
     }
-    model_dir, _ = download_model(settings, "models:/bench@champion")
-    engine = engine_run(args.sample, args.date, args.repeat, model_dir, threads=cores)
+    model_dir = resolve(champion_uri(settings.model_name), settings).folder
+    engine = engine_run(args.sample, args.date, args.repeat, model_dir, cores, texts)
     report = {
         "preset": args.preset, "profile": args.profile, "date": args.date, "repeat": args.repeat,
         "spark_job": spark_side, "engine_alone": engine,

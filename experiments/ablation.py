@@ -144,7 +144,9 @@ def labeled_examples(path: Path, limit: int | None = None):
     pairs = read_labeled(path).pairs
     if limit:
         pairs = pairs.sample(n=min(limit, len(pairs)), random_state=0)
-    return to_examples(build_texts(pairs))
+    from jobs.pseudo_queries import JobConfig  # how video texts are built (titles only here: the bound matters)
+
+    return to_examples(build_texts(pairs, settings=JobConfig.load().text_settings()))
 
 
 # --- runs ----------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ class AdPairs:
     """One ad and the queries it is scored against."""
 
     ad_id: str
-    text: str  # the ad video's keyword sequence (hcmrm.text.pseudo_query.keyword_sequence)
+    text: str  # the video text the model reads (hcmrm.text.video_text; the `video_texts` table)
     frames: Sequence[bytes]  # encoded frames (JPEG/PNG), possibly none: the ad is then scored on text alone
     queries: Sequence[str]
 
@@ -111,6 +111,34 @@ class Scorer:
             for i, result in zip(chunk, self._score_chunk([ads[i] for i in chunk])):
                 results[i] = result
         return results
+
+    def score_pairs(self, queries: Sequence[str], texts: Sequence[str],
+                    frames: Sequence[Sequence[bytes] | None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(probs [N, 4], score [N]) of (query, video text[, frames]) pairs, in their order.
+
+        Pairs that share a video (same text and frames) become one ad, so offline evaluation runs
+        exactly what the nightly job runs. Undecodable frames are an error here, not a reject.
+        """
+        if len(queries) != len(texts) or (frames is not None and len(frames) != len(queries)):
+            raise ValueError(f"{len(queries)} queries, {len(texts)} texts and {len(frames or [])} frame lists")
+        ads: dict[tuple, AdPairs] = {}
+        rows: dict[tuple, list[int]] = {}  # the pairs of each ad, by position in the input
+        for i, (query, text) in enumerate(zip(queries, texts)):
+            video = list(frames[i] or []) if frames is not None else []
+            key = (text, tuple(video))
+            if key not in ads:
+                ads[key] = AdPairs(f"video {len(ads)}", text, video, [])
+                rows[key] = []
+            ads[key].queries.append(query)
+            rows[key].append(i)
+        probs = np.empty((len(queries), len(GRADE_NAMES)), dtype=np.float32)
+        score = np.empty(len(queries), dtype=np.float32)
+        for key, result in zip(ads, self.score(list(ads.values()))):
+            if result.reason is not None:
+                raise ValueError(f"pair {rows[key][0]} (text {key[0][:40]!r}): {result.reason}")
+            probs[rows[key]] = result.probs
+            score[rows[key]] = result.score
+        return probs, score
 
     def _frame_count(self, ad: AdPairs) -> int:
         return min(len(ad.frames or ()), self.max_frames)

@@ -75,6 +75,10 @@ DUPLICATE_PAIR = RejectReason(
     "duplicate_pair: (dt, query, ad_id) repeated in the input",
     "a repeated pair of the day: the row with the most impressions is scored, the others rejected",
 )
+NO_VIDEO_TEXT = RejectReason(
+    "no_video_text: video_texts has no text for the ad's video",
+    "the pseudo-queries job has not written the video's text for its (video_id, dt); it is never rebuilt here",
+)
 EMPTY_TEXT = RejectReason(
     "empty_text: the ad's video has no title, OCR or ASR text to score against",
     "the ad's video has no text at all (rejected only while the score job's require_text is on)",
@@ -151,6 +155,13 @@ PRETRAIN_PAIRS = Table(
                ("frames", FRAMES), ("n_frames", pa.int32())]),
     key=("video_id", "dt"), partition="dt",
 )
+VIDEO_TEXTS = Table(  # one row per (video_id, dt): the model's text about the video, read by score and finetune
+    "video_texts",
+    pa.schema([("video_id", pa.string()), ("dt", pa.string()), ("video_text", pa.string()),
+               ("text_settings", pa.string()),  # JSON of hcmrm.text.video_text.describe: keywords, max_chars, IDF
+               ("text_fingerprint", pa.string())]),  # its short digest: equal fingerprints, texts made the same way
+    key=("video_id", "dt"), partition="dt",
+)
 PRETRAIN_REJECTS = Table(
     "pretrain_rejects",
     pa.schema([("video_id", pa.string()), ("dt", pa.string()), ("reason", pa.string()), ("rejected_at", TIMESTAMP)]),
@@ -174,7 +185,7 @@ SCORING_REJECTS = Table(
                ("model_version", pa.string()), ("scoring_run_id", pa.string()), ("rejected_at", TIMESTAMP)]),
     key=("dt", "query", "ad_id"), partition="dt",
     reasons=(NULL_AD_ID, NULL_QUERY, EMPTY_QUERY, UNKNOWN_AD, DUPLICATE_AD, NO_VIDEO, UNKNOWN_VIDEO,
-             DUPLICATE_VIDEO, DUPLICATE_PAIR, EMPTY_TEXT, UNDECODABLE_FRAMES),
+             DUPLICATE_VIDEO, NO_VIDEO_TEXT, DUPLICATE_PAIR, EMPTY_TEXT, UNDECODABLE_FRAMES),
 )
 SCORING_RUNS = Table(  # appended, one row per finished scoring of a day: an audit log backfill reads
     "scoring_runs",
@@ -195,5 +206,5 @@ IRRELEVANT_RATE_DAILY = Table(
 )
 
 TABLES = {t.name: t for t in (VIDEOS, ADS, QUERY_AD_PAIRS, LABELED_PAIRS, KEYWORD_IDF, PRETRAIN_PAIRS,
-                              PRETRAIN_REJECTS, RELEVANCE_SCORES, SCORING_REJECTS, SCORING_RUNS,
+                              VIDEO_TEXTS, PRETRAIN_REJECTS, RELEVANCE_SCORES, SCORING_REJECTS, SCORING_RUNS,
                               IRRELEVANT_RATE_DAILY)}

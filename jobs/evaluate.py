@@ -3,12 +3,16 @@
     hcmrm evaluate --model models:/hcmrm@champion --data dev.json [--positive-label 2] [--split dev]
     hcmrm evaluate --model runs/finetune/model --data /work/shared/data/qbqtc/dev.json
 
---model is `models:/<name>@<alias>`, `models:/<name>/<version>` or a local model folder. --data is
-any labeled file in the formats of the public sets: a JSON array, JSON lines or Parquet with
-`query`, `title` (or `text`) and a label column `label` or `relevant`, int or string. Labels >=
---positive-label are relevant (2 on both the 4-level 0..3 scale and QBQTC's 3-level 0..2 scale).
-Output keys: auc, spearman, accuracy, ndcg, n (null where undefined). Rejected rows are counted on
-stderr and left out of n. No Spark: this reads the file directly.
+--model is `models:/<name>@<alias>`, `models:/<name>/<version>`, `runs:/<run_id>/model` or a local
+model folder. --data is any labeled file in the formats of the public sets: a JSON array, JSON
+lines or Parquet with `query`, `title` (or `text`) and a label column `label` or `relevant`, int or
+string. Labels >= --positive-label are relevant (2 on both the 4-level 0..3 scale and QBQTC's
+3-level 0..2 scale). Output keys: auc, spearman, accuracy, ndcg, n (null where undefined). Rejected
+rows are counted on stderr and left out of n.
+
+The pairs are scored by the production engine (hcmrm.scoring.Scorer), and each row's video text is
+built as the pseudo-queries job builds `video_texts` (--text-conf). No Spark, unless rows carry
+OCR/ASR text and the text settings use the lake's corpus IDF (then `keyword_idf` is read).
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
-from jobs.common import script_main, settings_from_args
+from jobs.common import script_main, settings_from_args, spark_from_args
+from jobs.pseudo_queries import CONF_FILE as TEXT_CONF  # the settings video texts are built with
 
 COMMAND = "evaluate"
 HELP = "metrics (AUC, Spearman, accuracy, NDCG) of a model on a labeled JSON/Parquet file, as JSON"
@@ -27,11 +33,14 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="models:/<name>@<alias>, models:/<name>/<version> or a folder")
+    parser.add_argument("--model", required=True,
+                        help="models:/<name>@<alias>, models:/<name>/<version>, runs:/<run_id>/model or a folder")
     parser.add_argument("--data", required=True, help="labeled pairs: JSON array, JSON lines or Parquet")
     parser.add_argument("--positive-label", type=int, default=2, help="labels >= this are relevant (default 2)")
     parser.add_argument("--split", help="only rows of this split (when the data has a split column)")
-    parser.add_argument("--batch-size", type=int, default=256, help="pairs per inference batch")
+    parser.add_argument("--batch-size", type=int, help="pairs per forward pass (default: the scoring engine's)")
+    parser.add_argument("--text-conf", type=Path, default=TEXT_CONF,
+                        help=f"how video texts are built: the pseudo-queries job's settings (default {TEXT_CONF})")
     parser.add_argument("--limit", type=int, help="evaluate the first N pairs only")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
 
@@ -39,9 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from hcmrm.model.checkpoint import load_model
+    from hcmrm.tracking.model_uri import resolve
     from hcmrm.train.finetune import evaluate
-    from hcmrm.train.labeled_data import build_texts, read_labeled, to_examples
-    from hcmrm.tracking.registry import load_registered
+    from hcmrm.train.labeled_data import read_labeled, to_examples
+    from jobs.pseudo_queries import labeled_texts
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -52,10 +63,12 @@ def run(args: argparse.Namespace) -> int:
     pairs = data.pairs.head(args.limit) if args.limit else data.pairs
     if len(pairs) == 0:
         raise SystemExit(f"no usable labeled pairs in {args.data}")
-    model, version = load_registered(settings, args.model)
-    if version is not None:
-        log.info("model %s = %s version %s (run %s)", args.model, version.name, version.version, version.run_id)
-    metrics = evaluate(model, to_examples(build_texts(pairs)), args.positive_label, args.batch_size)
+    model = resolve(args.model, settings)
+    if model.version is not None:
+        log.info("model %s = %s version %s (run %s)", args.model, model.version.name, model.version.version,
+                 model.version.run_id)
+    pairs = labeled_texts(pairs, settings, lambda: spark_from_args(args, settings, COMMAND), args.text_conf)
+    metrics = evaluate(load_model(model.folder), to_examples(pairs), args.positive_label, args.batch_size)
     print(json.dumps(metrics.as_dict()))
     return 0
 

@@ -11,12 +11,15 @@
 Labeled pairs come from the lake's Delta table `labeled_pairs` (query, title, label, split; rows of
 split `train` to train, `dev` to evaluate), or from --train/--dev: a Delta table, Parquet, a JSON
 array or JSON lines, with `query`, a video text (`title` [+ `ocr_text`, `asr_text`] or `text`) or a
-`video_id` looked up in the `videos` table, optional `frames`, and `label`/`relevant` 0..3. Rows that
-cannot be used are counted and logged to the MLflow run (`rejects.json`), never silently dropped.
+`video_id` (its text from `video_texts`, its frames from `videos`), optional `frames`, and
+`label`/`relevant` 0..3. A title [+ OCR/ASR] becomes the model's text as the pseudo-queries job
+builds `video_texts` (same function, same settings: --text-conf). Rows that cannot be used are
+counted and logged to the MLflow run (`rejects.json`), never silently dropped.
 
 Each epoch ends with an evaluation on dev (AUC with label >= 2, Spearman, accuracy, per-query
-NDCG). The model folder is logged to the MLflow run (experiment `hcmrm-finetune`) and registered as
-a new version of the model with its metrics; the alias `champion` moves to it only when it beats the
+NDCG), scored by the production engine (hcmrm.scoring.Scorer), as is the gate's. The model folder
+is logged to the MLflow run (experiment `hcmrm-finetune`) and registered as a new version of the
+model with its metrics; the alias `champion` moves to it only when it beats the
 current champion on --gate-metric, measured on the same dev data; the decision is logged either way.
 Prints one JSON line: run id, model version, metrics, gate decision.
 """
@@ -37,7 +40,9 @@ from pathlib import Path
 from hcmrm.config import load, to_dict
 from hcmrm.settings import CONF_DIR, Settings
 from jobs.common import configure_logging, script_main, settings_from_args
+from hcmrm.tables import VIDEO_TEXTS
 from jobs.pretrain import add_training_arguments, is_plain_file, launch, tracked_run, training_overrides
+from jobs.pseudo_queries import CONF_FILE as TEXT_CONF
 
 COMMAND = "finetune"
 HELP = "fine-tune HCMRM on labeled pairs, evaluate, register in MLflow, move champion if better"
@@ -54,6 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-split", default="train", help="rows of this split train (when there is a split column)")
     parser.add_argument("--dev-split", default="dev", help="rows of this split evaluate")
     parser.add_argument("--videos", help="videos table for pairs given by video_id (default: the lake's videos)")
+    parser.add_argument("--text-conf", type=Path, default=TEXT_CONF,
+                        help=f"how a title [+ OCR/ASR] becomes the model's text (default {TEXT_CONF})")
     parser.add_argument("--loss", choices=("hierarchical_softmax", "bce"), help="default: the training YAML's")
     parser.add_argument("--init", help="start from a model folder, a checkpoint root, runs:/.../model or models:/...")
     parser.add_argument("--limit", type=int, help="train on at most this many pairs (a quick run)")
@@ -74,10 +81,11 @@ def load_config(args: argparse.Namespace):
 # --- read ---------------------------------------------------------------------------------------
 
 
-def with_video_text(labeled, videos):
-    """Pairs given by video_id get the video's title, OCR, ASR and frames (its latest dt); a transform.
+def with_video_text(labeled, videos, video_texts):
+    """Pairs given by video_id get their video's `text` (from video_texts, as scoring reads it) and frames,
+    of the video's latest dt; a transform.
 
-    A pair whose video is unknown keeps a null title, and is rejected downstream with that reason.
+    A pair whose video or text is unknown keeps a null text, and is rejected downstream with that reason.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -85,11 +93,10 @@ def with_video_text(labeled, videos):
     if "title" in labeled.columns or "text" in labeled.columns or "video_id" not in labeled.columns:
         return labeled
     latest = Window.partitionBy("video_id").orderBy(F.col("dt").desc())
-    video_columns = [c for c in ("title", "ocr_text", "asr_text", "frames") if c in videos.columns]
-    newest = (
-        videos.withColumn("_n", F.row_number().over(latest)).where("_n = 1").select("video_id", *video_columns)
-    )
-    return labeled.join(newest, "video_id", "left")
+    frames = ["frames"] if "frames" in videos.columns else []
+    newest = videos.withColumn("_n", F.row_number().over(latest)).where("_n = 1").select("video_id", "dt", *frames)
+    texts = video_texts.select("video_id", "dt", F.col("video_text").alias("text"))
+    return labeled.join(newest.join(texts, ["video_id", "dt"], "left").drop("dt"), "video_id", "left")
 
 
 def read_frame(path: str | None, args: argparse.Namespace, settings: Settings):
@@ -106,11 +113,14 @@ def read_frame(path: str | None, args: argparse.Namespace, settings: Settings):
     if "://" not in path and not Path(path).exists():
         raise SystemExit(f"no labeled pairs at {path}: run `hcmrm build-lake`, or pass --train FILE")
     df = read_table(spark, path)
-    videos_path = args.videos or settings.table("videos")
+    videos_path, texts_path = args.videos or settings.table("videos"), settings.table(VIDEO_TEXTS.name)
     if "video_id" in df.columns and "title" not in df.columns and "text" not in df.columns:
         if not (is_delta_table(spark, videos_path) or Path(videos_path).exists()):
             raise SystemExit(f"{path} names videos by video_id but there is no videos table at {videos_path}")
-        df = with_video_text(df, read_table(spark, videos_path))
+        if not is_delta_table(spark, texts_path):
+            raise SystemExit(f"{path} names videos by video_id but there is no {VIDEO_TEXTS.name} table at {texts_path}: "
+                             f"run `hcmrm pseudo-queries` first")
+        df = with_video_text(df, read_table(spark, videos_path), read_table(spark, texts_path))
     return df.toPandas()
 
 
@@ -122,7 +132,9 @@ def read_labeled_sets(args: argparse.Namespace, settings: Settings):
     """(train pairs, dev pairs, rejects) after validation (hcmrm.train.labeled_data)."""
     import pandas as pd
 
-    from hcmrm.train.labeled_data import build_texts, normalize
+    from hcmrm.train.labeled_data import normalize
+    from jobs.common import spark_from_args
+    from jobs.pseudo_queries import labeled_texts
 
     train_frame = read_frame(args.train, args, settings)
     dev_frame = read_frame(args.dev, args, settings) if args.dev else train_frame
@@ -135,8 +147,12 @@ def read_labeled_sets(args: argparse.Namespace, settings: Settings):
     if args.limit:
         train.pairs = train.pairs.head(args.limit)
     rejects = pd.concat([r.rejects.assign(set=name) for name, r in (("train", train), ("dev", dev)) if r is not None])
-    train_pairs = build_texts(train.pairs)
-    dev_pairs = build_texts(dev.pairs) if dev is not None and len(dev.pairs) else None
+
+    def texts(pairs):  # as video_texts are built; Spark only when an OCR/ASR row needs the lake's IDF
+        return labeled_texts(pairs, settings, lambda: spark_from_args(args, settings, COMMAND), args.text_conf)
+
+    train_pairs = texts(train.pairs)
+    dev_pairs = texts(dev.pairs) if dev is not None and len(dev.pairs) else None
     if len(train_pairs) == 0:
         raise SystemExit("no usable training pairs" + (f" ({len(rejects)} rejected)" if len(rejects) else ""))
     return train_pairs, dev_pairs, rejects
@@ -254,9 +270,12 @@ def finish(settings, args, config, result, mlrun, rejects, rejected, dev, data_i
                                         description=f"finetune {config.loss}, init {args.init or 'scratch'}")
     gate.record_version_metrics(settings, version.version, result.metrics, data_id)
 
-    def evaluate_champion(uri: str) -> dict:
-        model, _ = registry.load_registered(settings, uri)
-        return evaluate(model, dev, config.positive_label, config.eval_batch_size).as_dict()
+    def evaluate_champion(uri: str) -> dict:  # on the candidate's dev set, through the same engine
+        from hcmrm.model.checkpoint import load_model
+        from hcmrm.tracking.model_uri import resolve
+
+        champion = load_model(resolve(uri, settings).folder)
+        return evaluate(champion, dev, config.positive_label, config.eval_batch_size).as_dict()
 
     decision = gate.apply_gate(settings, version.version, result.metrics, config.gate_metric, data_id,
                                evaluate_champion, config.gate_min_delta)

@@ -1,4 +1,4 @@
-"""pseudo-queries: videos -> corpus IDF (`keyword_idf`) -> `pretrain_pairs`, bad rows -> `pretrain_rejects`.
+"""pseudo-queries: videos -> IDF (`keyword_idf`) -> `pretrain_pairs` + `video_texts`, bad rows -> `pretrain_rejects`.
 
     hcmrm pseudo-queries --date 2024-08-18 [--input PATH] [--seed 0] [--top-k 8] [--idf corpus]
     hcmrm pseudo-queries --all-dates
@@ -7,9 +7,11 @@
 Each video with usable text, a keyword and decodable frames becomes one pre-training pair: a
 pseudo-query (1..k of its keywords, sampled with a seed derived from --seed and the video id),
 the context text (the video text without them), the video keyword sequence (the model's text
-input) and the frames. Any other row goes to `pretrain_rejects` with a reason. Both tables are
-partitioned by `dt` and a rerun of a date replaces it. The counts must reconcile, input = pairs
-+ rejects, or the job fails before writing.
+input) and the frames. Any other row goes to `pretrain_rejects` with a reason. Every video with a
+usable key also gets one row in `video_texts`: the text the model reads about it (the score job
+joins it), with the settings that made it. The tables are partitioned by `dt` and a rerun of a
+date replaces it. The counts must reconcile, input = pairs + rejects and video texts = input -
+key rejects, or the job fails before writing.
 
 The corpus IDF (`--idf corpus`, the default) is counted over this run's input and replaces
 `keyword_idf`; `--idf stored` reuses the table from an earlier run (say, an --all-dates one);
@@ -19,9 +21,11 @@ The corpus IDF (`--idf corpus`, the default) is counted over this run's input an
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import re
 import sys
+from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -32,8 +36,11 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from hcmrm.config import load
-from hcmrm.tables import DUPLICATE_VIDEO_ID, KEYWORD_IDF, MISSING_VIDEO_ID, PRETRAIN_PAIRS, PRETRAIN_REJECTS, VIDEOS
+from hcmrm.tables import (
+    DUPLICATE_VIDEO_ID, KEYWORD_IDF, MISSING_VIDEO_ID, PRETRAIN_PAIRS, PRETRAIN_REJECTS, VIDEO_TEXTS, VIDEOS,
+)
 from hcmrm.text.keywords import Idf, KeywordConfig
+from hcmrm.text.video_text import TextSettings, describe, fingerprint
 from hcmrm.settings import CONF_DIR, Settings
 from jobs.common import script_main, settings_from_args, spark_from_args
 from jobs.session import arrow_batch_rows
@@ -56,6 +63,10 @@ class JobConfig:
     max_sequence_chars: int = 128  # length bound of the video keyword sequence (video_text)
     arrow_batch_rows: int = 512  # rows per Arrow batch into Python (frames make rows heavy), unless the profile sets it
     partitions: int = 0  # tasks per pass; 0 = max(cores, input partitions)
+
+    def text_settings(self) -> TextSettings:
+        """How this job builds the model's text about a video (fine-tuning and evaluation use it too)."""
+        return TextSettings(self.keywords, self.max_sequence_chars)
 
 
 # --- arguments ----------------------------------------------------------------------------------
@@ -195,6 +206,15 @@ def pairs_of(results: DataFrame) -> DataFrame:
     return results.where(F.col("reason").isNull()).select(*PRETRAIN_PAIRS.columns)
 
 
+def video_texts_of(results: DataFrame, text_settings: dict) -> DataFrame:
+    """The `video_texts` rows of `pretrain_results`: every video with a usable key, stamped with its settings."""
+    settings_json = json.dumps(text_settings, sort_keys=True, ensure_ascii=False)
+    return results.where(F.col("video_text").isNotNull()).select(
+        "video_id", "dt", "video_text", F.lit(settings_json).alias("text_settings"),
+        F.lit(fingerprint(text_settings)).alias("text_fingerprint"),
+    )
+
+
 def rejects_of(results: DataFrame, rejected_at: datetime) -> DataFrame:
     """The `pretrain_rejects` rows of `pretrain_results`, stamped with the run's time."""
     stamped = results.where(F.col("reason").isNotNull()).withColumn("rejected_at", F.lit(rejected_at))
@@ -210,14 +230,19 @@ class Counts:
     pairs: int
     rejects: int
     reasons: dict[str, int]  # rejects by reason code (the reason up to its first ":")
+    texts: int | None = None  # rows of video_texts: every row with a usable key
 
     def reconciles(self) -> bool:
-        return self.input == self.pairs + self.rejects
+        keyless = self.reasons.get(MISSING_VIDEO_ID, 0) + self.reasons.get(DUPLICATE_VIDEO_ID, 0)
+        texts_ok = self.texts is None or self.texts == self.input - keyless
+        return self.input == self.pairs + self.rejects and texts_ok
 
     def summary(self) -> str:
         reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(self.reasons.items())) or "none"
         ok = "reconciled" if self.reconciles() else "NOT RECONCILED"
-        return f"input {self.input:,} = pairs {self.pairs:,} + rejects {self.rejects:,} ({ok}); rejects: {reasons}"
+        texts = "" if self.texts is None else f"; video texts {self.texts:,}"
+        counted = f"input {self.input:,} = pairs {self.pairs:,} + rejects {self.rejects:,} ({ok})"
+        return f"{counted}; rejects: {reasons}{texts}"
 
 
 def resolve_idf(
@@ -232,9 +257,7 @@ def resolve_idf(
         return None, None
     path = settings.table(KEYWORD_IDF.name)
     if config.idf_source == "stored":
-        if not is_delta_table(spark, path):
-            raise FileNotFoundError(f"--idf stored: no keyword_idf table at {path}; run once with --idf corpus")
-        idf = idf_from_table(read_table(spark, path), config.min_df)
+        idf = lake_idf(spark, settings, config)
         log.info("IDF from %s: %d terms", path, len(idf))
         return idf, None
     # Over the rows that can become pairs: no duplicate or id-less row counts twice.
@@ -260,11 +283,35 @@ def resolve_idf(
     return idf, pool.submit(store)
 
 
+def lake_idf(spark: SparkSession, settings: Settings, config: KeywordConfig) -> Idf | None:
+    """The IDF the lake's video texts are built with: jieba's (None), or the stored `keyword_idf`."""
+    if config.idf_source == "jieba":
+        return None
+    path = settings.table("keyword_idf")
+    if not is_delta_table(spark, path):
+        raise FileNotFoundError(f"no keyword_idf table at {path} (idf_source: {config.idf_source}); "
+                                f"run `hcmrm pseudo-queries` with --idf corpus first")
+    return idf_from_table(read_table(spark, path), config.min_df)
+
+
+def labeled_texts(pairs, settings: Settings, spark: Callable[[], SparkSession], conf: Path = CONF_FILE):
+    """Labeled rows (pandas) with `text` built as this job builds `video_texts`: same function and settings.
+
+    Only rows with OCR/ASR text need the IDF; `spark()` is called only when it is the lake's `keyword_idf`.
+    """
+    from hcmrm.train.labeled_data import build_texts, needs_idf
+
+    config = load(JobConfig, conf)
+    from_lake = needs_idf(pairs) and config.keywords.idf_source != "jieba"
+    idf = lake_idf(spark(), settings, config.keywords) if from_lake else None
+    return build_texts(pairs, idf, config.text_settings())
+
+
 def build(spark: SparkSession, settings: Settings, input_path: str, dates: list[str] | None, config: JobConfig) -> Counts:
     """The whole job: read, IDF, pairs and rejects, reconcile, write the tables; returns the counts.
 
-    The three Delta writes are independent tables: the IDF table is written while the pairs are
-    computed, and pairs and rejects are written side by side (a few seconds of commit each).
+    The four Delta writes are independent tables: the IDF table is written while the pairs are
+    computed, and pairs, rejects and video texts are written side by side (a few seconds of commit each).
     """
     videos, dates = select_dates(read_videos(spark, input_path), dates)
     n_input = videos.count()
@@ -273,29 +320,33 @@ def build(spark: SparkSession, settings: Settings, input_path: str, dates: list[
     videos = spread(videos, config.partitions)
     with (
         arrow_batch_rows(spark, config.arrow_batch_rows),
-        ThreadPoolExecutor(max_workers=2, thread_name_prefix="pseudo-queries-write") as pool,
+        ThreadPoolExecutor(max_workers=3, thread_name_prefix="pseudo-queries-write") as pool,
     ):
         idf, idf_stored = resolve_idf(spark, settings, videos, config.keywords, pool)
         pending = [idf_stored] if idf_stored is not None else []
         broadcast = spark.sparkContext.broadcast(idf) if idf is not None else None
         results = pretrain_results(videos, broadcast, config.keywords, config.seed, config.max_sequence_chars)
-        results = results.persist()  # jieba runs once; the counts and both writes read this
+        results = results.persist()  # jieba runs once; the counts and the writes read this
         try:
             code = reason_code().alias("code")  # "bad_frames: frame 0: ..." -> "bad_frames"
-            by_reason = {r.code: r["count"] for r in results.groupBy(code).count().collect()}
+            rows = results.groupBy(code).agg(F.count("*").alias("count"), F.count("video_text").alias("texts"))
+            rows = rows.collect()
+            by_reason = {r.code: r["count"] for r in rows}
             n_pairs = by_reason.pop(None, 0)
-            counts = Counts(n_input, n_pairs, sum(by_reason.values()), by_reason)
+            counts = Counts(n_input, n_pairs, sum(by_reason.values()), by_reason, sum(r.texts for r in rows))
             log.info("pseudo-queries %s: %s", dates, counts.summary())
             if not counts.reconciles():
                 raise RuntimeError(f"counts do not reconcile, no pairs written: {counts.summary()}")
             if idf_stored is not None:
                 idf_stored.result()  # the IDF the pairs were made with is in the lake before they are
             rejected_at = datetime.now(timezone.utc).replace(microsecond=0)
+            texts = video_texts_of(results, describe(config.text_settings(), idf))
             pending += [
                 pool.submit(replace_partitions, pairs_of(results), settings.table(PRETRAIN_PAIRS.name), dates),
                 pool.submit(
                     replace_partitions, rejects_of(results, rejected_at), settings.table(PRETRAIN_REJECTS.name), dates
                 ),
+                pool.submit(replace_partitions, texts, settings.table(VIDEO_TEXTS.name), dates),
             ]
             for write in pending:
                 write.result()
@@ -317,6 +368,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"pseudo-queries: {counts.summary()}")
     print(f"  pairs   -> {settings.table(PRETRAIN_PAIRS.name)}")
     print(f"  rejects -> {settings.table(PRETRAIN_REJECTS.name)}")
+    print(f"  video texts -> {settings.table(VIDEO_TEXTS.name)}")
     return 0
 
 

@@ -3,10 +3,11 @@
     hcmrm score --date 2024-09-10 [--model-uri models:/hcmrm@champion | --model-version 3]
     spark-submit jobs/score.py --date 2024-09-10 [same flags]
 
-read:      query_ad_pairs for the day, ads, videos; the model version resolved once on the driver
+read:      query_ad_pairs for the day, ads, videos, video_texts (each video's text, built upstream by
+           pseudo-queries); the model version resolved once on the driver
 transform: validate pairs (reason per bad row) -> group the good ones by ad (one row per ad, its
-           queries in an array, the video's frames joined after grouping so they travel once per
-           ad) -> score with the engine in mapInArrow (udfs/score.py) -> pair rows
+           queries in an array, the video's text and frames joined after grouping so they travel
+           once per ad) -> score with the engine in mapInArrow (udfs/score.py) -> pair rows
 write:     scoring_rejects then relevance_scores for dt = the day (replaceWhere: a rerun replaces
            the day, never duplicates it), a row in scoring_runs, an MLflow run with the counts.
 Input pairs = scored + rejected is checked before anything is written.
@@ -35,7 +36,8 @@ from hcmrm.scoring import ScoringConfig
 from hcmrm.settings import CONF_DIR, Settings
 from hcmrm.tables import (
     ADS, DUPLICATE_AD, DUPLICATE_PAIR, DUPLICATE_VIDEO, EMPTY_QUERY, NO_VIDEO, NULL_AD_ID, NULL_QUERY, PREDICTION,
-    QUERY_AD_PAIRS, RELEVANCE_SCORES, SCORING_REJECTS, SCORING_RUNS, UNKNOWN_AD, UNKNOWN_VIDEO, VIDEOS,
+    QUERY_AD_PAIRS, RELEVANCE_SCORES, SCORING_REJECTS, SCORING_RUNS, UNKNOWN_AD, UNKNOWN_VIDEO, VIDEO_TEXTS, VIDEOS,
+    NO_VIDEO_TEXT,
 )
 from jobs.common import script_main, settings_from_args, spark_from_args
 from jobs.session import arrow_batch_rows
@@ -113,9 +115,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def model_uri_from_args(args: argparse.Namespace, settings: Settings) -> str:
+    from hcmrm.tracking.model_uri import champion_uri, version_uri
+
     if getattr(args, "model_version", None) is not None:
-        return f"models:/{settings.model_name}/{args.model_version}"
-    return args.model_uri or f"models:/{settings.model_name}@champion"
+        return version_uri(settings.model_name, args.model_version)
+    return args.model_uri or champion_uri(settings.model_name)
 
 
 # --- the model, resolved once on the driver ---------------------------------------------------------
@@ -124,9 +128,13 @@ def model_uri_from_args(args: argparse.Namespace, settings: Settings) -> str:
 def resolve_model(spark: SparkSession, settings: Settings, model_uri: str) -> ModelRef:
     """Resolve `model_uri` to one version, download it, check it loads, ship it to the executors."""
     from hcmrm.model.checkpoint import load_config_json
-    from hcmrm.tracking.registry import download_model
+    from hcmrm.tracking.model_uri import resolve
 
-    folder, version = download_model(settings, model_uri)
+    resolved = resolve(model_uri, settings)
+    version, folder = resolved.version, resolved.folder
+    if version is None:  # every output row names the version that scored it
+        raise ValueError(f"score needs a registered model (models:/<name>@<alias> or models:/<name>/<version>), "
+                         f"got {model_uri}")
     load_config_json(folder)  # fail here, on the driver, if the artifact is not an HCMRM model
     # A unique name: SparkContext.addFile refuses two different folders under one name.
     shipped = folder.parent / f"hcmrm-{version.name}-v{version.version}-{uuid.uuid4().hex[:8]}"
@@ -139,15 +147,16 @@ def resolve_model(spark: SparkSession, settings: Settings, model_uri: str) -> Mo
 # --- read --------------------------------------------------------------------------------------------
 
 
-def read_inputs(spark: SparkSession, settings: Settings, date: str) -> tuple[DataFrame, DataFrame, DataFrame]:
-    """(the day's pairs, ads, videos), each checked for its contract's required columns."""
+def read_inputs(spark: SparkSession, settings: Settings, date: str) -> tuple[DataFrame, ...]:
+    """(the day's pairs, ads, videos, video texts), each checked for its contract's required columns."""
     frames = {}
-    for table in (QUERY_AD_PAIRS, ADS, VIDEOS):
+    for table in (QUERY_AD_PAIRS, ADS, VIDEOS, VIDEO_TEXTS):
         path = settings.table(table.name)
         try:
             frames[table.name] = read_table(spark, path)
         except Exception as err:
-            raise FileNotFoundError(f"input table {table.name} cannot be read at {path}: {err}") from err
+            hint = " (run `hcmrm pseudo-queries` for the videos' dates)" if table is VIDEO_TEXTS else ""
+            raise FileNotFoundError(f"input table {table.name} cannot be read at {path}{hint}: {err}") from err
         missing = [c for c in table.required if c not in frames[table.name].columns]
         if missing:
             raise ValueError(f"table {table.name} at {path} lacks columns {missing}")
@@ -156,7 +165,7 @@ def read_inputs(spark: SparkSession, settings: Settings, date: str) -> tuple[Dat
         if field.name in VIDEOS.optional and field.name not in videos.columns:  # OCR, ASR: null when absent
             videos = videos.withColumn(field.name, F.lit(None).cast(field.dataType))
     pairs = frames[QUERY_AD_PAIRS.name].where(F.col("dt").cast("string") == date)
-    return pairs, frames[ADS.name], videos
+    return pairs, frames[ADS.name], videos, frames[VIDEO_TEXTS.name]
 
 
 # --- transforms ---------------------------------------------------------------------------------------
@@ -169,24 +178,28 @@ def dimension_columns(pairs: DataFrame, ads: DataFrame, dimensions) -> tuple[lis
     return from_pairs, from_ads
 
 
-def validate_pairs(pairs: DataFrame, ads: DataFrame, videos: DataFrame, dimensions=()) -> DataFrame:
+def validate_pairs(pairs: DataFrame, ads: DataFrame, videos: DataFrame, video_texts: DataFrame,
+                   dimensions=()) -> DataFrame:
     """Each input pair with its ad's `video_id`, the ads' dimensions and `reason` (null = scoreable).
 
     Reasons (hcmrm.tables): NULL_AD_ID, NULL_QUERY, EMPTY_QUERY, UNKNOWN_AD, DUPLICATE_AD, NO_VIDEO,
-    UNKNOWN_VIDEO, DUPLICATE_VIDEO, DUPLICATE_PAIR (a repeated (query, ad_id): the first by impressions is kept).
+    UNKNOWN_VIDEO, DUPLICATE_VIDEO, NO_VIDEO_TEXT (video_texts has no row for the video's (video_id, dt):
+    its text is never rebuilt here), DUPLICATE_PAIR (a repeated (query, ad_id): the first by impressions is kept).
     """
     _, from_ads = dimension_columns(pairs, ads, dimensions)
     ad_keys = ads.groupBy("ad_id").agg(
         F.count(F.lit(1)).alias("_ad_rows"), F.first("video_id").alias("video_id"),
         *[F.first(d).alias(d) for d in from_ads],
     )
-    video_keys = videos.groupBy("video_id").agg(F.count(F.lit(1)).alias("_video_rows"))
+    video_keys = videos.groupBy("video_id").agg(F.count(F.lit(1)).alias("_video_rows"), F.first("dt").alias("_dt"))
+    text_keys = video_texts.select("video_id", F.col("dt").alias("_dt"), F.lit(True).alias("_has_text")).distinct()
     order = F.col("impressions").desc_nulls_last() if "impressions" in pairs.columns else F.lit(0)
     first = F.row_number().over(Window.partitionBy("query", "ad_id").orderBy(order))
     df = (
         pairs.withColumn("_nth", first)
         .join(ad_keys, "ad_id", "left")
         .join(video_keys, "video_id", "left")
+        .join(text_keys, ["video_id", "_dt"], "left")
     )
     reason = (
         F.when(F.col("ad_id").isNull(), NULL_AD_ID)
@@ -197,13 +210,15 @@ def validate_pairs(pairs: DataFrame, ads: DataFrame, videos: DataFrame, dimensio
         .when(F.col("video_id").isNull(), NO_VIDEO)
         .when(F.col("_video_rows").isNull(), UNKNOWN_VIDEO)
         .when(F.col("_video_rows") > 1, DUPLICATE_VIDEO)
+        .when(F.col("_has_text").isNull(), NO_VIDEO_TEXT)
         .when(F.col("_nth") > 1, DUPLICATE_PAIR)
     )
-    return df.withColumn("reason", reason).drop("_ad_rows", "_video_rows", "_nth")
+    return df.withColumn("reason", reason).drop("_ad_rows", "_video_rows", "_dt", "_has_text", "_nth")
 
 
-def ad_major(valid: DataFrame, videos: DataFrame, pair_columns: list[str], ad_columns: list[str]) -> DataFrame:
-    """One row per ad: its dimensions, its video's text and frames, and `pairs` array<struct<query, ...>>.
+def ad_major(valid: DataFrame, videos: DataFrame, video_texts: DataFrame, pair_columns: list[str],
+             ad_columns: list[str]) -> DataFrame:
+    """One row per ad: its dimensions, its video's `video_text` and frames, and `pairs` array<struct<query, ...>>.
 
     The pairs are grouped first, then the video content is joined to the (few) grouped rows, and
     only the videos the day needs are read for it: frame bytes travel once per ad.
@@ -212,8 +227,10 @@ def ad_major(valid: DataFrame, videos: DataFrame, pair_columns: list[str], ad_co
         F.collect_list(F.struct(*pair_columns)).alias("pairs")
     )
     needed = valid.select("video_id").distinct()
-    content = videos.select("video_id", "title", "ocr_text", "asr_text", "frames").join(
-        F.broadcast(needed), "video_id", "left_semi"
+    content = (
+        videos.select("video_id", "dt", "frames").join(F.broadcast(needed), "video_id", "left_semi")
+        .join(video_texts.select("video_id", "dt", "video_text"), ["video_id", "dt"])
+        .drop("dt")
     )
     return grouped.join(content, "video_id")
 
@@ -333,12 +350,13 @@ def output_rows(date: str, validated: DataFrame, scored: DataFrame, dims: list[s
 def _score_and_write(spark, settings, config, date, model, run_id) -> DateResult:
     started = time.perf_counter()
     now = dt_.datetime.now(dt_.timezone.utc).replace(tzinfo=None)
-    pairs, ads, videos = read_inputs(spark, settings, date)
+    pairs, ads, videos, video_texts = read_inputs(spark, settings, date)
     from_pairs, from_ads = dimension_columns(pairs, ads, config.dimensions)
     impressions = ["impressions"] if "impressions" in pairs.columns else []
 
-    validated = validate_pairs(pairs, ads, videos, config.dimensions).persist(StorageLevel.MEMORY_AND_DISK)
-    ad_rows = ad_major(validated.where(F.col("reason").isNull()), videos, ["query", *impressions, *from_pairs], from_ads)
+    validated = validate_pairs(pairs, ads, videos, video_texts, config.dimensions).persist(StorageLevel.MEMORY_AND_DISK)
+    valid = validated.where(F.col("reason").isNull())
+    ad_rows = ad_major(valid, videos, video_texts, ["query", *impressions, *from_pairs], from_ads)
     scored = score_ads(ad_rows, model, config.engine, config.device, config.require_text)
     scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
     try:

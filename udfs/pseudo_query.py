@@ -18,7 +18,8 @@ from hcmrm.text.keywords import DEFAULT_CONFIG, KeywordConfig, document_terms, h
 
 TERMS_SCHEMA = "terms array<string>"
 
-# One row out per video in: the pretrain_pairs columns, then a reject `reason` (then the text fields are null).
+# One row out per video in: the pretrain_pairs columns, then a reject `reason` (then the pre-training fields
+# are null); `video_text`, the model's text about the video, is there either way (it feeds `video_texts`).
 PAIR_SCHEMA = from_arrow_schema(PRETRAIN_PAIRS.schema.append(PRETRAIN_REJECTS.schema.field("reason")))
 
 
@@ -51,12 +52,16 @@ def pretrain_rows_frame(
 
     `idf` is a broadcast hcmrm.text.keywords.Idf, or None for jieba's built-in IDF. A row is rejected
     with reason NO_TEXT, NO_KEYWORDS or BAD_FRAMES (hcmrm.tables; frames are checked only for rows
-    whose text is usable, so each row gets its first problem in that order).
+    whose text is usable, so each row gets its first problem in that order). A rejected video still
+    gets its `video_text`: scoring needs one for every video (its OCR/ASR tokenized again here, for
+    these few rows only).
     """
 
     def rows(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         from hcmrm.text.pseudo_query import PretrainText, pretrain_text
+        from hcmrm.text.video_text import TextSettings, build_video_text
 
+        text = TextSettings(config, max_sequence_chars)
         init_jieba()
         weights = idf.value if idf is not None else None
         for batch in batches:
@@ -66,7 +71,9 @@ def pretrain_rows_frame(
                 batch["video_id"], batch["title"], batch["ocr_text"], batch["asr_text"], batch["frames"]
             ):
                 result = pretrain_text(video_id, title, ocr, asr, weights, config, seed, max_sequence_chars)
-                if isinstance(result, PretrainText) and frames is not None and len(frames):
+                ok = isinstance(result, PretrainText)
+                out["video_text"].append(result.video_text if ok else build_video_text(title, ocr, asr, weights, text))
+                if ok and frames is not None and len(frames):
                     from hcmrm.model.frames import check_frames  # imports torch: only when there are frames
 
                     problem = check_frames(list(frames))
@@ -76,7 +83,6 @@ def pretrain_rows_frame(
                 out["pseudo_query"].append(result.pseudo_query if ok else None)
                 out["keywords"].append(result.keywords if ok else None)
                 out["context_text"].append(result.context_text if ok else None)
-                out["video_text"].append(result.video_text if ok else None)
                 out["reason"].append(None if ok else result)
                 n_frames.append(len(frames) if frames is not None else 0)
             yield pd.DataFrame(

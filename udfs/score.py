@@ -1,10 +1,11 @@
 """Spark adapter of the scoring engine: mapInArrow over ad-major rows, one row per ad.
 
-Each input row is one ad: `ad_id`, the video's `title`, `ocr_text`, `asr_text`, `frames`
-array<binary>, `pairs` array<struct<query, ...>> (the ad's queries with their per-pair columns), and
-any other column (per-ad dimensions such as advertiser). Frame bytes cross into Python once per
-ad. Each output row is one pair: the ad's columns (minus video content), the pair's fields, the four
-probabilities, score, label, and a `reason` when the pair could not be scored.
+Each input row is one ad: `ad_id`, the video's `video_text` (built upstream, table `video_texts`:
+no text is built here), `frames` array<binary>, `pairs` array<struct<query, ...>> (the ad's queries
+with their per-pair columns), and any other column (per-ad dimensions such as advertiser). Frame
+bytes cross into Python once per ad. Each output row is one pair: the ad's columns (minus video
+content), the pair's fields, the four probabilities, score, label, and a `reason` when the pair
+could not be scored.
 
 mapInArrow rather than mapInPandas: the rows carry nested lists and binary frames, which Arrow
 flattens without building a Python object per pair. The model is loaded once per Python worker
@@ -27,7 +28,7 @@ from pyspark.sql.types import StructType
 from hcmrm.scoring import AdPairs, Scorer, ScoringConfig
 from hcmrm.tables import EMPTY_TEXT, PREDICTION, PROB_COLUMNS, SCORING_REJECTS
 
-VIDEO_COLUMNS = ("title", "ocr_text", "asr_text", "frames")  # consumed by the scorer, not passed on
+VIDEO_COLUMNS = ("video_text", "frames")  # consumed by the scorer, not passed on
 PAIRS_COLUMN = "pairs"
 # What scoring adds to each pair row: relevance_scores' prediction columns, the `reason` (null when
 # scored, else why not) and the engine's encode count (on one row per Arrow batch, 0 on the others).
@@ -111,8 +112,6 @@ def output_schema(ad_schema: StructType) -> StructType:
 
 def score_batch(batch: pa.RecordBatch, scorer: Scorer, require_text: bool = True) -> pa.RecordBatch:
     """Score every pair of the ads in `batch` (the ad-level contract above)."""
-    from hcmrm.text.pseudo_query import keyword_sequence
-
     names = batch.schema.names
     pairs = batch.column(names.index(PAIRS_COLUMN))
     flat = pc.list_flatten(pairs)  # StructArray, the pairs of ad 0, then ad 1, ...
@@ -124,8 +123,7 @@ def score_batch(batch: pa.RecordBatch, scorer: Scorer, require_text: bool = True
     def column(name):
         return batch.column(names.index(name)).to_pylist() if name in names else [None] * batch.num_rows
 
-    titles, ocrs, asrs, frames = column("title"), column("ocr_text"), column("asr_text"), column("frames")
-    ad_ids = column("ad_id")
+    texts, frames, ad_ids = column("video_text"), column("frames"), column("ad_id")
 
     n = len(flat)
     probs = np.full((n, len(PROB_COLUMNS)), np.nan)
@@ -134,7 +132,7 @@ def score_batch(batch: pa.RecordBatch, scorer: Scorer, require_text: bool = True
     to_score, where = [], []
     for i in range(batch.num_rows):
         a, b = int(starts[i]), int(starts[i] + lengths[i])
-        text = keyword_sequence(titles[i], ocrs[i], asrs[i])
+        text = texts[i] or ""
         if require_text and not text.strip():
             reasons[a:b] = [EMPTY_TEXT] * (b - a)
             continue

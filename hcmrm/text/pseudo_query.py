@@ -1,10 +1,11 @@
-"""Pseudo-queries for PQVM pre-training, and the video keyword sequence the model reads.
+"""Pseudo-queries for PQVM pre-training.
 
 HCMRM pre-trains on triplets (pseudo-query, remaining video text, frames): a pseudo-query is
 1..k keywords drawn from the video's own text (title, OCR, ASR), and the remaining text is that
 text with those keywords taken out, so the model must match them through frames and context
-rather than by copying. The same keyword ranking (`hcmrm.text.keywords`) gives the video keyword
-sequence, the text the model reads for a video at fine-tuning and scoring time.
+rather than by copying. The same keyword ranking (`hcmrm.text.keywords`) gives the text the model
+reads for a video at fine-tuning and scoring time (`hcmrm.text.video_text`); `pretrain_text`
+builds both from one tokenization.
 
 Sampling is seeded per video (`video_seed(seed, video_id)`), so a rerun gives the same pairs.
 """
@@ -30,6 +31,7 @@ from hcmrm.text.keywords import (  # noqa: F401  (re-exported: the pseudo-query 
     tokenize,
 )
 from hcmrm.tables import NO_KEYWORDS, NO_TEXT  # why a video yields no pre-training pair
+from hcmrm.text.video_text import TextSettings, video_text_from_tokens
 
 
 @dataclass
@@ -44,7 +46,7 @@ class PretrainText:
     pseudo_query: str  # see PseudoQuery
     keywords: list[str]  # see PseudoQuery
     context_text: str  # see PseudoQuery
-    video_text: str  # keyword_sequence(title, ocr_text, asr_text): the model's video-text input
+    video_text: str  # hcmrm.text.video_text.build_video_text(title, ocr_text, asr_text): the model's text input
 
 
 def video_text(title: str | None, ocr_text: str | None, asr_text: str | None, max_field_chars: int | None = None) -> str:
@@ -151,37 +153,6 @@ def video_pseudo_query(
     return _pseudo_query(text, _rank_video(tokens, idf, config), video_seed(seed, video_id), config)
 
 
-def _sequence(title: str, extra_ranked: list[Keyword], max_chars: int) -> str:
-    out = title[:max_chars]
-    low = out.lower()
-    for kw in extra_ranked:
-        if kw.word.lower() in low:
-            continue
-        candidate = f"{out} {kw.word}" if out else kw.word
-        if len(candidate) <= max_chars:
-            out, low = candidate, candidate.lower()
-    return out
-
-
-def keyword_sequence(
-    title: str | None,
-    ocr_text: str | None,
-    asr_text: str | None,
-    idf: Idf | None = None,
-    max_chars: int = 128,
-    config: KeywordConfig = DEFAULT_CONFIG,
-) -> str:
-    """The video's text as the model reads it: the title whole, then OCR/ASR keywords, best first.
-
-    Keywords already in the title are skipped; each is added (space-separated) while the result
-    stays within `max_chars`. A title longer than `max_chars` is cut to it.
-    """
-    title = clean_text(title, config.max_text_chars)
-    extra = video_text(None, ocr_text, asr_text, config.max_text_chars)
-    ranked = rank_tokens(tokenize(extra, config.hmm), idf, config) if extra else []
-    return _sequence(title, ranked, max_chars)
-
-
 def pretrain_text(
     video_id: str,
     title: str | None,
@@ -195,7 +166,7 @@ def pretrain_text(
     """Everything `pretrain_pairs` holds for one video's text, or the reject reason (a str).
 
     Each field is tokenized once; the results equal `video_pseudo_query(...)` and
-    `keyword_sequence(...)` called separately.
+    `build_video_text(...)` called separately.
     """
     fields, text, tokens = _field_tokens(title, ocr_text, asr_text, config)
     if not has_content(text):
@@ -203,10 +174,9 @@ def pretrain_text(
     query = _pseudo_query(text, _rank_video(tokens, idf, config), video_seed(seed, video_id), config)
     if query is None:
         return NO_KEYWORDS
-    extra = rank_tokens(tokens[1] + tokens[2], idf, config) if tokens[1] or tokens[2] else []
     return PretrainText(
         pseudo_query=query.pseudo_query,
         keywords=query.keywords,
         context_text=query.context_text,
-        video_text=_sequence(fields[0], extra, max_chars),
+        video_text=video_text_from_tokens(fields[0], tokens[1] + tokens[2], idf, TextSettings(config, max_chars)),
     )

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 from hcmrm.tracking import registry
 from hcmrm.settings import Settings
+from hcmrm.tracking.model_uri import version_uri
 from hcmrm.tracking.store import configure
 
 log = logging.getLogger(__name__)
@@ -103,14 +104,15 @@ def apply_gate(
     """Decide, move `champion` when the candidate wins, and log the decision on the candidate's run.
 
     `evaluate_champion(model_uri)` re-measures the champion on the candidate's evaluation data
-    when its recorded metrics come from other data (or are missing).
+    when its recorded metrics come from other data (or are missing); it should score through the
+    production engine, as the candidate's metrics were (hcmrm.train.finetune.evaluate).
     """
     champion = registry.current_champion(settings)
     champion_value = None
     if champion is not None and str(champion.version) != str(candidate_version):
         champion_value = champion_metric(champion, metric, data_fingerprint)
         if champion_value is None and evaluate_champion is not None:
-            uri = f"models:/{settings.model_name}/{champion.version}"
+            uri = version_uri(settings.model_name, champion.version)
             log.info("champion v%s has no %s on this data: re-evaluating %s", champion.version, metric, uri)
             champion_value = evaluate_champion(uri).get(metric)
     decision = decide(

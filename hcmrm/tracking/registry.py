@@ -1,18 +1,18 @@
-"""The MLflow model registry: log a saved model folder, register it, move `champion`, fetch it back.
+"""The MLflow model registry: log a saved model folder, register it, move `champion`.
 
 A model version's source is the artifact folder written by `hcmrm.model.checkpoint.save_model`
-(safetensors + config.json), so loading needs nothing but MLflow's artifact download.
+(safetensors + config.json), so loading needs nothing but MLflow's artifact download: fetch it
+back with `hcmrm.tracking.model_uri.resolve`.
 """
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 from hcmrm.settings import Settings
-from hcmrm.tracking.store import configure, resolve_model_version
+from hcmrm.tracking.model_uri import CHAMPION
+from hcmrm.tracking.store import configure
 
-CHAMPION = "champion"
 MODEL_ARTIFACT = "model"
 
 
@@ -44,31 +44,3 @@ def current_champion(settings: Settings):
         return mlflow.MlflowClient().get_model_version_by_alias(settings.model_name, CHAMPION)
     except mlflow.exceptions.MlflowException:
         return None
-
-
-def download_model(settings: Settings, model_uri: str, dst: str | Path | None = None):
-    """Fetch the model folder behind `model_uri`; returns (local folder, ModelVersion)."""
-    version = resolve_model_version(settings, model_uri)
-    mlflow = configure(settings)
-    dst = Path(dst or tempfile.mkdtemp(prefix="hcmrm-model-"))
-    local = mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(dst))
-    return Path(local), version
-
-
-def load_registered(settings: Settings, model_uri: str, dst: str | Path | None = None):
-    """The model behind `model_uri`, ready for inference, and its ModelVersion.
-
-    `model_uri` is `models:/<name>@<alias>`, `models:/<name>/<version>`, or a local folder written by
-    `hcmrm.model.checkpoint.save_model` (then the version is None). The model is returned in eval mode.
-    """
-    from hcmrm.model.checkpoint import load_model
-
-    if model_uri.startswith("models:/"):
-        folder, version = download_model(settings, model_uri, dst)
-    else:
-        folder, version = Path(model_uri), None
-        if not folder.is_dir():
-            raise FileNotFoundError(f"model {model_uri!r} is neither a models:/ URI nor a local model folder")
-    model = load_model(folder)
-    model.eval()
-    return model, version

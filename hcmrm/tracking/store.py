@@ -1,4 +1,4 @@
-"""MLflow set-up: the tracking store, experiments with an explicit artifact folder, model URIs."""
+"""MLflow set-up: the tracking store, experiments with an explicit artifact folder."""
 
 from __future__ import annotations
 
@@ -31,23 +31,3 @@ def use_experiment(settings: Settings, name: str) -> str:
         experiment_id = found.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
-
-
-def champion_uri(settings: Settings) -> str:
-    return f"models:/{settings.model_name}@champion"
-
-
-def resolve_model_version(settings: Settings, model_uri: str):
-    """The ModelVersion behind `models:/<name>@<alias>` or `models:/<name>/<version>`."""
-    mlflow = configure(settings)
-    client = mlflow.MlflowClient()
-    if not model_uri.startswith("models:/"):
-        raise ValueError(f"expected models:/<name>@<alias> or models:/<name>/<version>, got {model_uri!r}")
-    ref = model_uri[len("models:/"):]
-    if "@" in ref:
-        name, alias = ref.split("@", 1)
-        return client.get_model_version_by_alias(name, alias)
-    name, _, version = ref.partition("/")
-    if not version.isdigit():
-        raise ValueError(f"model URI {model_uri!r} names neither an alias nor a version number")
-    return client.get_model_version(name, version)

@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -41,7 +40,7 @@ class FinetuneConfig:
     model: dict = field(default_factory=dict)  # overrides of the preset or of the checkpoint's config
     loss: str = "hierarchical_softmax"  # "hierarchical_softmax" (the paper) or "bce" (baseline)
     loop: LoopConfig = field(default_factory=LoopConfig)  # epochs, batch size, optimizer, seed, checkpoints
-    eval_batch_size: int = 256  # pairs per inference batch
+    eval_batch_size: int = 256  # pairs per forward pass when evaluating (the scoring engine's pairs_per_batch)
     positive_label: int = POSITIVE_LABEL  # labels >= this are relevant (AUC, accuracy)
     gate_metric: str = "auc"  # dev metric the registry gate compares
     gate_min_delta: float = 0.0  # margin the candidate must beat the champion by
@@ -68,26 +67,15 @@ class RelevanceStep(nn.Module):
 
 
 def _model_folder(init: str | Path, settings=None) -> Path:
-    """A model folder from a models:/ or runs:/ URI, a model folder, or a training checkpoint root."""
-    if str(init).startswith(("models:/", "runs:/")):
-        if settings is None:
-            raise ValueError(f"--init {init}: an MLflow URI needs MLflow settings")
-        if str(init).startswith("models:/"):
-            from hcmrm.tracking.registry import download_model
+    """A training checkpoint root gives its latest checkpoint; any other name goes to the model-URI resolver."""
+    from hcmrm.tracking.model_uri import MODEL_FILE, resolve
 
-            return download_model(settings, str(init))[0]
-        from hcmrm.tracking.store import configure
-
-        return Path(configure(settings).artifacts.download_artifacts(artifact_uri=str(init)))
     path = Path(init)
-    if (path / "config.json").exists():
-        return path
-    for root in (path, path / "checkpoints"):
-        if (root / "latest").exists():
-            return latest_checkpoint(root)
-    if (path / "model" / "config.json").exists():
-        return path / "model"
-    raise FileNotFoundError(f"--init {init}: no model folder, checkpoint root or models:/ URI there")
+    if not (path / MODEL_FILE).exists():
+        for root in (path, path / "checkpoints"):
+            if (root / "latest").exists():
+                return latest_checkpoint(root)
+    return resolve(init, settings).folder
 
 
 def initial_model(config: FinetuneConfig, init: str | Path | HCMRM | None = None, settings=None) -> HCMRM:
@@ -117,32 +105,27 @@ def initial_model(config: FinetuneConfig, init: str | Path | HCMRM | None = None
     return model
 
 
-# --- inference and evaluation ------------------------------------------------------------------
-
-
-@torch.inference_mode()
-def predict(model: HCMRM, examples: Sequence[LabeledExample], batch_size: int = 256,
-            tokenizer: Tokenizer | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(probs [N, 4], score [N]) in the examples' order; batches sorted by length to cut padding."""
-    tokenizer = tokenizer or Tokenizer.from_config(model.config)
-    was_training = model.training
-    model.eval()
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i].query) + len(examples[i].text))
-    probs = np.zeros((len(examples), 4), dtype=np.float32)
-    device = next(model.parameters()).device
-    for start in range(0, len(order), batch_size):
-        index = order[start : start + batch_size]
-        batch = collate_labeled([examples[i] for i in index], tokenizer, model.config).to(device)
-        out = model(batch.input_ids, batch.attention_mask, batch.token_type_ids, batch.frames, batch.frame_mask)
-        probs[index] = out.probs.float().cpu().numpy()
-    model.train(was_training)
-    return probs, probs @ np.arange(4, dtype=np.float32)
+# --- evaluation, through the production scoring engine -------------------------------------------
 
 
 def evaluate(model: HCMRM, examples: Sequence[LabeledExample], positive_label: int = POSITIVE_LABEL,
-             batch_size: int = 256) -> Metrics:
-    """AUC, Spearman, accuracy and per-query NDCG of the model on labeled examples."""
-    probs, scores = predict(model, examples, batch_size)
+             batch_size: int | None = None) -> Metrics:
+    """AUC, Spearman, accuracy and per-query NDCG of the model on labeled examples.
+
+    Scored by the production engine (hcmrm.scoring.Scorer: the nightly job's tokenization, ad-major
+    batching and score), so the gate measures what production runs. `batch_size` overrides the
+    engine's pairs per forward pass. A model in training is put back in training mode afterwards.
+    """
+    from hcmrm.scoring import Scorer, ScoringConfig
+
+    engine = ScoringConfig() if batch_size is None else ScoringConfig(pairs_per_batch=batch_size)
+    was_training = model.training
+    try:
+        scorer = Scorer(model, Tokenizer.from_config(model.config), engine, next(model.parameters()).device)
+        probs, scores = scorer.score_pairs([e.query for e in examples], [e.text for e in examples],
+                                           [e.frames for e in examples])
+    finally:
+        model.train(was_training)
     return relevance_metrics(
         [e.label for e in examples], scores, probs[:, 2] + probs[:, 3], [e.query for e in examples], positive_label
     )

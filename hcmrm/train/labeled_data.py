@@ -134,24 +134,42 @@ def read_labeled(path: str | Path, split: str | None = None) -> LabeledPairs:
     return normalize(df, source=str(path))
 
 
-def build_texts(pairs: pd.DataFrame, idf=None) -> pd.DataFrame:
-    """Fill `text` with the model's video-text input, built exactly as the scoring job builds it.
+def build_texts(pairs: pd.DataFrame, idf=None, settings=None) -> pd.DataFrame:
+    """Fill `text` with the model's text about each row's video, built as the nightly tables build it.
 
-    `keyword_sequence(title, ocr_text, asr_text, idf)`: the title whole, then OCR/ASR keywords
-    (`idf`: a hcmrm.text.keywords.Idf; None = jieba's). A `text` given in the data is kept as is.
+    `hcmrm.text.video_text.build_video_text(title, ocr_text, asr_text, idf, settings)`: pass the
+    settings of hcmrm/conf/jobs/pseudo_queries.yaml and its IDF (`idf` matters only when
+    `needs_idf`). A `text` given in the data is kept as is.
     """
-    from hcmrm.text.pseudo_query import keyword_sequence
+    from hcmrm.text.video_text import TextSettings, build_video_text
 
+    settings = settings or TextSettings()
     pairs = pairs.copy()
-    ocr = pairs["ocr_text"] if "ocr_text" in pairs.columns else [None] * len(pairs)
-    asr = pairs["asr_text"] if "asr_text" in pairs.columns else [None] * len(pairs)
-    built = [
-        keyword_sequence(title, o if isinstance(o, str) else "", a if isinstance(a, str) else "", idf=idf)
-        for title, o, a in zip(pairs["title"], ocr, asr)
-    ]
     given = pairs["text"] if "text" in pairs.columns else [None] * len(pairs)
-    pairs["text"] = [g if isinstance(g, str) and g else b for g, b in zip(given, built)]
+    pairs["text"] = [
+        g if _given(g) else build_video_text(title, _field(o), _field(a), idf, settings)
+        for g, title, o, a in zip(given, pairs["title"], _column(pairs, "ocr_text"), _column(pairs, "asr_text"))
+    ]
     return pairs
+
+
+def needs_idf(pairs: pd.DataFrame) -> bool:
+    """Whether building the rows' texts ranks OCR/ASR keywords (a title alone needs no IDF)."""
+    given = pairs["text"] if "text" in pairs.columns else [None] * len(pairs)
+    return any(not _given(g) and (_field(o) or _field(a))
+               for g, o, a in zip(given, _column(pairs, "ocr_text"), _column(pairs, "asr_text")))
+
+
+def _given(text) -> bool:
+    return isinstance(text, str) and bool(text)
+
+
+def _field(value) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _column(pairs: pd.DataFrame, name: str):
+    return pairs[name] if name in pairs.columns else [None] * len(pairs)
 
 
 def to_examples(pairs: pd.DataFrame) -> list:

@@ -106,3 +106,18 @@ def test_from_dir_loads_a_saved_model(model, tmp_path):
     np.testing.assert_allclose(
         scorer.score(ADS[:1])[0].probs, Scorer(model, Tokenizer.from_config(model.config)).score(ADS[:1])[0].probs
     )
+
+
+def test_score_pairs_scores_labeled_pairs_as_ads_in_their_order(model):
+    """Offline evaluation's entry: (query, text, frames) rows, grouped by video, answers in row order."""
+    rows = [(q, ad.text, ad.frames) for ad in ADS for q in ad.queries]
+    rows = rows[::2] + rows[1::2]  # the pairs of one video are not next to each other
+    scorer = Scorer(model, Tokenizer.from_config(model.config), ScoringConfig(pairs_per_batch=2))
+    probs, score = scorer.score_pairs(*zip(*rows))
+    assert scorer.counters.vision_encodes == len(ADS)  # one encode per distinct video, not per pair
+    for (query, text, frames), p, s in zip(rows, probs, score):
+        expected, value = direct(model, query, text, frames)
+        np.testing.assert_allclose(p, expected, atol=1e-5)
+        assert s == pytest.approx(value, abs=1e-5)
+    with pytest.raises(ValueError, match="pair 1 .*undecodable_frames"):
+        scorer.score_pairs(["q", "q"], ["文本", "别的"], [[], [b"not an image"]])

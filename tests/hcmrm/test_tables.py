@@ -12,7 +12,8 @@ from hcmrm.tables import (
     VIDEOS, RejectReason, Table,
 )
 
-# The reason texts as the jobs wrote them before they had one home: rejects tables written then stay comparable.
+# The reason texts as the jobs wrote them before they had one home (plus no_video_text, added with the
+# video_texts table): rejects tables written then stay comparable.
 REASONS_BEFORE = {
     "pretrain_rejects": ["missing_video_id", "duplicate_video_id", "no_text", "no_keywords", "bad_frames: %s"],
     "scoring_rejects": [
@@ -20,6 +21,7 @@ REASONS_BEFORE = {
         "duplicate_ad: ad_id appears %d times in ads", "no_video: the ad has no video_id",
         "unknown_video: the ad's video_id is not in videos",
         "duplicate_video: the ad's video_id appears more than once in videos",
+        "no_video_text: video_texts has no text for the ad's video",
         "duplicate_pair: (dt, query, ad_id) repeated in the input",
         "empty_text: the ad's video has no title, OCR or ASR text to score against", "undecodable_frames: %s",
     ],
@@ -27,10 +29,10 @@ REASONS_BEFORE = {
 
 
 def test_tables_are_found_by_name_and_partitioned_by_dt_or_not_at_all():
-    assert all(name == table.name for name, table in TABLES.items()) and len(TABLES) == 11
+    assert all(name == table.name for name, table in TABLES.items()) and len(TABLES) == 12
     partitioned = sorted(name for name, table in TABLES.items() if table.partition)
     assert partitioned == ["irrelevant_rate_daily", "pretrain_pairs", "pretrain_rejects", "query_ad_pairs",
-                           "relevance_scores", "scoring_rejects", "videos"]
+                           "relevance_scores", "scoring_rejects", "video_texts", "videos"]
     assert {table.partition for table in TABLES.values()} == {"dt", None}
     assert all(table.schema.field("dt").type == pa.string() for table in TABLES.values() if table.partition)
 

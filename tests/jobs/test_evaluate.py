@@ -1,14 +1,15 @@
 """`hcmrm evaluate`: a registered or local model on the public sets' file formats -> metrics JSON."""
 
 import json
+import re
 
 import pandas as pd
 import pytest
 import torch
 
 from hcmrm.tracking import registry
-
 from hcmrm.tracking import store as tracking
+from hcmrm.tracking.model_uri import ModelNotFoundError, champion_uri
 from hcmrm.model.checkpoint import save_model
 from hcmrm.model.network import build_model
 from jobs import evaluate
@@ -54,7 +55,7 @@ def test_local_folder_on_json_array_and_json_lines(settings, capsys, tmp_path, m
     assert again == out  # same rows, same numbers
 
 
-def test_registered_model_by_alias_on_parquet(settings, capsys, tmp_path, model_dir):
+def test_registered_model_by_alias_or_run_on_parquet(settings, capsys, tmp_path, model_dir):
     mlflow = tracking.configure(settings)
     tracking.use_experiment(settings, "evaluate-test")
     with mlflow.start_run() as run:
@@ -63,9 +64,10 @@ def test_registered_model_by_alias_on_parquet(settings, capsys, tmp_path, model_
     registry.set_alias(settings, version.version)
     parquet = tmp_path / "dev.parquet"
     pd.DataFrame([{"query": r["query"], "title": r["title"], "label": int(r["relevant"])} for r in ROWS]).to_parquet(parquet)
-    by_alias, _ = run_evaluate(settings, capsys, "--model", f"models:/{settings.model_name}@champion", "--data", str(parquet))
+    by_alias, _ = run_evaluate(settings, capsys, "--model", champion_uri(settings.model_name), "--data", str(parquet))
+    by_run, _ = run_evaluate(settings, capsys, "--model", f"runs:/{run.info.run_id}/model", "--data", str(parquet))
     local, _ = run_evaluate(settings, capsys, "--model", str(model_dir), "--data", str(parquet))
-    assert by_alias == local and by_alias["n"] == 5
+    assert by_alias == by_run == local and by_alias["n"] == 5
 
 
 def test_positive_label_moves_the_auc_threshold(settings, capsys, tmp_path, model_dir):
@@ -74,5 +76,8 @@ def test_positive_label_moves_the_auc_threshold(settings, capsys, tmp_path, mode
     two, _ = run_evaluate(settings, capsys, "--model", str(model_dir), "--data", str(path))
     one, _ = run_evaluate(settings, capsys, "--model", str(model_dir), "--data", str(path), "--positive-label", "1")
     assert two["spearman"] == one["spearman"] and two["n"] == one["n"]  # only the binary metrics move
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ModelNotFoundError, match="no model folder"):
         run_evaluate(settings, capsys, "--model", str(tmp_path / "nope"), "--data", str(path))
+    challenger = f"models:/{settings.model_name}@challenger"
+    with pytest.raises(ModelNotFoundError, match=re.escape(f"{challenger} not found in the tracking store {settings.tracking_uri}")):
+        run_evaluate(settings, capsys, "--model", challenger, "--data", str(path))

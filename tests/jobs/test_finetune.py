@@ -101,19 +101,22 @@ def test_lake_labeled_pairs_by_split(spark, settings, capsys, tmp_path):
 
 
 @pytest.mark.spark
-def test_pairs_by_video_id_take_the_latest_video_text(spark):
+def test_pairs_by_video_id_take_the_text_scoring_reads_of_the_latest_video(spark):
     from pyspark.testing import assertDataFrameEqual
 
-    labeled = spark.createDataFrame([("耳机", "v1", 3), ("耳机", "v9", 0)], "query string, video_id string, label int")
+    labeled = spark.createDataFrame([("耳机", "v1", 3), ("耳机", "v2", 1), ("耳机", "v9", 0)],
+                                    "query string, video_id string, label int")
     videos = spark.createDataFrame(
-        [("v1", "旧标题", "字幕", None, "2024-08-01"), ("v1", "蓝牙耳机", "降噪", None, "2024-09-01")],
-        "video_id string, title string, ocr_text string, asr_text string, dt string",
+        [("v1", "旧标题", [b"old"], "2024-08-01"), ("v1", "蓝牙耳机", [b"new"], "2024-09-01"), ("v2", "耳机盒", [], "2024-09-01")],
+        "video_id string, title string, frames array<binary>, dt string",
     )
+    texts = spark.createDataFrame([("v1", "2024-08-01", "旧标题 字幕"), ("v1", "2024-09-01", "蓝牙耳机 降噪")],
+                                  "video_id string, dt string, video_text string")
     expected = spark.createDataFrame(
-        [("v1", "耳机", 3, "蓝牙耳机", "降噪", None), ("v9", "耳机", 0, None, None, None)],
-        "video_id string, query string, label int, title string, ocr_text string, asr_text string",
-    )
-    assertDataFrameEqual(job.with_video_text(labeled, videos), expected)
+        [("v1", "耳机", 3, [b"new"], "蓝牙耳机 降噪"), ("v2", "耳机", 1, [], None), ("v9", "耳机", 0, None, None)],
+        "video_id string, query string, label int, frames array<binary>, text string",
+    )  # v2 has no text yet, v9 no video: both null, rejected downstream
+    assertDataFrameEqual(job.with_video_text(labeled, videos, texts), expected)
 
 
 @pytest.mark.spark

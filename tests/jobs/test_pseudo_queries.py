@@ -1,6 +1,7 @@
 """The pseudo-queries job: its transforms on small frames, then the whole job on a temp lake."""
 
 import io
+import json
 import math
 from datetime import datetime, timezone
 
@@ -11,9 +12,11 @@ from pyspark.testing import assertDataFrameEqual
 
 from hcmrm.config import load
 from hcmrm.tables import DUPLICATE_VIDEO_ID, KEYWORD_IDF, MISSING_VIDEO_ID, PRETRAIN_PAIRS, PRETRAIN_REJECTS
+from hcmrm.tables import VIDEO_TEXTS as VIDEO_TEXTS_TABLE
 from hcmrm.tables import VIDEOS as VIDEOS_TABLE
 from hcmrm.text.keywords import Idf, document_terms
 from hcmrm.text.pseudo_query import NO_KEYWORDS, NO_TEXT, pretrain_text
+from hcmrm.text.video_text import TextSettings, build_video_text, describe, fingerprint
 from jobs import pseudo_queries as job
 from jobs.cli import make_parser
 from jobs.tables import spark_schema
@@ -113,7 +116,30 @@ def test_pretrain_results_split_into_pairs_and_rejects(spark, videos):
     schema = "video_id string, dt string, pseudo_query string, keywords array<string>, context_text string, " \
              "video_text string, frames array<binary>, n_frames int"
     assertDataFrameEqual(job.pairs_of(results), spark.createDataFrame(expected, schema))
+
+    # Every video with a usable key has its text, rejected for pre-training or not (v3: no text at all).
+    recipe = describe(TextSettings(), None)
+    texts = [(v, d, build_video_text(t, o, a), json.dumps(recipe, sort_keys=True, ensure_ascii=False),
+              fingerprint(recipe)) for v, t, o, a, _, d in VIDEOS if v is not None and t != VIDEOS[2][1]]
+    assertDataFrameEqual(job.video_texts_of(results, recipe), spark.createDataFrame(texts, spark_schema(VIDEO_TEXTS_TABLE)))
     results.unpersist()
+
+
+def test_labeled_rows_get_their_text_as_video_texts_are_built(tmp_path):
+    import pandas as pd
+
+    conf = tmp_path / "pq.yaml"
+    conf.write_text("max_sequence_chars: 10\nkeywords: {idf_source: jieba}\n")
+    title_only = pd.DataFrame({"query": ["q"], "title": ["《原神》纳塔交响音乐现场"], "label": [1]})
+
+    def no_spark():
+        raise AssertionError("a title alone needs no IDF, so no Spark")
+
+    got = job.labeled_texts(title_only, None, no_spark, conf)
+    assert got["text"].tolist() == ["《原神》纳塔交响音乐"]  # the settings file's bound reached the text
+    with_ocr = title_only.assign(ocr_text=["伦敦交响乐团演奏 米哈游出品"], title=["原神"])
+    expected = build_video_text("原神", "伦敦交响乐团演奏 米哈游出品", None, None, load(job.JobConfig, conf).text_settings())
+    assert job.labeled_texts(with_ocr, None, no_spark, conf)["text"].tolist() == [expected]  # jieba's IDF: no lake
 
 
 @pytest.mark.spark
@@ -137,10 +163,14 @@ def test_the_job_writes_reconciled_tables_and_a_rerun_replaces_its_date(spark, s
     spark.createDataFrame(VIDEOS, VIDEOS_SCHEMA).write.parquet(source)
 
     counts = job.build(spark, settings, source, None, job.JobConfig())
-    assert (counts.input, counts.pairs, counts.rejects) == (8, 3, 5) and counts.reconciles()
+    assert (counts.input, counts.pairs, counts.rejects, counts.texts) == (8, 3, 5, 6) and counts.reconciles()
     assert counts.reasons[NO_TEXT] == 1 and "reconciled" in counts.summary()
-    for table in (KEYWORD_IDF, PRETRAIN_PAIRS, PRETRAIN_REJECTS):
+    for table in (KEYWORD_IDF, PRETRAIN_PAIRS, PRETRAIN_REJECTS, VIDEO_TEXTS_TABLE):
         assert_written_as_contract(spark, settings, table)
+    texts = spark.read.format("delta").load(settings.table(VIDEO_TEXTS_TABLE.name))
+    assert sorted(r.video_id for r in texts.collect()) == ["v1", "v2", "v3", "v4", "v5", "v6"]
+    recipe = json.loads(texts.first().text_settings)
+    assert recipe["idf"]["source"] == "corpus" and recipe["max_chars"] == job.JobConfig().max_sequence_chars
 
     pairs = spark.read.format("delta").load(settings.table("pretrain_pairs"))
     assert sorted(r.video_id for r in pairs.collect()) == ["v1", "v2", "v6"]
@@ -159,6 +189,8 @@ def test_the_job_writes_reconciled_tables_and_a_rerun_replaces_its_date(spark, s
     assert {r.video_id: r.pseudo_query for r in pairs.where(F.col("dt") == DAY1).collect()} == before
     rejects = spark.read.format("delta").load(settings.table("pretrain_rejects"))
     assert rejects.count() == 5 and rejects.where(F.col("dt") == DAY2).count() == 2
+    texts = spark.read.format("delta").load(settings.table(VIDEO_TEXTS_TABLE.name))
+    assert texts.count() == 6 and texts.select("text_fingerprint").distinct().count() == 1  # the stored IDF: same recipe
 
     with pytest.raises(ValueError, match="no videos"):
         job.build(spark, settings, source, ["2030-01-01"], job.JobConfig())

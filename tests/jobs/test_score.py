@@ -31,23 +31,29 @@ VIDEOS = [  # video_id, title, ocr_text, asr_text, frames
     ("v3", "考研英语网课", "名师 直播", None, []),  # text-only
     ("v4", "坏帧视频", None, None, [b"\x00not an image"]),  # undecodable frames
     ("v5", "", None, None, []),  # no text, no frames
+    ("v7", "新视频", None, None, []),  # pseudo-queries has not built its text yet
 ]
+TEXTS = {  # video_texts as the pseudo-queries job wrote them; the job scores these, it never rebuilds them
+    "v1": "红色连衣裙夏季新款 显瘦 长裙", "v2": "拍照手机旗舰 夜景", "v3": "考研英语网课 名师", "v4": "坏帧视频", "v5": "",
+}
 ADS = [("a1", "v1", "shop-1", "fashion"), ("a2", "v2", "phone-co", "digital"), ("a3", "v3", "edu", "education"),
-       ("a4", "v4", "x", "other"), ("a5", "v5", "y", "other"), ("a6", "missing", "z", "other")]
+       ("a4", "v4", "x", "other"), ("a5", "v5", "y", "other"), ("a6", "missing", "z", "other"),
+       ("a7", "v7", "z", "other")]
 PAIRS = {  # query, ad_id, impressions
     DAY1: [("连衣裙", "a1", 10), ("红色长裙", "a1", 3), ("手机", "a1", 1), ("拍照手机", "a2", 7), ("手机", "a2", 2),
            ("英语", "a3", 4), ("英语网课", "a3", 4), ("连衣裙", "a2", 1),
            (None, "a1", 1), ("   ", "a2", 1), ("连衣裙", "nope", 1), ("手机", "a4", 1), ("手机", "a5", 1),
-           ("手机", "a6", 1), ("连衣裙", "a1", 2)],  # the last repeats (连衣裙, a1): a duplicate
+           ("手机", "a6", 1), ("手机", "a7", 1), ("连衣裙", "a1", 2)],  # the last repeats (连衣裙, a1): a duplicate
     DAY2: [("手机", "a2", 5), ("英语", "a3", 1), ("裙子", "a1", 2)],
 }
 EXPECTED_REJECTS = {
     "null_query": 1, "empty_query": 1, "unknown_ad": 1, "undecodable_frames": 1, "empty_text": 1,
-    "unknown_video": 1, "duplicate_pair": 1,
+    "unknown_video": 1, "no_video_text": 1, "duplicate_pair": 1,
 }
 
 
 def write_lake(spark, settings, pairs=PAIRS):
+    from jobs.pseudo_queries import VIDEO_TEXTS_SCHEMA
     from jobs.tables import overwrite_table
 
     videos = spark.createDataFrame(
@@ -55,6 +61,9 @@ def write_lake(spark, settings, pairs=PAIRS):
         "video_id string, title string, ocr_text string, asr_text string, frames array<binary>, dt string",
     )
     overwrite_table(videos, settings.table("videos"), "dt")
+    texts = [(v, "2024-09-01", t, "{}", "test") for v, t in TEXTS.items()]
+    texts.append(("v1", "2024-08-01", "an older date's text of v1", "{}", "test"))  # not the dt of v1's row in videos
+    overwrite_table(spark.createDataFrame(texts, VIDEO_TEXTS_SCHEMA), settings.table("video_texts"), "dt")
     overwrite_table(spark.createDataFrame(ADS, "ad_id string, video_id string, advertiser string, industry string"),
                     settings.table("ads"))
     rows = [(d, q, a, i) for d, day_rows in pairs.items() for q, a, i in day_rows]
@@ -95,18 +104,17 @@ def job_args(settings, **extra) -> Namespace:
 
 
 def direct_scores(model_dir, rows):
-    """(query, title, ocr, asr, frames) -> (probs, score) from the model called pair by pair: the reference."""
+    """(query, video text, frames) -> (probs, score) from the model called pair by pair: the reference."""
     from hcmrm.model.checkpoint import load_model
     from hcmrm.model.frames import decode_frames, stack_videos
-    from hcmrm.text.pseudo_query import keyword_sequence
     from hcmrm.model.tokenizer import Tokenizer
 
     model = load_model(model_dir)
     tokenizer, v = Tokenizer.from_config(model.config), model.config.vision
     out = []
-    for query, title, ocr, asr, frames in rows:
+    for query, text, frames in rows:
         video = decode_frames(frames, v.image_size, model.config.max_frames, v.mean, v.std)
-        enc = tokenizer.encode_pairs([query], [keyword_sequence(title, ocr, asr)])
+        enc = tokenizer.encode_pairs([query], [text])
         with torch.inference_mode():
             memory = model.encode_video(*stack_videos([video], model.config.max_frames))
             r = model.relevance(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"], memory)
@@ -147,7 +155,7 @@ def scored(spark, tmp_path_factory):
 
 
 def test_score_job_writes_the_models_scores_and_every_bad_row_to_rejects(spark, scored):
-    from hcmrm.tracking.registry import download_model
+    from hcmrm.tracking.model_uri import resolve, version_uri
 
     settings, version, printed, _ = scored
     assert "distinct ads 3, vision encodes 3" in printed
@@ -166,11 +174,11 @@ def test_score_job_writes_the_models_scores_and_every_bad_row_to_rejects(spark, 
     for table in (RELEVANCE_SCORES, SCORING_REJECTS, SCORING_RUNS):
         assert_written_as_contract(spark, settings, table)
 
-    # Scores equal the model called directly, pair by pair, to 1e-5.
-    model_dir, _ = download_model(settings, f"models:/{settings.model_name}/{version}")
+    # Scores equal the model called directly, pair by pair, on the texts of video_texts, to 1e-5.
+    model_dir = resolve(version_uri(settings.model_name, version), settings).folder
     video_of = {a[0]: a[1] for a in ADS}
-    content = {v[0]: v[1:] for v in VIDEOS}
-    rows = [(q, *content[video_of[a]]) for q, a in zip(scores["query"], scores["ad_id"])]
+    frames = {v[0]: v[-1] for v in VIDEOS}
+    rows = [(q, TEXTS[video_of[a]], frames[video_of[a]]) for q, a in zip(scores["query"], scores["ad_id"])]
     for (probs, value), (_, got) in zip(direct_scores(model_dir, rows), scores.iterrows()):
         np.testing.assert_allclose(got[["p_bad", "p_less", "p_good", "p_excellent"]].to_numpy(float), probs, atol=1e-5)
         assert got["score"] == pytest.approx(value, abs=1e-5)
@@ -185,7 +193,7 @@ def test_score_job_writes_the_models_scores_and_every_bad_row_to_rejects(spark, 
     exp = client.get_experiment_by_name("hcmrm-scoring")
     run = client.search_runs([exp.experiment_id], filter_string=f"params.date = '{DAY1}'")[0]
     m = run.data.metrics
-    assert (m["input_pairs"], m["scored_pairs"], m["rejected_pairs"]) == (15, 8, 7)
+    assert (m["input_pairs"], m["scored_pairs"], m["rejected_pairs"]) == (16, 8, 8)
     assert m["vision_encodes"] == m["distinct_ads"] == 3
     assert m["pairs_per_second"] > 0
     assert m["irrelevant_rate"] == pytest.approx((scores.label <= 1).mean())
@@ -199,7 +207,7 @@ def test_a_rerun_replaces_the_day_with_the_same_rows_and_leaves_other_days(spark
     with contextlib.redirect_stdout(io.StringIO()):
         assert score.run(job_args(settings, date=DAY1)) == 0
     assert sorted(read(spark, settings, "relevance_scores").select(*KEYS).collect()) == first_rows
-    assert read(spark, settings, "scoring_rejects", DAY1).count() == 7
+    assert read(spark, settings, "scoring_rejects", DAY1).count() == 8
     runs = read(spark, settings, "scoring_runs").toPandas()
     assert sorted(runs.dt) == [DAY1, DAY1, DAY2] and (runs.vision_encodes == runs.distinct_ads).all()
 
@@ -232,17 +240,20 @@ def test_validate_pairs_gives_each_bad_row_its_reason(spark):
 
     pairs = spark.createDataFrame(
         [("q", "a1", 1), ("q", "a1", 5), (None, "a1", 1), ("\u3000", "a1", 1), ("q", None, 1), ("q", "a9", 1),
-         ("q", "a2", 1), ("q", "a3", 1), ("q", "dup", 1)],
+         ("q", "a2", 1), ("q", "a3", 1), ("q", "dup", 1), ("q", "a4", 1), ("q", "a5", 1)],
         "query string, ad_id string, impressions long",
     )
-    ads = spark.createDataFrame([("a1", "v1"), ("a2", None), ("a3", "gone"), ("dup", "v1"), ("dup", "v1")],
-                                "ad_id string, video_id string")
-    videos = spark.createDataFrame([("v1",)], "video_id string")
-    got = validate_pairs(pairs, ads, videos).select("query", "ad_id", "impressions", F_code("reason"))
+    ads = spark.createDataFrame([("a1", "v1"), ("a2", None), ("a3", "gone"), ("dup", "v1"), ("dup", "v1"),
+                                 ("a4", "v2"), ("a5", "v3")], "ad_id string, video_id string")
+    videos = spark.createDataFrame([("v1", "d1"), ("v2", "d1"), ("v3", "d2")], "video_id string, dt string")
+    texts = spark.createDataFrame([("v1", "d1", "文本"), ("v3", "d1", "另一天的文本")],
+                                  "video_id string, dt string, video_text string")
+    got = validate_pairs(pairs, ads, videos, texts).select("query", "ad_id", "impressions", F_code("reason"))
     expected = spark.createDataFrame(
         [("q", "a1", 5, None), ("q", "a1", 1, "duplicate_pair"), (None, "a1", 1, "null_query"),
          ("\u3000", "a1", 1, "empty_query"), ("q", None, 1, "null_ad_id"), ("q", "a9", 1, "unknown_ad"),
-         ("q", "a2", 1, "no_video"), ("q", "a3", 1, "unknown_video"), ("q", "dup", 1, "duplicate_ad")],
+         ("q", "a2", 1, "no_video"), ("q", "a3", 1, "unknown_video"), ("q", "dup", 1, "duplicate_ad"),
+         ("q", "a4", 1, "no_video_text"), ("q", "a5", 1, "no_video_text")],  # a5: a text of another dt only
         "query string, ad_id string, impressions long, reason string",
     )
     assertDataFrameEqual(got, expected)
@@ -255,12 +266,14 @@ def test_ad_major_gives_one_row_per_ad_with_its_queries_and_frames(spark):
 
     valid = spark.createDataFrame([("q1", "a1", "v1", "s"), ("q2", "a1", "v1", "s"), ("q3", "a2", "v1", "t")],
                                   "query string, ad_id string, video_id string, advertiser string")
-    videos = spark.createDataFrame([("v1", "t", None, None, [b"x"]), ("v9", "u", None, None, [b"y"])],
-                                   "video_id string, title string, ocr_text string, asr_text string, frames array<binary>")
-    rows = ad_major(valid, videos, ["query"], ["advertiser"]).select(
-        "ad_id", "advertiser", F.array_sort(F.col("pairs.query")).alias("queries"), "frames").orderBy("ad_id").collect()
-    assert [(r.ad_id, r.advertiser, r.queries, r.frames) for r in rows] == [
-        ("a1", "s", ["q1", "q2"], [b"x"]), ("a2", "t", ["q3"], [b"x"])]
+    videos = spark.createDataFrame([("v1", "d1", [b"x"]), ("v9", "d1", [b"y"])],
+                                   "video_id string, dt string, frames array<binary>")
+    texts = spark.createDataFrame([("v1", "d1", "视频文本"), ("v9", "d1", "别的")], "video_id string, dt string, video_text string")
+    rows = ad_major(valid, videos, texts, ["query"], ["advertiser"]).select(
+        "ad_id", "advertiser", F.array_sort(F.col("pairs.query")).alias("queries"), "video_text", "frames"
+    ).orderBy("ad_id").collect()
+    assert [(r.ad_id, r.advertiser, r.queries, r.video_text, r.frames) for r in rows] == [
+        ("a1", "s", ["q1", "q2"], "视频文本", [b"x"]), ("a2", "t", ["q3"], "视频文本", [b"x"])]
 
 
 def F_code(column):

@@ -8,6 +8,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from hcmrm.text.keywords import Idf, document_terms, has_content
 from hcmrm.text.pseudo_query import NO_KEYWORDS, NO_TEXT, pretrain_text, video_text
+from hcmrm.text.video_text import TextSettings, build_video_text
 from udfs.pseudo_query import PAIR_SCHEMA, TERMS_SCHEMA, document_terms_frame, pretrain_rows_frame
 
 pytestmark = pytest.mark.spark
@@ -44,7 +45,7 @@ def test_document_terms_frame_gives_each_usable_videos_distinct_terms(spark, vid
     assertDataFrameEqual(got, spark.createDataFrame(expected, TERMS_SCHEMA))
 
 
-def test_pretrain_rows_frame_matches_pretrain_text_and_rejects_with_reasons(spark, videos):
+def test_pretrain_rows_frame_matches_pretrain_text_and_rejects_with_reasons_keeping_the_video_text(spark, videos):
     idf = Idf.from_documents([video_text(t, o, a) for _, t, o, a, _, _ in VIDEOS])
     got = pretrain_rows_frame(videos, spark.sparkContext.broadcast(idf), seed=5, max_sequence_chars=40)
 
@@ -54,8 +55,9 @@ def test_pretrain_rows_frame_matches_pretrain_text_and_rejects_with_reasons(spar
         n = len(frames or [])
         if video_id == "v5":
             result = "bad_frames: frame 1: cannot identify image"
-        if isinstance(result, str):
-            expected.append((video_id, dt, None, None, None, None, frames, n, result))
+        if isinstance(result, str):  # no pair, but scoring still reads the video's text
+            text = build_video_text(title, ocr, asr, idf, TextSettings(max_chars=40))
+            expected.append((video_id, dt, None, None, None, text, frames, n, result))
         else:
             expected.append((video_id, dt, result.pseudo_query, result.keywords, result.context_text,
                              result.video_text, frames, n, None))

@@ -11,7 +11,6 @@ from pyspark.sql.types import ArrayType, BinaryType, LongType, StringType, Struc
 
 from hcmrm.model.checkpoint import save_model
 from hcmrm.model.network import build_model
-from hcmrm.text.pseudo_query import keyword_sequence
 from hcmrm.scoring import AdPairs, Scorer, ScoringConfig
 from udfs import score as udf
 
@@ -31,21 +30,19 @@ def model_dir(tmp_path_factory):
 
 
 PAIR = pa.struct([("query", pa.string()), ("impressions", pa.int64())])
+TEXTS = ["红色连衣裙 夏季 新款", "考研英语", "坏视频", ""]  # video_text as the pseudo-queries job wrote it
 AD_ROWS = pa.RecordBatch.from_pydict(
     {
         "ad_id": ["a1", "a2", "a3", "a4"],
         "advertiser": ["s1", "s2", "s3", "s4"],
-        "title": ["红色连衣裙", "考研英语", "坏视频", ""],
-        "ocr_text": ["夏季 新款", None, None, None],
-        "asr_text": [None, None, None, None],
+        "video_text": TEXTS,
         "frames": [[png((255, 0, 0))], [], [b"junk"], []],
         "pairs": [[{"query": "裙子", "impressions": 3}, {"query": "手机", "impressions": None}],
                   [{"query": "英语", "impressions": 1}], [{"query": "x", "impressions": 1}],
                   [{"query": "y", "impressions": 2}]],
     },
-    schema=pa.schema([("ad_id", pa.string()), ("advertiser", pa.string()), ("title", pa.string()),
-                      ("ocr_text", pa.string()), ("asr_text", pa.string()), ("frames", pa.list_(pa.binary())),
-                      ("pairs", pa.list_(PAIR))]),
+    schema=pa.schema([("ad_id", pa.string()), ("advertiser", pa.string()), ("video_text", pa.string()),
+                      ("frames", pa.list_(pa.binary())), ("pairs", pa.list_(PAIR))]),
 )
 
 
@@ -55,17 +52,17 @@ def test_a_batch_of_ads_becomes_one_row_per_pair_with_scores_or_a_reason(model_d
     assert out["ad_id"] == ["a1", "a1", "a2", "a3", "a4"]
     assert out["advertiser"] == ["s1", "s1", "s2", "s3", "s4"]  # ad-level columns repeat per pair
     assert out["query"] == ["裙子", "手机", "英语", "x", "y"] and out["impressions"] == [3, None, 1, 1, 2]
-    assert "title" not in out and "frames" not in out  # video content stays behind
+    assert "video_text" not in out and "frames" not in out  # video content stays behind
     assert out["reason"][:3] == [None] * 3
     assert out["reason"][3].startswith("undecodable_frames: frame 0")
     assert out["reason"][4] == udf.EMPTY_TEXT
     assert out["p_bad"][3] is None and out["label"][4] is None
     assert sum(out["vision_encodes"]) == 2  # a1 and a2 (text-only) went through the vision tower once each
 
-    # The same numbers as the engine given the same ads.
+    # The same numbers as the engine given the same ads and the texts as they came (no text rebuilt).
     engine = Scorer.from_dir(model_dir, ScoringConfig()).score([
-        AdPairs("a1", keyword_sequence("红色连衣裙", "夏季 新款", None), [png((255, 0, 0))], ["裙子", "手机"]),
-        AdPairs("a2", keyword_sequence("考研英语", None, None), [], ["英语"]),
+        AdPairs("a1", TEXTS[0], [png((255, 0, 0))], ["裙子", "手机"]),
+        AdPairs("a2", TEXTS[1], [], ["英语"]),
     ])
     probs = np.array([out[f"p_{k}"][:3] for k in ("bad", "less", "good", "excellent")]).T
     np.testing.assert_allclose(probs, np.concatenate([engine[0].probs, engine[1].probs]), atol=1e-6)
@@ -75,7 +72,7 @@ def test_a_batch_of_ads_becomes_one_row_per_pair_with_scores_or_a_reason(model_d
 
 def test_output_schema_is_ad_columns_then_pair_fields_then_scores():
     ads = StructType([
-        StructField("ad_id", StringType()), StructField("video_id", StringType()), StructField("title", StringType()),
+        StructField("ad_id", StringType()), StructField("video_id", StringType()), StructField("video_text", StringType()),
         StructField("frames", ArrayType(BinaryType())),
         StructField("pairs", ArrayType(StructType([StructField("query", StringType()),
                                                    StructField("impressions", LongType())]))),

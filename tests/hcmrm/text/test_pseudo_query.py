@@ -1,4 +1,4 @@
-"""Pseudo-queries, context text and the video keyword sequence: pure functions, no Spark."""
+"""Pseudo-queries and context text: pure functions, no Spark."""
 
 import random
 from dataclasses import replace
@@ -12,7 +12,6 @@ from hcmrm.text.pseudo_query import (
     PseudoQuery,
     extract_keywords,
     join_keywords,
-    keyword_sequence,
     make_pseudo_query,
     pretrain_text,
     rank_keywords,
@@ -22,6 +21,7 @@ from hcmrm.text.pseudo_query import (
     video_seed,
     video_text,
 )
+from hcmrm.text.video_text import TextSettings, build_video_text
 
 TITLE = "《原神》纳塔交响音乐现场"
 OCR = "伦敦交响乐团演奏 纳塔 主题音乐"
@@ -93,22 +93,6 @@ def test_no_pseudo_query_without_usable_keywords():
     assert make_pseudo_query("我们今天点赞视频 123") is None
 
 
-def test_keyword_sequence_keeps_the_title_then_adds_new_ocr_asr_keywords():
-    seq = keyword_sequence(TITLE, OCR, ASR, max_chars=40)
-    assert seq.startswith(TITLE) and len(seq) <= 40
-    added = seq[len(TITLE):].split()
-    assert added and all(k not in TITLE for k in added)  # 纳塔, 原神 are in the title already
-    assert set(added) <= set(extract_keywords(video_text(None, OCR, ASR), config=KeywordConfig(top_k=100)))
-
-
-def test_keyword_sequence_bounds_and_empty_inputs():
-    assert keyword_sequence(TITLE, None, None) == TITLE
-    assert keyword_sequence(None, None, None) == ""
-    assert keyword_sequence("长" * 200, OCR, None, max_chars=16) == "长" * 16
-    assert keyword_sequence(None, OCR, None).split()[0] in extract_keywords(OCR)
-    assert len(keyword_sequence(TITLE, OCR * 20, ASR * 20, max_chars=30)) <= 30
-
-
 def test_pretrain_text_matches_the_separate_public_functions():
     idf = Idf.from_documents([video_text(TITLE, OCR, ASR), NEWS, "原神 新角色 PV"])
     for video_id, (title, ocr, asr) in {"a": (TITLE, OCR, ASR), "b": (NEWS, None, None), "c": (None, OCR, "")}.items():
@@ -118,7 +102,7 @@ def test_pretrain_text_matches_the_separate_public_functions():
             pseudo_query=pq.pseudo_query,
             keywords=pq.keywords,
             context_text=pq.context_text,
-            video_text=keyword_sequence(title, ocr, asr, idf, max_chars=64),
+            video_text=build_video_text(title, ocr, asr, idf, TextSettings(max_chars=64)),
         )
 
 

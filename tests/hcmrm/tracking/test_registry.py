@@ -1,10 +1,10 @@
-"""MLflow round trip on a temp sqlite store: log a run, register, alias `champion`, resolve it."""
+"""MLflow round trip on a temp sqlite store: log a run, register, move the alias `champion`."""
 
 from pathlib import Path
 
 from hcmrm.tracking import registry
-
 from hcmrm.tracking import store as tracking
+from hcmrm.tracking.model_uri import champion_uri, registered_version
 
 
 def _log_folder(settings, tmp_path, text):
@@ -20,7 +20,7 @@ def _log_folder(settings, tmp_path, text):
     return run.info.run_id, source
 
 
-def test_register_alias_and_resolve_champion(settings, tmp_path):
+def test_register_versions_and_move_champion(settings, tmp_path):
     run_a, source_a = _log_folder(settings, tmp_path, "a")
     run_b, source_b = _log_folder(settings, tmp_path, "b")
     v1 = registry.register_version(settings, run_a, source_a)
@@ -29,14 +29,10 @@ def test_register_alias_and_resolve_champion(settings, tmp_path):
     assert registry.current_champion(settings) is None
 
     registry.set_alias(settings, v2.version)
-    resolved = tracking.resolve_model_version(settings, tracking.champion_uri(settings))
-    assert str(resolved.version) == "2" and resolved.run_id == run_b
-
-    folder, version = registry.download_model(settings, f"models:/{settings.model_name}@champion", tmp_path / "dl")
-    assert str(version.version) == "2"
-    assert (Path(folder) / "config.json").read_text() == '{"name": "b"}'
-    by_number = tracking.resolve_model_version(settings, f"models:/{settings.model_name}/1")
-    assert by_number.run_id == run_a
+    assert str(registry.current_champion(settings).version) == "2"
+    assert registered_version(settings, champion_uri(settings.model_name)).run_id == run_b
+    registry.set_alias(settings, v1.version)
+    assert registry.current_champion(settings).run_id == run_a
 
 
 def test_artifacts_land_in_the_configured_folder(settings, tmp_path):

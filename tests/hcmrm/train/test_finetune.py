@@ -7,8 +7,11 @@ import torch
 from hcmrm.train.batching import LabeledExample
 from hcmrm.model.checkpoint import load_model, save_model
 from hcmrm.config import from_dict
-from hcmrm.train.finetune import FinetuneConfig, finetune, initial_model, predict
+from hcmrm.train.finetune import FinetuneConfig, evaluate, finetune, initial_model
 from hcmrm.model.network import build_model
+from hcmrm.model.tokenizer import Tokenizer
+from hcmrm.scoring import Scorer
+from hcmrm.train.metrics import relevance_metrics
 
 # Relevant pairs share the product word; irrelevant ones do not. Labels 0..3.
 PRODUCTS = ["手机壳", "耳机", "跑鞋", "茶叶", "口红", "键盘"]
@@ -27,6 +30,11 @@ def pairs():
     return out
 
 
+def engine(model) -> Scorer:
+    """The production scoring engine around `model` (what evaluation runs)."""
+    return Scorer(model, Tokenizer.from_config(model.config))
+
+
 def config(**overrides):
     loop = {"epochs": 12, "batch_size": 8, "log_every": 1, "optim": {"lr": 3e-3, "warmup_steps": 3}}
     return from_dict(FinetuneConfig, {"preset": "tiny", "loop": loop, "eval_batch_size": 7, **overrides})
@@ -41,19 +49,20 @@ def test_loss_goes_down_and_each_epoch_is_evaluated(tmp_path):
     assert [h["epoch"] for h in result.history] == list(range(12))
     assert set(result.metrics) == {"auc", "spearman", "accuracy", "ndcg", "n"} and result.metrics["n"] == 24
     assert result.metrics["auc"] > 0.9 and result.metrics == {k: v for k, v in result.history[-1].items() if k not in ("epoch", "step")}
-    saved = load_model(result.model_dir)
-    probs, scores = predict(saved, data)
-    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
-    np.testing.assert_allclose(scores, probs @ np.arange(4), rtol=1e-5)
+    # The saved model, scored by the production engine, gives the metrics the loop recorded.
+    saved = evaluate(load_model(result.model_dir), data, batch_size=5).as_dict()
+    assert saved == pytest.approx(result.metrics, abs=1e-6)
 
 
-def test_predict_keeps_the_examples_order():
+def test_evaluation_is_the_scoring_engines_output_and_leaves_a_training_model_training():
     torch.manual_seed(0)
-    model = build_model("tiny")
+    model = build_model("tiny").train()
     data = pairs()
-    forward, _ = predict(model, data, batch_size=5)
-    backward, _ = predict(model, data[::-1], batch_size=5)
-    np.testing.assert_allclose(forward, backward[::-1], atol=1e-6)
+    metrics = evaluate(model, data, batch_size=5)
+    assert model.training  # the loop's model trains on after each epoch's evaluation
+    probs, scores = engine(model).score_pairs([e.query for e in data], [e.text for e in data])
+    expected = relevance_metrics([e.label for e in data], scores, probs[:, 2] + probs[:, 3], [e.query for e in data])
+    assert metrics.as_dict() == pytest.approx(expected.as_dict(), abs=1e-6)
 
 
 def test_init_from_a_pretrained_folder_keeps_the_encoders_and_swaps_the_head(tmp_path):
@@ -72,7 +81,7 @@ def test_init_from_a_pretrained_folder_keeps_the_encoders_and_swaps_the_head(tmp
 def test_bce_baseline_trains_and_scores_two_grades(tmp_path):
     data = pairs()
     result = finetune(data, data, config(loss="bce"), None, progress=False)
-    probs, _ = predict(result.model, data)
+    probs, _ = engine(result.model).score_pairs([e.query for e in data], [e.text for e in data])
     assert np.allclose(probs[:, 1], 0) and np.allclose(probs[:, 3], 0)  # BCE only knows bad / good
     assert result.metrics["auc"] > 0.8
 

@@ -71,3 +71,18 @@ def test_split_column_filters(tmp_path):
     path = tmp_path / "s.json"
     path.write_text(json.dumps([dict(r, split="dev" if i else "train") for i, r in enumerate(ROWS)], ensure_ascii=False))
     assert len(read_labeled(path, split="dev")) == 2
+
+
+def test_texts_are_built_once_per_row_unless_given_and_only_ocr_asr_needs_an_idf():
+    from hcmrm.text.video_text import TextSettings, build_video_text
+    from hcmrm.train.labeled_data import build_texts, needs_idf, normalize
+
+    pairs = normalize(pd.DataFrame({"query": ["q", "q"], "title": ["原神纳塔交响音乐现场", "头疼怎么缓解"],
+                                    "label": [1, 2]})).pairs
+    assert not needs_idf(pairs)  # a title alone is the whole text
+    short = TextSettings(max_chars=4)
+    assert build_texts(pairs, settings=short)["text"].tolist() == ["原神纳塔", "头疼怎么"]
+    with_ocr = pairs.assign(ocr_text=["伦敦交响乐团演奏", None], text=[None, "给定的文本"])
+    assert needs_idf(with_ocr) and not needs_idf(with_ocr.iloc[1:])  # the second row's text is given
+    built = build_texts(with_ocr)["text"].tolist()
+    assert built == [build_video_text("原神纳塔交响音乐现场", "伦敦交响乐团演奏", None), "给定的文本"]
