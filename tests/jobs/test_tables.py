@@ -38,6 +38,7 @@ LAYOUTS_BEFORE = {
     "pretrain_pairs": "video_id string, dt string, pseudo_query string, keywords array<string>, context_text string, "
                       "video_text string, frames array<binary>, n_frames int",
     "pretrain_rejects": "video_id string, dt string, reason string, rejected_at timestamp",
+    "video_texts": "video_id string, dt string, video_text string, text_settings string, text_fingerprint string",
     "relevance_scores": "dt string, query string, ad_id string, impressions long, advertiser string, industry string, "
                         "p_bad double, p_less double, p_good double, p_excellent double, score double, label int, "
                         "model_name string, model_version string, run_id string, scoring_run_id string, "
