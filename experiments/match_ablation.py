@@ -23,6 +23,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
+from hcmrm.config import from_dict  # noqa: E402
 from hcmrm.settings import CONF_DIR  # noqa: E402
 from hcmrm.train.finetune import FinetuneConfig, evaluate, finetune  # noqa: E402
 from hcmrm.train.labeled_data import build_texts, read_labeled, to_examples  # noqa: E402
@@ -41,7 +42,7 @@ def examples(path: Path) -> list:
 def run_config(match: bool, seed: int, epochs: int) -> FinetuneConfig:
     model = yaml.safe_load((CONF_DIR / "train" / "ablation.yaml").read_text())["model"]
     model = {**model, "text": {**model["text"], "match_embeddings": match}}
-    return FinetuneConfig.from_dict({
+    return from_dict(FinetuneConfig, {
         "preset": "small", "model": model,
         "loop": {"epochs": epochs, "batch_size": 32, "log_every": 200, "seed": seed,
                  "optim": {"lr": 1.0e-3, "warmup_steps": 100, "weight_decay": 0.01}},
