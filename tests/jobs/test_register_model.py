@@ -2,8 +2,10 @@
 
 import pytest
 
+from hcmrm.model.checkpoint import load_model
 from hcmrm.settings import SHIPPED_MODEL_DIR
 from hcmrm.tracking import registry
+from hcmrm.tracking.model_uri import champion_uri, resolve
 from jobs import register_model as job
 from jobs.common import build_parser
 
@@ -29,8 +31,9 @@ def test_the_shipped_model_becomes_champion_only_when_there_is_none(settings, ca
 
 def test_the_shipped_model_loads_from_the_registry_and_is_match_aware(settings):
     register(settings)
-    model, version = registry.load_registered(settings, f"models:/{settings.model_name}@champion")
-    assert int(version.version) == 1
+    resolved = resolve(champion_uri(settings.model_name), settings)
+    assert int(resolved.version.version) == 1
+    model = load_model(resolved.folder)
     assert model.config.text.match_embeddings
     assert (SHIPPED_MODEL_DIR / "MODEL_CARD.md").exists()
 
