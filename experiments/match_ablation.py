@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -73,7 +74,28 @@ def main(argv: list[str] | None = None) -> int:
                       **{k: evaluate(result.model, d).as_dict() for k, d in devs.items()}}
             out.write_text(json.dumps(record, indent=2) + "\n")
             print(json.dumps({k: record[k] for k in ("run", "seconds")}), flush=True)
+    print(summary_table(args.epochs))
     return 0
+
+
+def summary_table(epochs: int) -> str:
+    """Mean +- std over the seeds of each row, as a Markdown table (also written to results/match_ablation.md)."""
+    lines = ["| input | seeds | KUAKE-QTR dev AUC | Spearman | QBQTC dev AUC | Spearman |", "|---|---|---|---|---|---|"]
+    for kind in ("match", "plain"):
+        runs = [json.loads(p.read_text()) for p in sorted(RESULTS.glob(f"{kind}-{epochs}ep-seed*.json"))]
+        if not runs:
+            continue
+        cells = []
+        for dev in DEV_SETS:
+            for metric in ("auc", "spearman"):
+                values = [r[dev][metric] for r in runs]
+                spread = statistics.stdev(values) if len(values) > 1 else 0.0
+                cells.append(f"{statistics.mean(values):.3f} +- {spread:.3f}")
+        label = "match-aware" if kind == "match" else "paper (no match input)"
+        lines.append(f"| {label} | {len(runs)} | " + " | ".join(cells) + " |")
+    table = "\n".join(lines)
+    (RESULTS.parent / "match_ablation.md").write_text(table + "\n")
+    return table
 
 
 if __name__ == "__main__":
