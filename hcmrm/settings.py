@@ -15,6 +15,7 @@ from hcmrm import config
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 CONF_DIR = PACKAGE_DIR / "conf"  # shipped inside the package, so a wheel install has every default
+SHIPPED_MODEL_DIR = PACKAGE_DIR / "models" / "kuake-small-match"  # the trained model the demo starts from (MODEL_CARD.md)
 SAMPLE_DIR = PACKAGE_DIR / "sample"  # the sample lake's Parquet files (SOURCE.md says where rows come from)
 
 _ENV = {

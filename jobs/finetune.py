@@ -185,8 +185,16 @@ def run(args: argparse.Namespace) -> int:
     else:
         summary = train_and_register(args, settings)
     if summary is not None:
+        if summary.get("gate"):
+            print(gate_line(summary["gate"]))
         print(json.dumps(summary, ensure_ascii=False))
     return 0
+
+
+def gate_line(decision: dict) -> str:
+    """The gate's decision in one line, for people reading the job's output (the JSON line follows)."""
+    verdict = "PROMOTED to champion" if decision["promote"] else "refused: champion stays"
+    return f"gate: v{decision['candidate_version']} {verdict} ({decision['reason']})"
 
 
 def run_distributor(args: argparse.Namespace, settings: Settings) -> dict | None:

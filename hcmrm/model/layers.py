@@ -88,19 +88,55 @@ class Block(nn.Module):
         return self.mlp(x)
 
 
+NO_MATCH, TOKEN_MATCH, BIGRAM_MATCH = 0, 1, 2  # match ids: the token occurs on the other side (alone, in a bigram)
+
+
+def match_ids(input_ids: torch.Tensor, token_type_ids: torch.Tensor, attention_mask: torch.Tensor,
+              first_word_id: int) -> torch.Tensor:
+    """[B, L] match id of each token: does it occur on the other side of the pair, and inside a shared bigram?
+
+    Computed from the ids alone, so every caller (training, the scoring engine) gets it without a new input.
+    A shared bigram (two neighbouring tokens, in order, on both sides) is the word-level signal: Chinese
+    WordPiece tokens are single characters, and a shared run of two or more is a shared word or name.
+    """
+    real = attention_mask.to(torch.bool) & (input_ids >= first_word_id)
+    same = input_ids[:, :, None] == input_ids[:, None, :]  # [B, L, L]
+    across = (token_type_ids[:, :, None] != token_type_ids[:, None, :]) & real[:, :, None] & real[:, None, :]
+    token = (same & across).any(-1)
+    pair = real[:, :-1] & real[:, 1:] & (token_type_ids[:, :-1] == token_type_ids[:, 1:])  # bigram starting at i
+    shared = (same[:, :-1, :-1] & same[:, 1:, 1:] & across[:, :-1, :-1] & pair[:, None, :]).any(-1) & pair
+    bigram = torch.zeros_like(token)
+    bigram[:, :-1] |= shared
+    bigram[:, 1:] |= shared
+    return torch.where(bigram, BIGRAM_MATCH, torch.where(token, TOKEN_MATCH, NO_MATCH))
+
+
 class TextEmbeddings(nn.Module):
-    """Word + position + segment embeddings, LayerNorm, dropout (BERT's embeddings)."""
+    """Word + position + segment (+ match) embeddings, LayerNorm, dropout (BERT's embeddings).
+
+    The match embedding is zero-initialised (see reset_match): a loaded BERT checkpoint gives the same
+    outputs until the model is trained with it.
+    """
 
     def __init__(self, config: TextConfig):
         super().__init__()
         self.word = nn.Embedding(config.vocab_size, config.hidden)
         self.position = nn.Embedding(config.max_positions, config.hidden)
         self.token_type = nn.Embedding(config.type_vocab_size, config.hidden)
+        self.match = nn.Embedding(3, config.hidden) if config.match_embeddings else None
+        self.first_word_id = config.first_word_id
         self.norm = nn.LayerNorm(config.hidden, eps=config.layer_norm_eps)
         self.dropout = config.dropout
 
-    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+    def reset_match(self) -> None:
+        if self.match is not None:
+            nn.init.zeros_(self.match.weight)
+
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, token_type_ids: torch.Tensor,
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         x = self.word(input_ids) + self.position(position_ids) + self.token_type(token_type_ids)
+        if self.match is not None and attention_mask is not None:
+            x = x + self.match(match_ids(input_ids, token_type_ids, attention_mask, self.first_word_id))
         return F.dropout(self.norm(x), self.dropout, self.training)
 
 

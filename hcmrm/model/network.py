@@ -76,6 +76,7 @@ class HCMRM(nn.Module):
         self.relevance_head = nn.Linear(t.hidden, 3 if config.head == "hierarchical" else 1)
         self.heads = PretrainHeads(config)
         init_bert_weights(self)  # before the vision tower, which keeps timm's own initialisation
+        self.embeddings.reset_match()
         self.vision = build_vision_tower(config.vision)
         self.video_proj = nn.Linear(config.vision.width, t.hidden)  # ViT tokens -> fusion width
         self.frame_embed = nn.Parameter(torch.zeros(max(config.max_frames, 1), t.hidden))  # which frame a token is from
@@ -137,7 +138,7 @@ class HCMRM(nn.Module):
         position_ids = (attention_mask.long().cumsum(1) - 1).clamp(min=0)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        x = self.embeddings(input_ids, position_ids, token_type_ids)
+        x = self.embeddings(input_ids, position_ids, token_type_ids, attention_mask)
         for layer in self.text_layers:
             x = layer(x, attention_mask)
         return x

@@ -30,8 +30,11 @@ def test_a_preset_round_trips_through_a_plain_dict(name):
     assert from_dict(HCMRMConfig, json.loads(json.dumps(to_dict(config)))) == config
 
 
-def test_a_checkpoint_config_written_before_loads_as_the_same_preset():
-    assert from_dict(HCMRMConfig, json.loads(OLD_TINY_CONFIG_JSON)) == preset("tiny")
+def test_a_checkpoint_config_written_before_loads_as_the_same_preset_without_the_match_input():
+    # Fields added since default to what the old code did: an old model keeps its exact architecture.
+    old = from_dict(HCMRMConfig, json.loads(OLD_TINY_CONFIG_JSON))
+    assert old == preset("tiny", text={"match_embeddings": False})
+    assert preset("tiny").text.match_embeddings  # new tiny models are match-aware
 
 
 def test_base_has_the_paper_sizes():
