@@ -53,8 +53,8 @@ EXPECTED_REJECTS = {
 
 
 def write_lake(spark, settings, pairs=PAIRS):
-    from jobs.pseudo_queries import VIDEO_TEXTS_SCHEMA
-    from jobs.tables import overwrite_table
+    from hcmrm.tables import VIDEO_TEXTS
+    from jobs.tables import overwrite_table, spark_schema
 
     videos = spark.createDataFrame(
         [(*v, "2024-09-01") for v in VIDEOS],
@@ -63,7 +63,7 @@ def write_lake(spark, settings, pairs=PAIRS):
     overwrite_table(videos, settings.table("videos"), "dt")
     texts = [(v, "2024-09-01", t, "{}", "test") for v, t in TEXTS.items()]
     texts.append(("v1", "2024-08-01", "an older date's text of v1", "{}", "test"))  # not the dt of v1's row in videos
-    overwrite_table(spark.createDataFrame(texts, VIDEO_TEXTS_SCHEMA), settings.table("video_texts"), "dt")
+    overwrite_table(spark.createDataFrame(texts, spark_schema(VIDEO_TEXTS)), settings.table("video_texts"), "dt")
     overwrite_table(spark.createDataFrame(ADS, "ad_id string, video_id string, advertiser string, industry string"),
                     settings.table("ads"))
     rows = [(d, q, a, i) for d, day_rows in pairs.items() for q, a, i in day_rows]
