@@ -109,9 +109,12 @@ def _running(pid: int) -> bool:
         except ProcessLookupError:
             return False
     try:
-        return b"org.apache.spark.deploy." in Path(f"/proc/{pid}/cmdline").read_bytes()
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
+    # A zombie has exited; an empty cmdline is a process between fork and exec (spark-class execs java).
+    return state != "Z" and (not cmdline or b"org.apache.spark.deploy." in cmdline)
 
 
 def stop(state: dict, grace: float = 20.0) -> None:
