@@ -21,8 +21,10 @@ import datetime as dt_
 import logging
 import shutil
 import sys
+import tempfile
 import time
 import uuid
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -125,23 +127,43 @@ def model_uri_from_args(args: argparse.Namespace, settings: Settings) -> str:
 # --- the model, resolved once on the driver ---------------------------------------------------------
 
 
+def pack_folder(folder: Path, archive: Path) -> Path:
+    """`folder`'s files into the zip `archive`, paths relative to `folder` (so it unpacks as the folder).
+    Stored, not deflated: weights barely compress and a big model would take long to deflate."""
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                zf.write(path, path.relative_to(folder).as_posix())
+    return archive
+
+
 def resolve_model(spark: SparkSession, settings: Settings, model_uri: str) -> ModelRef:
-    """Resolve `model_uri` to one version, download it, check it loads, ship it to the executors."""
+    """Resolve `model_uri` to one version, download it, check it loads, ship it to the executors as an
+    archive (addFile refuses folders on any master but local; addArchive works on all of them)."""
     from hcmrm.model.checkpoint import load_config_json
     from hcmrm.tracking.model_uri import resolve
 
-    resolved = resolve(model_uri, settings)
-    version, folder = resolved.version, resolved.folder
-    if version is None:  # every output row names the version that scored it
-        raise ValueError(f"score needs a registered model (models:/<name>@<alias> or models:/<name>/<version>), "
-                         f"got {model_uri}")
-    load_config_json(folder)  # fail here, on the driver, if the artifact is not an HCMRM model
-    # A unique name: SparkContext.addFile refuses two different folders under one name.
-    shipped = folder.parent / f"hcmrm-{version.name}-v{version.version}-{uuid.uuid4().hex[:8]}"
-    folder.rename(shipped)
-    spark.sparkContext.addFile(str(shipped), recursive=True)
+    workdir = Path(tempfile.mkdtemp(prefix="hcmrm-model-"))
+    try:
+        resolved = resolve(model_uri, settings, dst=workdir / "download")
+        version, folder = resolved.version, resolved.folder
+        if version is None:  # every output row names the version that scored it
+            raise ValueError(f"score needs a registered model (models:/<name>@<alias> or models:/<name>/<version>), "
+                             f"got {model_uri}")
+        load_config_json(folder)  # fail here, on the driver, if the artifact is not an HCMRM model
+        # A unique name: Spark refuses two different archives under one name in one application.
+        name = f"hcmrm-{version.name}-v{version.version}-{uuid.uuid4().hex[:8]}.zip"
+        spark.sparkContext.addArchive(str(pack_folder(folder, workdir / name)))
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
     log.info("model %s -> %s version %s (run %s)", model_uri, version.name, version.version, version.run_id)
-    return ModelRef(version.name, str(version.version), version.run_id or "", str(shipped), shipped.name)
+    return ModelRef(version.name, str(version.version), version.run_id or "", str(folder), name, str(workdir))
+
+
+def release_model(model: ModelRef) -> None:
+    """Remove the driver's temp copies of the model (the download and the archive)."""
+    shutil.rmtree(model.workdir or model.local_dir, ignore_errors=True)
 
 
 # --- read --------------------------------------------------------------------------------------------
@@ -423,7 +445,7 @@ def run(args: argparse.Namespace) -> int:
         with arrow_batch_rows(spark, config.ads_per_arrow_batch):
             r = score_date(spark, settings, config, args.date, model, experiment_id)
     finally:
-        shutil.rmtree(model.local_dir, ignore_errors=True)
+        release_model(model)
     rate = "n/a" if r.irrelevant_rate is None else f"{r.irrelevant_rate:.4f}"
     print(f"scored {r.dt} with {model.name} v{model.version}: {r.input_pairs} pairs = {r.scored_pairs} scored "
           f"+ {r.rejected_pairs} rejected {r.rejects_by_reason}")
