@@ -37,6 +37,7 @@ from hcmrm.tables import (
     ADS, DUPLICATE_AD, DUPLICATE_PAIR, DUPLICATE_VIDEO, EMPTY_QUERY, NO_VIDEO, NULL_AD_ID, NULL_QUERY, PREDICTION,
     QUERY_AD_PAIRS, RELEVANCE_SCORES, SCORING_REJECTS, SCORING_RUNS, UNKNOWN_AD, UNKNOWN_VIDEO, VIDEOS,
 )
+from hcmrm.text.normalize import SPARK_BLANK_PATTERN
 from jobs.common import script_main, settings_from_args, spark_from_args
 from jobs.session import arrow_batch_rows
 from jobs.tables import conform, read_table, reason_code, replace_partitions, spark_schema
@@ -191,7 +192,7 @@ def validate_pairs(pairs: DataFrame, ads: DataFrame, videos: DataFrame, dimensio
     reason = (
         F.when(F.col("ad_id").isNull(), NULL_AD_ID)
         .when(F.col("query").isNull(), NULL_QUERY)
-        .when(F.regexp_replace("query", r"(?U)\s+", "") == "", EMPTY_QUERY)
+        .when(F.regexp_replace("query", SPARK_BLANK_PATTERN, "") == "", EMPTY_QUERY)
         .when(F.col("_ad_rows").isNull(), UNKNOWN_AD)
         .when(F.col("_ad_rows") > 1, F.format_string(DUPLICATE_AD, "_ad_rows"))
         .when(F.col("video_id").isNull(), NO_VIDEO)

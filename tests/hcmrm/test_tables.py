@@ -22,6 +22,7 @@ REASONS_BEFORE = {
         "duplicate_video: the ad's video_id appears more than once in videos",
         "duplicate_pair: (dt, query, ad_id) repeated in the input",
         "empty_text: the ad's video has no title, OCR or ASR text to score against", "undecodable_frames: %s",
+        "oversized_frame: %s",
     ],
 }
 
