@@ -232,6 +232,7 @@ def score_date(
     parent_run_id: str | None = None,
 ) -> DateResult:
     """Score `date` with `model` and write it; the MLflow run is closed FAILED if anything raises."""
+    from hcmrm.tracking.runs import adopt_run
     from hcmrm.tracking.store import configure
 
     client = configure(settings).MlflowClient()
@@ -239,6 +240,7 @@ def score_date(
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
     run_id = client.create_run(experiment_id, run_name=f"score {date}", tags=tags).info.run_id
+    adopt_run(client, run_id)  # KILLED if the command is stopped; closes this date's runs a kill -9 left RUNNING
     try:
         for key, value in {
             "date": date, "model_name": model.name, "model_version": model.version, "model_run_id": model.run_id,

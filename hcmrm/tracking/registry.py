@@ -6,10 +6,10 @@ A model version's source is the artifact folder written by `hcmrm.model.checkpoi
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 from hcmrm.settings import Settings
+from hcmrm.tracking.runs import temp_dir
 from hcmrm.tracking.store import configure, resolve_model_version
 
 CHAMPION = "champion"
@@ -50,7 +50,7 @@ def download_model(settings: Settings, model_uri: str, dst: str | Path | None = 
     """Fetch the model folder behind `model_uri`; returns (local folder, ModelVersion)."""
     version = resolve_model_version(settings, model_uri)
     mlflow = configure(settings)
-    dst = Path(dst or tempfile.mkdtemp(prefix="hcmrm-model-"))
+    dst = Path(dst) if dst else temp_dir("hcmrm-model-")  # removed when the command ends (hcmrm.tracking.runs)
     local = mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(dst))
     return Path(local), version
 
