@@ -120,11 +120,13 @@ def run(args: argparse.Namespace) -> int:
     log.info("backfill %s..%s with %s v%s: %d to score, %d already done", args.start, args.end, model.name,
              model.version, len(todo), len(skipped))
 
+    from hcmrm.tracking.runs import adopt_run
     from hcmrm.tracking.store import configure
 
     client = configure(settings).MlflowClient()
     parent = client.create_run(experiment_id, run_name=f"backfill {args.start}..{args.end}",
                                tags={"hcmrm.job": COMMAND}).info.run_id
+    adopt_run(client, parent)  # KILLED if the command is stopped; closes a backfill a kill -9 left RUNNING
     for key, value in {"start": args.start, "end": args.end, "parallel": parallel, "force": args.force,
                        "model_version": model.version, "model_run_id": model.run_id}.items():
         client.log_param(parent, key, value)

@@ -41,6 +41,7 @@ from hcmrm.tables import (
     QUERY_AD_PAIRS, RELEVANCE_SCORES, SCORING_REJECTS, SCORING_RUNS, UNKNOWN_AD, UNKNOWN_VIDEO, VIDEO_TEXTS, VIDEOS,
     NO_VIDEO_TEXT,
 )
+from hcmrm.text.normalize import SPARK_BLANK_PATTERN
 from jobs.common import script_main, settings_from_args, spark_from_args
 from jobs.session import arrow_batch_rows
 from jobs.tables import conform, read_table, reason_code, replace_partitions, spark_schema
@@ -226,7 +227,7 @@ def validate_pairs(pairs: DataFrame, ads: DataFrame, videos: DataFrame, video_te
     reason = (
         F.when(F.col("ad_id").isNull(), NULL_AD_ID)
         .when(F.col("query").isNull(), NULL_QUERY)
-        .when(F.regexp_replace("query", r"(?U)\s+", "") == "", EMPTY_QUERY)
+        .when(F.regexp_replace("query", SPARK_BLANK_PATTERN, "") == "", EMPTY_QUERY)
         .when(F.col("_ad_rows").isNull(), UNKNOWN_AD)
         .when(F.col("_ad_rows") > 1, F.format_string(DUPLICATE_AD, "_ad_rows"))
         .when(F.col("video_id").isNull(), NO_VIDEO)
@@ -270,6 +271,7 @@ def score_date(
     parent_run_id: str | None = None,
 ) -> DateResult:
     """Score `date` with `model` and write it; the MLflow run is closed FAILED if anything raises."""
+    from hcmrm.tracking.runs import adopt_run
     from hcmrm.tracking.store import configure
 
     client = configure(settings).MlflowClient()
@@ -277,6 +279,7 @@ def score_date(
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
     run_id = client.create_run(experiment_id, run_name=f"score {date}", tags=tags).info.run_id
+    adopt_run(client, run_id)  # KILLED if the command is stopped; closes this date's runs a kill -9 left RUNNING
     try:
         for key, value in {
             "date": date, "model_name": model.name, "model_version": model.version, "model_run_id": model.run_id,
