@@ -63,7 +63,7 @@ def test_a_missing_table_path_is_an_input_data_error_on_one_line_without_the_sql
 
 
 def test_an_unknown_model_alias_in_mlflow_is_a_model_error(settings):
-    from hcmrm.tracking.store import resolve_model_version
+    from hcmrm.tracking.model_uri import registered_version as resolve_model_version
 
     found = classify(raised(lambda: resolve_model_version(settings, f"models:/{settings.model_name}@nope")))
     assert isinstance(found, ModelError) and found.exit_code == 4

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def lake(spark, tmp_path_factory):
     """Settings with the test lake written, version 1 @champion and version 2 with corrupt weights."""
     from hcmrm.tracking.registry import register_version
-    from hcmrm.tracking.store import resolve_model_version
+    from hcmrm.tracking.model_uri import registered_version as resolve_model_version
 
     root = tmp_path_factory.mktemp("clean-failures")
     settings = make_settings(root)
