@@ -76,7 +76,7 @@ def test_a_missing_lake_folder_is_an_input_data_error(lake, tmp_path):
 def test_an_unknown_model_alias_is_a_model_error(lake):
     code, lines = score(*flags(lake), "--model-uri", f"models:/{lake.model_name}@nope")
     assert code == 4
-    assert_one_clean_line(lines, "hcmrm score: Registered model alias nope not found; check --model-uri")
+    assert_one_clean_line(lines, f"hcmrm score: model models:/{lake.model_name}@nope not found in the tracking store")
 
 
 def test_a_corrupt_checkpoint_is_a_model_error_even_when_a_worker_finds_it(lake):

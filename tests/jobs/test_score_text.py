@@ -27,6 +27,7 @@ def test_a_query_of_only_zero_width_spaces_is_rejected_as_empty_query(spark):
                                    ("2024-09-10", "手机\u200b", "a1", 1)],
                                   "dt string, query string, ad_id string, impressions long")
     ads = spark.createDataFrame([("a1", "v1")], "ad_id string, video_id string")
-    videos = spark.createDataFrame([("v1",)], "video_id string")
-    reasons = {r.query: r.reason for r in validate_pairs(pairs, ads, videos).collect()}
+    videos = spark.createDataFrame([("v1", "2024-09-01")], "video_id string, dt string")
+    texts = spark.createDataFrame([("v1", "2024-09-01", "手机")], "video_id string, dt string, video_text string")
+    reasons = {r.query: r.reason for r in validate_pairs(pairs, ads, videos, texts).collect()}
     assert reasons == {"\u200b\u200b": "empty_query", "\ufeff\x07": "empty_query", "手机\u200b": None}
