@@ -12,7 +12,7 @@ export PYSPARK_DRIVER_PYTHON  ?= $(abspath $(PY))
 export TOKENIZERS_PARALLELISM  = false
 export PYTHONUNBUFFERED        = 1
 
-.PHONY: setup demo test wheel bench bench-pseudo-query bench-scoring keyword-quality ablation params lock clean
+.PHONY: setup demo test cluster-up cluster-down wheel bench bench-pseudo-query bench-scoring keyword-quality ablation params lock clean
 
 setup: $(STAMP) $(JARS_STAMP)
 
@@ -34,6 +34,14 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest
+
+# A local standalone cluster (master + 2 workers on 127.0.0.1, free ports) for spark-submit --master;
+# its master URL, pids and logs are in .cluster/. cluster-down stops exactly those pids.
+cluster-up: setup
+	$(PY) scripts/standalone_cluster.py start --state .cluster/state.json
+
+cluster-down:
+	$(PY) scripts/standalone_cluster.py stop --state .cluster/state.json
 
 # The project as a wheel, dist/hcmrm_labeler-<version>-py3-none-any.whl (conf/, the sample and the vocabulary
 # inside): `pip install` it into any Python 3.11 venv. Built without network, by the venv's setuptools; build/ is

@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from hcmrm.labels import GRADE_NAMES
-from hcmrm.model.frames import FrameDecodeError, decode_frames, stack_videos
-from hcmrm.tables import UNDECODABLE_FRAMES
+from hcmrm.model.frames import FrameDecodeError, FrameLimits, OversizedFrameError, decode_frames, stack_videos
+from hcmrm.tables import OVERSIZED_FRAME, UNDECODABLE_FRAMES
+from hcmrm.text.normalize import normalize_text
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class ScoringConfig:
     sort_window: int = 64  # a chunk holds at most this many batches of pairs (bounds tokenized memory)
     bf16: bool = True  # bf16 autocast on CUDA; CPU always runs float32
     cpu_threads: int = 1  # torch threads per Python worker on CPU (Spark runs one worker per core)
+    frame_limits: FrameLimits = field(default_factory=FrameLimits)  # caps checked before a frame is decoded
 
 
 @dataclass
@@ -178,7 +180,7 @@ class Scorer:
 
             # Flatten to pairs: pair j belongs to the row ad_row[j] of `memory`.
             ad_row = np.concatenate([np.full(len(ads[i].queries), row, dtype=np.int64) for row, i in enumerate(kept)])
-            queries = [q for i in kept for q in ads[i].queries]
+            queries = [normalize_text(q) for i in kept for q in ads[i].queries]  # as training read them
             texts = [ads[i].text for i in kept for _ in ads[i].queries]
             probs, score = self._score_pairs(queries, texts, ad_row, memory)
 
@@ -193,7 +195,10 @@ class Scorer:
         """The ad's frames as a [f, 3, H, W] tensor (f may be 0), or the reason they are unusable."""
         v = self.vision_config
         try:
-            return decode_frames(list(ad.frames or []), v.image_size, self.max_frames, v.mean, v.std), None
+            frames = list(ad.frames or [])
+            return decode_frames(frames, v.image_size, self.max_frames, v.mean, v.std, self.config.frame_limits), None
+        except OversizedFrameError as err:
+            return None, OVERSIZED_FRAME.detail(err)
         except FrameDecodeError as err:
             return None, UNDECODABLE_FRAMES.detail(err)
 

@@ -59,7 +59,9 @@ BAD_FRAMES = RejectReason("bad_frames: %s", "a frame cannot be decoded; the deta
 # score: why a (query, ad) pair gets no score (`scoring_rejects`)
 NULL_AD_ID = RejectReason("null_ad_id", "the pair's ad_id is null")
 NULL_QUERY = RejectReason("null_query", "the pair's query is null")
-EMPTY_QUERY = RejectReason("empty_query", "the pair's query is empty or only whitespace")
+EMPTY_QUERY = RejectReason(
+    "empty_query", "the pair's query is empty or only whitespace and invisible characters (hcmrm.text.normalize)"
+)
 UNKNOWN_AD = RejectReason("unknown_ad: ad_id not in ads", "the pair's ad is missing from the ads table")
 DUPLICATE_AD = RejectReason(
     "duplicate_ad: ad_id appears %d times in ads", "the ad has several rows in ads, so its video is ambiguous"
@@ -85,6 +87,11 @@ EMPTY_TEXT = RejectReason(
 )
 UNDECODABLE_FRAMES = RejectReason(
     "undecodable_frames: %s", "a frame of the ad's video cannot be decoded; every pair of the ad is rejected"
+)
+OVERSIZED_FRAME = RejectReason(
+    "oversized_frame: %s",
+    "a frame of the ad's video is over the engine's pixel or byte cap (engine.frame_limits), so it is not "
+    "decoded; every pair of the ad is rejected",
 )
 
 # --- tables ----------------------------------------------------------------------------------------
@@ -185,7 +192,7 @@ SCORING_REJECTS = Table(
                ("model_version", pa.string()), ("scoring_run_id", pa.string()), ("rejected_at", TIMESTAMP)]),
     key=("dt", "query", "ad_id"), partition="dt",
     reasons=(NULL_AD_ID, NULL_QUERY, EMPTY_QUERY, UNKNOWN_AD, DUPLICATE_AD, NO_VIDEO, UNKNOWN_VIDEO,
-             DUPLICATE_VIDEO, NO_VIDEO_TEXT, DUPLICATE_PAIR, EMPTY_TEXT, UNDECODABLE_FRAMES),
+             DUPLICATE_VIDEO, NO_VIDEO_TEXT, DUPLICATE_PAIR, EMPTY_TEXT, UNDECODABLE_FRAMES, OVERSIZED_FRAME),
 )
 SCORING_RUNS = Table(  # appended, one row per finished scoring of a day: an audit log backfill reads
     "scoring_runs",

@@ -14,7 +14,6 @@ driver); a Delta write conflict between them is retried. Ends with one summary l
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -29,7 +28,7 @@ from hcmrm.settings import CONF_DIR, Settings
 from hcmrm.tables import RELEVANCE_SCORES, SCORING_RUNS
 from jobs.common import script_main
 from jobs.score import (
-    DateResult, ScoreJobConfig, add_model_arguments, day, days_between, log, prepare, score_date,
+    DateResult, ScoreJobConfig, add_model_arguments, day, days_between, log, prepare, release_model, score_date,
 )
 from jobs.session import arrow_batch_rows
 from jobs.tables import is_delta_table
@@ -121,11 +120,13 @@ def run(args: argparse.Namespace) -> int:
     log.info("backfill %s..%s with %s v%s: %d to score, %d already done", args.start, args.end, model.name,
              model.version, len(todo), len(skipped))
 
+    from hcmrm.tracking.runs import adopt_run
     from hcmrm.tracking.store import configure
 
     client = configure(settings).MlflowClient()
     parent = client.create_run(experiment_id, run_name=f"backfill {args.start}..{args.end}",
                                tags={"hcmrm.job": COMMAND}).info.run_id
+    adopt_run(client, parent)  # KILLED if the command is stopped; closes a backfill a kill -9 left RUNNING
     for key, value in {"start": args.start, "end": args.end, "parallel": parallel, "force": args.force,
                        "model_version": model.version, "model_run_id": model.run_id}.items():
         client.log_param(parent, key, value)
@@ -148,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
                 log.info("backfill [%d/%d] %s %s: %d scored, %d rejected (%.0fs elapsed, ~%.0fs left)",
                          done, len(todo), date, result.status, result.scored_pairs, result.rejected_pairs, elapsed, eta)
     finally:
-        shutil.rmtree(model.local_dir, ignore_errors=True)
+        release_model(model)
         failed = sum(r.status == "failed" for r in results)
         for status in ("scored", "skipped", "failed"):
             client.log_metric(parent, f"dates_{status}", sum(r.status == status for r in results))

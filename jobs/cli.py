@@ -12,7 +12,7 @@ import pkgutil
 import sys
 
 import jobs
-from jobs.common import build_parser, configure_logging
+from jobs.common import add_debug_argument, build_parser, configure_logging, run_command
 
 
 def command_modules() -> list:
@@ -26,6 +26,7 @@ def command_modules() -> list:
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hcmrm", description="HCMRM relevance labeling on Spark + Delta + MLflow")
+    add_debug_argument(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in command_modules():
         build_parser(module, sub.add_parser(module.COMMAND, help=module.HELP, description=module.HELP))
@@ -35,7 +36,7 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     configure_logging()
     args = make_parser().parse_args(argv)
-    sys.exit(args.handler(args) or 0)
+    sys.exit(run_command(args, args.command))
 
 
 if __name__ == "__main__":

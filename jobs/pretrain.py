@@ -162,11 +162,13 @@ def tracked_run(settings: Settings, experiment: str, run_name: str, params: dict
     if not is_main:
         yield None, (lambda metrics, step: None)
         return
+    from hcmrm.tracking.runs import JOB_TAG, adopt_run
     from hcmrm.tracking.store import configure, use_experiment
 
     mlflow = configure(settings)
     use_experiment(settings, experiment)
-    with mlflow.start_run(run_name=run_name) as run:
+    with mlflow.start_run(run_name=run_name, tags={JOB_TAG: run_name}) as run:
+        adopt_run(mlflow.MlflowClient(), run.info.run_id)  # KILLED if stopped; closes runs a kill -9 left
         mlflow.log_params({k: str(v)[:500] for k, v in flatten(params).items()})
 
         def log_metrics(metrics: dict, step: int) -> None:

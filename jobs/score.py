@@ -21,8 +21,10 @@ import datetime as dt_
 import logging
 import shutil
 import sys
+import tempfile
 import time
 import uuid
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +41,7 @@ from hcmrm.tables import (
     QUERY_AD_PAIRS, RELEVANCE_SCORES, SCORING_REJECTS, SCORING_RUNS, UNKNOWN_AD, UNKNOWN_VIDEO, VIDEO_TEXTS, VIDEOS,
     NO_VIDEO_TEXT,
 )
+from hcmrm.text.normalize import SPARK_BLANK_PATTERN
 from jobs.common import script_main, settings_from_args, spark_from_args
 from jobs.session import arrow_batch_rows
 from jobs.tables import conform, read_table, reason_code, replace_partitions, spark_schema
@@ -125,23 +128,43 @@ def model_uri_from_args(args: argparse.Namespace, settings: Settings) -> str:
 # --- the model, resolved once on the driver ---------------------------------------------------------
 
 
+def pack_folder(folder: Path, archive: Path) -> Path:
+    """`folder`'s files into the zip `archive`, paths relative to `folder` (so it unpacks as the folder).
+    Stored, not deflated: weights barely compress and a big model would take long to deflate."""
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                zf.write(path, path.relative_to(folder).as_posix())
+    return archive
+
+
 def resolve_model(spark: SparkSession, settings: Settings, model_uri: str) -> ModelRef:
-    """Resolve `model_uri` to one version, download it, check it loads, ship it to the executors."""
+    """Resolve `model_uri` to one version, download it, check it loads, ship it to the executors as an
+    archive (addFile refuses folders on any master but local; addArchive works on all of them)."""
     from hcmrm.model.checkpoint import load_config_json
     from hcmrm.tracking.model_uri import resolve
 
-    resolved = resolve(model_uri, settings)
-    version, folder = resolved.version, resolved.folder
-    if version is None:  # every output row names the version that scored it
-        raise ValueError(f"score needs a registered model (models:/<name>@<alias> or models:/<name>/<version>), "
-                         f"got {model_uri}")
-    load_config_json(folder)  # fail here, on the driver, if the artifact is not an HCMRM model
-    # A unique name: SparkContext.addFile refuses two different folders under one name.
-    shipped = folder.parent / f"hcmrm-{version.name}-v{version.version}-{uuid.uuid4().hex[:8]}"
-    folder.rename(shipped)
-    spark.sparkContext.addFile(str(shipped), recursive=True)
+    workdir = Path(tempfile.mkdtemp(prefix="hcmrm-model-"))
+    try:
+        resolved = resolve(model_uri, settings, dst=workdir / "download")
+        version, folder = resolved.version, resolved.folder
+        if version is None:  # every output row names the version that scored it
+            raise ValueError(f"score needs a registered model (models:/<name>@<alias> or models:/<name>/<version>), "
+                             f"got {model_uri}")
+        load_config_json(folder)  # fail here, on the driver, if the artifact is not an HCMRM model
+        # A unique name: Spark refuses two different archives under one name in one application.
+        name = f"hcmrm-{version.name}-v{version.version}-{uuid.uuid4().hex[:8]}.zip"
+        spark.sparkContext.addArchive(str(pack_folder(folder, workdir / name)))
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
     log.info("model %s -> %s version %s (run %s)", model_uri, version.name, version.version, version.run_id)
-    return ModelRef(version.name, str(version.version), version.run_id or "", str(shipped), shipped.name)
+    return ModelRef(version.name, str(version.version), version.run_id or "", str(folder), name, str(workdir))
+
+
+def release_model(model: ModelRef) -> None:
+    """Remove the driver's temp copies of the model (the download and the archive)."""
+    shutil.rmtree(model.workdir or model.local_dir, ignore_errors=True)
 
 
 # --- read --------------------------------------------------------------------------------------------
@@ -204,7 +227,7 @@ def validate_pairs(pairs: DataFrame, ads: DataFrame, videos: DataFrame, video_te
     reason = (
         F.when(F.col("ad_id").isNull(), NULL_AD_ID)
         .when(F.col("query").isNull(), NULL_QUERY)
-        .when(F.regexp_replace("query", r"(?U)\s+", "") == "", EMPTY_QUERY)
+        .when(F.regexp_replace("query", SPARK_BLANK_PATTERN, "") == "", EMPTY_QUERY)
         .when(F.col("_ad_rows").isNull(), UNKNOWN_AD)
         .when(F.col("_ad_rows") > 1, F.format_string(DUPLICATE_AD, "_ad_rows"))
         .when(F.col("video_id").isNull(), NO_VIDEO)
@@ -248,6 +271,7 @@ def score_date(
     parent_run_id: str | None = None,
 ) -> DateResult:
     """Score `date` with `model` and write it; the MLflow run is closed FAILED if anything raises."""
+    from hcmrm.tracking.runs import adopt_run
     from hcmrm.tracking.store import configure
 
     client = configure(settings).MlflowClient()
@@ -255,6 +279,7 @@ def score_date(
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
     run_id = client.create_run(experiment_id, run_name=f"score {date}", tags=tags).info.run_id
+    adopt_run(client, run_id)  # KILLED if the command is stopped; closes this date's runs a kill -9 left RUNNING
     try:
         for key, value in {
             "date": date, "model_name": model.name, "model_version": model.version, "model_run_id": model.run_id,
@@ -423,7 +448,7 @@ def run(args: argparse.Namespace) -> int:
         with arrow_batch_rows(spark, config.ads_per_arrow_batch):
             r = score_date(spark, settings, config, args.date, model, experiment_id)
     finally:
-        shutil.rmtree(model.local_dir, ignore_errors=True)
+        release_model(model)
     rate = "n/a" if r.irrelevant_rate is None else f"{r.irrelevant_rate:.4f}"
     print(f"scored {r.dt} with {model.name} v{model.version}: {r.input_pairs} pairs = {r.scored_pairs} scored "
           f"+ {r.rejected_pairs} rejected {r.rejects_by_reason}")

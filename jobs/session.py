@@ -17,9 +17,13 @@ import yaml
 from pyspark.sql import SparkSession
 
 from hcmrm.settings import CONF_DIR
+from jobs.common import SPARK_LOG_LEVEL
 
 SCALA_VERSION = "2.13"
 ARROW_BATCH_ROWS = "spark.sql.execution.arrow.maxRecordsPerBatch"
+DRIVER_JAVA_OPTIONS = "spark.driver.extraJavaOptions"
+QUIET_LOG4J = CONF_DIR / "spark" / "log4j2-quiet.properties"  # errors only, one line each, no Java stacks
+QUIET_LEVELS = ("ERROR", "FATAL", "OFF")
 
 
 def delta_artifact() -> str:
@@ -60,8 +64,14 @@ def load_profile(name: str) -> dict:
     return {**merged, **profile, "conf": conf}
 
 
-def builder_conf(profile: dict, overrides: dict | None = None) -> dict[str, str]:
-    """Every `spark.*` setting the profile asks for, flags (`overrides`) last."""
+def log_level() -> str:
+    """The driver JVM's log level: HCMRM_SPARK_LOG_LEVEL, else ERROR (--debug sets WARN, Spark's default)."""
+    return os.environ.get(SPARK_LOG_LEVEL, "ERROR").upper()
+
+
+def builder_conf(profile: dict, overrides: dict | None = None, level: str = "WARN") -> dict[str, str]:
+    """Every `spark.*` setting the profile asks for, flags (`overrides`) last; at a quiet log `level`,
+    the driver JVM gets QUIET_LOG4J unless the flags give it a log4j configuration of their own."""
     conf = {k: str(v) for k, v in profile.get("conf", {}).items()}
     if profile.get("delta_jars"):
         jars = cached_delta_jars()
@@ -71,6 +81,10 @@ def builder_conf(profile: dict, overrides: dict | None = None) -> dict[str, str]
             conf["spark.jars.packages"] = delta_artifact()
             conf["spark.jars.ivy"] = str(ivy_dir())
     conf.update({k: str(v) for k, v in (overrides or {}).items()})
+    options = conf.get(DRIVER_JAVA_OPTIONS, "")
+    if level.upper() in QUIET_LEVELS and "log4j2.configurationFile" not in options:
+        # Read as the JVM starts, before setLogLevel can act: Spark's banner and Java stack traces stay out.
+        conf[DRIVER_JAVA_OPTIONS] = f"{options} -Dlog4j2.configurationFile={QUIET_LOG4J.as_uri()}".strip()
     return conf
 
 
@@ -84,10 +98,11 @@ def spark_session(profile: str = "local", overrides: dict | None = None, app_nam
     builder = SparkSession.builder.appName(app_name)
     if settings.get("master"):
         builder = builder.master(settings["master"])
-    for key, value in builder_conf(settings, overrides).items():
+    level = log_level()
+    for key, value in builder_conf(settings, overrides, level).items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel(os.environ.get("HCMRM_SPARK_LOG_LEVEL", "WARN"))
+    spark.sparkContext.setLogLevel(level)
     return spark
 
 

@@ -43,20 +43,25 @@ class ModelRef:
     version: str  # registered model version
     run_id: str  # the MLflow run that logged the model
     local_dir: str  # the model folder downloaded on the driver
-    spark_file: str | None = None  # the same folder shipped to executors with SparkContext.addFile
+    archive: str | None = None  # file name of the folder packed and shipped with SparkContext.addArchive
+    workdir: str | None = None  # the driver's temp folder (download + archive), removed after the job
 
     def folder(self) -> str:
-        """The shipped copy when this worker has one (a cluster), else the driver's folder (local mode)."""
-        if self.spark_file:
+        """The unpacked archive where this process has one (executors, and the driver once Spark unpacked
+        it), else the driver's folder: executors of any master never read the driver's disk."""
+        if self.archive:
             from pyspark import SparkFiles
 
-            try:
-                shipped = SparkFiles.get(self.spark_file)
-            except Exception:  # no SparkFiles root outside a task
+            try:  # Spark unpacks an archive into SparkFiles' root, in a folder named like the file
+                shipped = SparkFiles.get(self.archive)
+            except Exception:  # no SparkFiles root outside a task or a SparkContext
                 shipped = None
             if shipped and os.path.isdir(shipped):
                 return shipped
-        return self.local_dir
+        if os.path.isdir(self.local_dir):
+            return self.local_dir
+        raise FileNotFoundError(f"model {self.name} v{self.version}: archive {self.archive} is not unpacked on this "
+                                f"worker and the driver's folder {self.local_dir} is not here")
 
 
 # --- one model per Python worker ----------------------------------------------------------------

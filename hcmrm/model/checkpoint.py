@@ -13,6 +13,7 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 from hcmrm.config import from_dict, to_dict
+from hcmrm.errors import ModelError
 from hcmrm.model.config import HCMRMConfig
 from hcmrm.model.network import HCMRM
 
@@ -36,10 +37,10 @@ def save_model(model: HCMRM, directory: str | Path) -> None:
 def load_config_json(directory: str | Path) -> HCMRMConfig:
     path = Path(directory) / CONFIG
     if not path.exists():
-        raise FileNotFoundError(f"no {CONFIG} in {directory}: not an HCMRM checkpoint")
+        raise ModelError(f"no {CONFIG} in {directory}: not an HCMRM checkpoint")
     meta = json.loads(path.read_text(encoding="utf-8"))
     if meta.get("format") != FORMAT:
-        raise ValueError(f"{path} has format {meta.get('format')!r}, expected {FORMAT!r}")
+        raise ModelError(f"{path} has format {meta.get('format')!r}, expected {FORMAT!r}")
     return from_dict(HCMRMConfig, meta["config"], str(path))
 
 
@@ -48,10 +49,13 @@ def load_model(directory: str | Path, map_location="cpu") -> HCMRM:
     config = load_config_json(directory)
     weights = Path(directory) / WEIGHTS
     if not weights.exists():
-        raise FileNotFoundError(f"no {WEIGHTS} in {directory}")
+        raise ModelError(f"no {WEIGHTS} in {directory}")
     model = HCMRM(config)
-    state = load_file(str(weights), device=str(map_location))
+    try:
+        state = load_file(str(weights), device=str(map_location))
+    except Exception as err:  # safetensors' SafetensorError (a bad header), OSError
+        raise ModelError(f"{weights} cannot be read, the file is corrupt or truncated: {err}") from err
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ValueError(f"{weights} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise ModelError(f"{weights} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}")
     return model.to(map_location).eval()

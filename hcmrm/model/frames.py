@@ -1,12 +1,20 @@
 """Video frames: encoded JPEG/PNG bytes -> normalised tensors, and a batch of 0..F frames per video.
 
-A video with more frames than max_frames keeps max_frames of them, evenly spaced. A video with none
-(None or []) is a text-only video: an empty [0, 3, H, W] tensor, scored from its text alone.
+A video with more frames than max_frames keeps max_frames of them, evenly spaced; the others are
+never decoded (a garbage frame among them is ignored). A video with none (None or []) is a
+text-only video: an empty [0, 3, H, W] tensor, scored from its text alone.
+
+A frame is checked against FrameLimits before it is decoded: its byte count, then its width x height
+read from the header. PIL's own bomb limit (about 179 MP before it refuses) lets through a
+13,000 x 13,000 PNG of half a megabyte that decodes to 500 MB of pixels; the cap here is far lower.
+A JPEG is decoded at 1/2, 1/4 or 1/8 scale when that still covers the model's image size.
 """
 
 from __future__ import annotations
 
 import io
+import warnings
+from dataclasses import dataclass
 
 import torch
 from PIL import Image
@@ -15,18 +23,48 @@ DEFAULT_MEAN = (0.5, 0.5, 0.5)  # timm ViT-B/32 augreg weights
 DEFAULT_STD = (0.5, 0.5, 0.5)
 
 
+@dataclass(frozen=True)
+class FrameLimits:
+    max_pixels: int = 40_000_000  # width x height from the header; a larger frame is refused undecoded
+    max_bytes: int = 16 * 2**20  # encoded bytes of one frame (video frames are tens to hundreds of KB)
+
+
+DEFAULT_LIMITS = FrameLimits()
+
+
 class FrameDecodeError(ValueError):
     """A frame that is not a readable image; the message names the frame and the reason."""
 
 
-def _open(data) -> Image.Image:
+class OversizedFrameError(FrameDecodeError):
+    """A frame over the byte or pixel cap of FrameLimits: refused before decoding."""
+
+
+def open_frame(data, limits: FrameLimits = DEFAULT_LIMITS, size: int | None = None) -> Image.Image:
+    """The decoded image; `size` lets a JPEG decode at a reduced scale still >= size x size.
+
+    Raises OversizedFrameError over the caps, FrameDecodeError (or PIL's own errors) when unreadable.
+    """
     if data is None:
-        raise ValueError("null frame")
+        raise FrameDecodeError("null frame")
     if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise ValueError(f"expected bytes, got {type(data).__name__}")
+        raise FrameDecodeError(f"expected bytes, got {type(data).__name__}")
     if len(data) == 0:
-        raise ValueError("empty bytes")
-    image = Image.open(io.BytesIO(bytes(data)))
+        raise FrameDecodeError("empty bytes")
+    if len(data) > limits.max_bytes:
+        raise OversizedFrameError(f"{len(data):,} bytes, over the cap of {limits.max_bytes:,}")
+    try:
+        with warnings.catch_warnings():  # the cap below is stricter than PIL's warning threshold
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(bytes(data)))  # reads the header only
+    except Image.DecompressionBombError as error:
+        raise OversizedFrameError(_reason(error)) from error
+    width, height = image.size
+    if width * height > limits.max_pixels:
+        pixels = f"{width}x{height} = {width * height:,} pixels"
+        raise OversizedFrameError(f"{pixels}, over the cap of {limits.max_pixels:,}")
+    if size:
+        image.draft(None, (size, size))  # JPEG only (a no-op for other formats): fewer pixels decoded
     image.load()  # decode now: a truncated file fails here, not later
     return image
 
@@ -39,13 +77,19 @@ def _reason(error: Exception) -> str:
     return text
 
 
-def check_frames(frames: list[bytes] | None) -> str | None:
-    """None when every frame decodes, else the first problem, like "frame 2: cannot identify image"."""
+def _frame_error(index: int, error: Exception) -> FrameDecodeError:
+    """`error` as a FrameDecodeError naming the frame (an OversizedFrameError stays one)."""
+    cls = OversizedFrameError if isinstance(error, OversizedFrameError) else FrameDecodeError
+    return cls(f"frame {index}: {_reason(error)}")
+
+
+def check_frames(frames: list[bytes] | None, limits: FrameLimits = DEFAULT_LIMITS) -> str | None:
+    """None when every frame decodes within the limits, else the first problem ("frame 2: cannot identify image")."""
     for index, data in enumerate(frames or []):
         try:
-            _open(data)
+            open_frame(data, limits)
         except Exception as error:  # PIL raises many types (OSError, SyntaxError, DecompressionBombError...)
-            return f"frame {index}: {_reason(error)}"
+            return str(_frame_error(index, error))
     return None
 
 
@@ -64,15 +108,16 @@ def image_to_tensor(image: Image.Image, image_size: int, mean=DEFAULT_MEAN, std=
 
 
 def decode_frames(frames: list[bytes] | None, image_size: int, max_frames: int,
-                  mean=DEFAULT_MEAN, std=DEFAULT_STD) -> torch.Tensor:
-    """[f, 3, image_size, image_size] float, f <= max_frames; raises FrameDecodeError on a bad frame."""
+                  mean=DEFAULT_MEAN, std=DEFAULT_STD, limits: FrameLimits = DEFAULT_LIMITS) -> torch.Tensor:
+    """[f, 3, image_size, image_size] float, f <= max_frames; raises FrameDecodeError on a bad frame
+    (OversizedFrameError over the limits). Only the sampled frames are opened."""
     frames = list(frames or [])
     out = []
     for index in sample_indices(len(frames), max_frames):
         try:
-            image = _open(frames[index])
+            image = open_frame(frames[index], limits, image_size)
         except Exception as error:
-            raise FrameDecodeError(f"frame {index}: {_reason(error)}") from error
+            raise _frame_error(index, error) from error
         out.append(image_to_tensor(image, image_size, mean, std))
     if not out:
         return torch.zeros((0, 3, image_size, image_size))

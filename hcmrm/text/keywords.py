@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 import math
 import re
-import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+from hcmrm.text.normalize import normalize_text
 
 STOPWORDS_FILE = Path(__file__).resolve().parents[1] / "assets" / "stopwords.txt"
 
@@ -26,7 +27,6 @@ STOPWORDS_FILE = Path(__file__).resolve().parents[1] / "assets" / "stopwords.txt
 ENTITY_TAGS = ("nr", "nrt", "nrfg", "ns", "nt", "nz")
 
 _CJK_OR_LETTER = re.compile(r"[\u3400-\u9fffA-Za-z]")
-_SPACES = re.compile(r"\s+")
 
 
 @dataclass(frozen=True)
@@ -101,10 +101,8 @@ def tokenize(text: str, hmm: bool = True) -> list[tuple[str, str]]:
 
 
 def clean_text(text: str | None, max_chars: int | None = None) -> str:
-    """NFKC (full-width letters and digits to ASCII), whitespace collapsed, cut to `max_chars`."""
-    if not text:
-        return ""
-    text = _SPACES.sub(" ", unicodedata.normalize("NFKC", text)).strip()
+    """normalize_text (NFKC, invisible characters dropped, whitespace collapsed), cut to `max_chars`."""
+    text = normalize_text(text)
     return text[:max_chars] if max_chars else text
 
 

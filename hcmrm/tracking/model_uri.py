@@ -16,6 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from hcmrm.errors import ModelError
 from hcmrm.settings import Settings
 from hcmrm.tracking.store import configure
 
@@ -24,8 +25,8 @@ MODELS, RUNS = "models:/", "runs:/"
 MODEL_FILE = "config.json"  # what marks a model folder (hcmrm.model.checkpoint.save_model writes it)
 
 
-class ModelNotFoundError(FileNotFoundError):
-    """The URI names no model (unknown alias, version or run, or no model folder there)."""
+class ModelNotFoundError(ModelError, FileNotFoundError):
+    """The URI names no model (unknown alias, version or run, or no model folder there): exit code 4."""
 
 
 @dataclass(frozen=True)

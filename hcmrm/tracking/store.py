@@ -12,6 +12,7 @@ def configure(settings: Settings):
     """Point MLflow at the settings' store, telemetry off; returns the mlflow module."""
     os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a progress bar per download on stderr
     import mlflow
 
     mlflow.set_tracking_uri(settings.tracking_uri)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from hcmrm.labels import LABEL_RANGE, is_label
+from hcmrm.text.normalize import normalize_text
 
 LABEL_COLUMNS = ("label", "relevant")  # KUAKE-QTR / QBQTC use `label`, QBQTC v0 uses `relevant`
 OPTIONAL_COLUMNS = ("video_id", "frames", "split", "ocr_text", "asr_text")
@@ -80,8 +81,9 @@ def _parse_label(value) -> tuple[int | None, str | None]:
     return int(number), None
 
 
-def _blank(value) -> bool:
-    return value is None or (isinstance(value, float) and value != value) or not str(value).strip()
+def _text(value) -> str:
+    """A text cell normalised (hcmrm.text.normalize) as scoring reads it; "" for null, NaN or invisible-only."""
+    return "" if value is None or (isinstance(value, float) and value != value) else normalize_text(str(value))
 
 
 def normalize(df: pd.DataFrame, source: str = "input") -> LabeledPairs:
@@ -97,11 +99,12 @@ def normalize(df: pd.DataFrame, source: str = "input") -> LabeledPairs:
 
     labels, reasons = [], []
     title_column = "title" if "title" in df.columns else "text"
-    for query, title, raw in zip(df["query"], df[title_column], df[label_column]):
+    queries, titles = [_text(q) for q in df["query"]], [_text(t) for t in df[title_column]]
+    for query, title, raw in zip(queries, titles, df[label_column]):
         label, reason = _parse_label(raw)
-        if _blank(query):
+        if not query:
             reason = "empty query"
-        elif _blank(title):
+        elif not title:
             reason = f"empty {title_column}"
         labels.append(label)
         reasons.append(reason)
@@ -112,12 +115,12 @@ def normalize(df: pd.DataFrame, source: str = "input") -> LabeledPairs:
     keep = df[~bad]
     pairs = pd.DataFrame(
         {
-            "query": keep["query"].astype(str).str.strip(),
-            "title": keep[title_column].astype(str).str.strip(),
+            "query": pd.Series(queries, index=df.index, dtype=object)[~bad],
+            "title": pd.Series(titles, index=df.index, dtype=object)[~bad],
             "label": pd.Series([l for l, r in zip(labels, reasons) if r is None], index=keep.index, dtype="int64"),
         }
     )
-    pairs["text"] = keep["text"].astype(str) if "text" in keep.columns else None
+    pairs["text"] = keep["text"].map(_text) if "text" in keep.columns else None
     for column in OPTIONAL_COLUMNS:
         if column in keep.columns:
             pairs[column] = keep[column]

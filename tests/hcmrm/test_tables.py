@@ -24,6 +24,7 @@ REASONS_BEFORE = {
         "no_video_text: video_texts has no text for the ad's video",
         "duplicate_pair: (dt, query, ad_id) repeated in the input",
         "empty_text: the ad's video has no title, OCR or ASR text to score against", "undecodable_frames: %s",
+        "oversized_frame: %s",
     ],
 }
 

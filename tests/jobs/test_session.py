@@ -7,7 +7,7 @@ from jobs import session
 
 def test_test_profile_extends_local_and_overrides_keys():
     profile = session.load_profile("test")
-    assert profile["master"] == "local[2]"
+    assert profile["master"] == "local[2,4]"
     assert profile["conf"]["spark.ui.enabled"] == "false"
     assert profile["conf"]["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
 
@@ -55,3 +55,42 @@ def test_arrow_batch_rows_applies_the_jobs_value_only_when_the_profile_and_flags
         assert spark.conf.get(key) == "20000"
     finally:
         spark.conf.unset(key)
+
+
+def test_local_profiles_retry_a_failed_task():
+    assert session.load_profile("local")["master"] == "local[*,4]"  # [cores, attempts per task]
+    assert session.load_profile("test")["master"] == "local[2,4]"
+
+
+def test_quiet_log_levels_give_the_driver_jvm_the_quiet_log4j_file_unless_the_flags_bring_their_own():
+    profile = session.load_profile("test")
+    quiet = session.builder_conf(profile, {}, "ERROR")[session.DRIVER_JAVA_OPTIONS]
+    assert quiet == f"-Dlog4j2.configurationFile={session.QUIET_LOG4J.as_uri()}" and session.QUIET_LOG4J.is_file()
+    assert session.DRIVER_JAVA_OPTIONS not in session.builder_conf(profile, {}, "WARN")  # --debug: Spark's own
+    mine = {session.DRIVER_JAVA_OPTIONS: "-Dlog4j2.configurationFile=/etc/my.properties -Xss4m"}
+    assert session.builder_conf(profile, mine, "ERROR")[session.DRIVER_JAVA_OPTIONS] == mine[session.DRIVER_JAVA_OPTIONS]
+    added = session.builder_conf(profile, {session.DRIVER_JAVA_OPTIONS: "-Xss4m"}, "ERROR")[session.DRIVER_JAVA_OPTIONS]
+    assert added.startswith("-Xss4m -Dlog4j2.configurationFile=")
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize("failure", ["raise", "worker exits"])
+def test_a_python_worker_failing_once_is_retried_and_every_row_comes_out_once(spark, tmp_path, failure):
+    import pandas as pd
+
+    marker = str(tmp_path / "failed-once")
+
+    def fail_first_attempt(batches):
+        import os
+
+        for batch in batches:
+            if 7 in set(batch["id"]) and not os.path.exists(marker):  # one task, its first attempt only
+                open(marker, "w").close()
+                if failure == "raise":
+                    raise RuntimeError("a worker failure")
+                os._exit(1)  # the Python worker process dies
+            yield pd.DataFrame({"id": batch["id"]})
+
+    rows = spark.range(0, 40, numPartitions=4).mapInPandas(fail_first_attempt, "id long").collect()
+    assert sorted(r.id for r in rows) == list(range(40))
+    assert (tmp_path / "failed-once").exists()

@@ -104,3 +104,19 @@ def test_task_device_is_the_cpu_without_cuda():
         assert udf.task_device("auto") == torch.device("cpu")
         with pytest.raises(RuntimeError, match="CUDA"):
             udf.task_device("cuda")
+
+
+def test_model_ref_prefers_the_unpacked_archive_and_fails_in_one_line_without_any(tmp_path, monkeypatch):
+    from pyspark import SparkFiles
+
+    driver, root = tmp_path / "driver-model", tmp_path / "spark-files"
+    driver.mkdir()
+    (root / "m.zip").mkdir(parents=True)  # where Spark unpacks an archive named m.zip
+    monkeypatch.setattr(SparkFiles, "_root_directory", str(root))
+    monkeypatch.setattr(SparkFiles, "_is_running_on_worker", True)  # as in an executor's Python worker
+    assert udf.ModelRef("m", "1", "run", str(driver), "m.zip").folder() == str(root / "m.zip")
+    assert udf.ModelRef("m", "1", "run", str(driver), "other.zip").folder() == str(driver)  # local mode fallback
+    monkeypatch.setattr(SparkFiles, "_root_directory", None)
+    gone = udf.ModelRef("m", "1", "run", str(tmp_path / "gone"), "m.zip")
+    with pytest.raises(FileNotFoundError, match="m.zip is not unpacked"):
+        gone.folder()

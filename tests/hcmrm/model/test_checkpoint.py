@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from hcmrm.errors import ModelError
 from hcmrm.model.checkpoint import load_model, save_model
 from hcmrm.model.config import preset
 from hcmrm.model.network import build_model
@@ -30,5 +31,15 @@ def test_round_trip_gives_identical_outputs(tmp_path):
 
 
 def test_not_a_checkpoint(tmp_path):
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(ModelError, match="config.json"):
+        load_model(tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_a_corrupt_weights_file_is_a_model_error_naming_the_file(tmp_path, damage):
+    save_model(build_model("tiny"), tmp_path)
+    weights = tmp_path / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(b"\xff" * 64 if damage == "garbage" else data[: len(data) // 2])
+    with pytest.raises(ModelError, match=r"model.safetensors cannot be read, the file is corrupt or truncated"):
         load_model(tmp_path)

@@ -4,7 +4,9 @@ import pytest
 import torch
 from PIL import Image
 
-from hcmrm.model.frames import FrameDecodeError, check_frames, decode_frames, encode_image, sample_indices, stack_videos
+from hcmrm.model.frames import (
+    FrameDecodeError, check_frames, decode_frames, encode_image, image_to_tensor, sample_indices, stack_videos,
+)
 
 
 def jpeg(color, size=(40, 30)):
@@ -49,3 +51,73 @@ def test_stack_pads_to_the_longest_video_and_masks():
     assert frames[2, 1].eq(0).all()
     frames, mask = stack_videos([torch.zeros(0, 3, 8, 8)], max_frames=4)
     assert frames.shape == (1, 0, 3, 8, 8) and mask.shape == (1, 0)
+
+
+# --- limits: checked from the header, before any pixel is decoded ---------------------------------
+
+
+def huge_png(width=13_000, height=13_000) -> bytes:
+    """A width x height black RGB PNG written row by row: half a megabyte that decodes to 500 MB."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    deflate, row = zlib.compressobj(9), bytes(1 + 3 * width)  # filter byte + RGB pixels
+    body = b"".join(deflate.compress(row * 100) for _ in range(height // 100))
+    body += deflate.compress(row * (height % 100)) + deflate.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+
+
+@pytest.fixture(scope="module")
+def bomb():
+    return huge_png()
+
+
+def test_a_13000_square_png_is_refused_from_its_header_without_decoding(bomb, monkeypatch):
+    import time
+
+    from PIL import ImageFile
+
+    from hcmrm.model.frames import OversizedFrameError
+
+    assert len(bomb) < 1_000_000  # under PIL's own bomb limit, and small on disk
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: pytest.fail("the oversized frame was decoded"))
+    started = time.perf_counter()
+    with pytest.raises(OversizedFrameError, match="frame 0: 13000x13000 = 169,000,000 pixels, over the cap of 40,0"):
+        decode_frames([bomb], image_size=16, max_frames=4)
+    assert time.perf_counter() - started < 1.0
+    assert check_frames([bomb]) == "frame 0: 13000x13000 = 169,000,000 pixels, over the cap of 40,000,000"
+
+
+def test_the_caps_are_configurable_and_the_byte_cap_comes_first():
+    from hcmrm.model.frames import FrameLimits, OversizedFrameError
+
+    frame = jpeg("red", size=(40, 30))
+    assert decode_frames([frame], 16, 4, limits=FrameLimits(max_pixels=1200)).shape == (1, 3, 16, 16)
+    with pytest.raises(OversizedFrameError, match="40x30 = 1,200 pixels, over the cap of 1,199"):
+        decode_frames([frame], 16, 4, limits=FrameLimits(max_pixels=1199))
+    with pytest.raises(OversizedFrameError, match=rf"frame 0: {len(frame):,} bytes, over the cap of 100"):
+        decode_frames([frame], 16, 4, limits=FrameLimits(max_bytes=100))
+
+
+def test_a_big_jpeg_is_decoded_at_a_reduced_scale_that_still_covers_the_model_size():
+    import numpy as np
+
+    from hcmrm.model.frames import open_frame
+
+    gradient = np.tile(np.linspace(0, 255, 2000, dtype=np.uint8), (1500, 1))
+    frame = encode_image(Image.fromarray(gradient).convert("RGB"))
+    assert open_frame(frame).size == (2000, 1500)
+    assert open_frame(frame, size=224).size == (500, 375)  # 1/4 scale: 1/8 would be under 224 on the short side
+    drafted = decode_frames([frame], 224, 1)
+    full = image_to_tensor(open_frame(frame), 224)
+    assert (drafted[0] - full).abs().mean().item() < 0.02  # the same picture, within JPEG's own error
+
+
+def test_frames_past_the_sampled_ones_are_never_decoded():
+    frames = [b"garbage"] + [jpeg("red")] * 9  # sample_indices(10, 4) == [1, 3, 6, 8]
+    assert decode_frames(frames, 16, 4).shape == (4, 3, 16, 16)
+    assert check_frames(frames) == "frame 0: cannot identify image"  # a full check does see it

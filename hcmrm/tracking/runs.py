@@ -1,0 +1,145 @@
+"""A command's MLflow runs and temporary folders: closed and removed however the command ends.
+
+    with CommandScope():                       # the CLI opens one around each command
+        folder = temp_dir("hcmrm-model-")       # removed when the command ends, whatever the ending
+        run_id = client.create_run(...).info.run_id
+        adopt_run(client, run_id)               # marked KILLED if the command is stopped
+
+- Stopped by SIGTERM or SIGINT (hcmrm.errors.Interrupted, KeyboardInterrupt): the adopted runs still
+  RUNNING, or closed FAILED by the stop itself, are marked KILLED; the temporary folders are removed.
+- Killed with SIGKILL (nothing runs): the run stays RUNNING with its host, pid and temporary folders
+  in tags; the next run of the same job (and date) on that host sees the pid gone, closes the run as
+  KILLED and removes those folders.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+from hcmrm.errors import interruption
+
+JOB_TAG = "hcmrm.job"  # the command (score, backfill) or training run name (pretrain, finetune-hsoftmax)
+DATE_TAG = "hcmrm.date"  # the day a score run is for
+HOST_TAG = "hcmrm.host"
+PID_TAG = "hcmrm.pid"
+TEMP_TAG = "hcmrm.temp_dirs"  # the command's temporary folders, os.pathsep-separated
+CLOSED_BY_TAG = "hcmrm.closed_by"  # on a stale run: the run that closed it
+TEMP_PREFIX = "hcmrm-"  # only folders named so are ever removed on a tag's word
+
+log = logging.getLogger(__name__)
+
+_current: "CommandScope | None" = None
+
+
+class CommandScope:
+    """What one command must undo when it ends: folders to remove, runs to mark KILLED if it is stopped."""
+
+    def __init__(self):
+        self.paths: list[Path] = []
+        self.runs: list[tuple[object, str]] = []  # (MlflowClient, run id)
+        self.killed: list[str] = []  # the runs marked KILLED when the command was stopped
+
+    def __enter__(self) -> "CommandScope":
+        global _current
+        self._outer, _current = _current, self
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        global _current
+        _current = self._outer
+        stop = interruption(exc) if exc is not None else None
+        if stop is not None:
+            self.mark_killed(getattr(stop, "at", time.time()))
+        for path in self.paths:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def add_path(self, path: Path) -> None:
+        self.paths.append(path)
+        for client, run_id in self.runs:
+            _tag_paths(client, run_id, self.paths)
+
+    def add_run(self, client, run_id: str) -> None:
+        self.runs.append((client, run_id))
+        _tag_paths(client, run_id, self.paths)
+
+    def mark_killed(self, since: float) -> None:
+        """KILLED for each run still RUNNING, or closed FAILED at or after `since` (by the stop unwinding)."""
+        for client, run_id in self.runs:
+            try:
+                info = client.get_run(run_id).info
+                failed_by_stop = info.status == "FAILED" and (info.end_time or 0) >= int(since * 1000)  # ms
+                if info.status == "RUNNING" or failed_by_stop:
+                    client.set_terminated(run_id, "KILLED")
+                    self.killed.append(run_id)
+            except Exception as err:  # the tracking store may be what failed; the next run closes it then
+                log.warning("could not mark MLflow run %s KILLED: %s", run_id, err)
+
+
+def temp_dir(prefix: str = TEMP_PREFIX) -> Path:
+    """A new temporary folder; inside a CommandScope it is removed when the command ends."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    if _current is not None:
+        _current.add_path(path)
+    return path
+
+
+def adopt_run(client, run_id: str) -> list[str]:
+    """Tag the run with this process, close the stale runs of its job (and date), and, inside a
+    CommandScope, have it marked KILLED if the command is stopped. Returns the ids of the runs it closed."""
+    client.set_tag(run_id, HOST_TAG, socket.gethostname())
+    client.set_tag(run_id, PID_TAG, str(os.getpid()))
+    if _current is not None:
+        _current.add_run(client, run_id)
+    return close_stale_runs(client, client.get_run(run_id))
+
+
+def close_stale_runs(client, run) -> list[str]:
+    """Close as KILLED the runs of `run`'s experiment, job and date left RUNNING by a process of this
+    host that no longer exists, and remove their temporary folders."""
+    tags = run.data.tags
+    if JOB_TAG not in tags:
+        return []
+    conditions = [f"tags.`{JOB_TAG}` = '{_quote(tags[JOB_TAG])}'", "attributes.status = 'RUNNING'"]
+    if DATE_TAG in tags:
+        conditions.append(f"tags.`{DATE_TAG}` = '{_quote(tags[DATE_TAG])}'")
+    closed = []
+    for other in client.search_runs([run.info.experiment_id], " and ".join(conditions), max_results=1000):
+        if other.info.run_id == run.info.run_id or not _process_gone(other.data.tags):
+            continue
+        client.set_tag(other.info.run_id, CLOSED_BY_TAG, run.info.run_id)
+        client.set_terminated(other.info.run_id, "KILLED")
+        for path in other.data.tags.get(TEMP_TAG, "").split(os.pathsep):
+            if Path(path).name.startswith(TEMP_PREFIX):
+                shutil.rmtree(path, ignore_errors=True)
+        closed.append(other.info.run_id)
+        log.warning("MLflow run %s (%s) was left RUNNING by process %s, which is gone: closed as KILLED",
+                    other.info.run_id, tags[JOB_TAG], other.data.tags.get(PID_TAG))
+    return closed
+
+
+def _process_gone(tags: dict) -> bool:
+    """True when the run's process was on this host and no longer exists (another host's: unknowable)."""
+    if tags.get(HOST_TAG) != socket.gethostname() or not tags.get(PID_TAG, "").isdigit():
+        return False
+    try:
+        os.kill(int(tags[PID_TAG]), 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's process has that pid
+        return False
+    return False
+
+
+def _tag_paths(client, run_id: str, paths: list[Path]) -> None:
+    if paths:
+        client.set_tag(run_id, TEMP_TAG, os.pathsep.join(str(p) for p in paths))
+
+
+def _quote(value: str) -> str:
+    return value.replace("'", "\\'")
