@@ -12,7 +12,7 @@ export PYSPARK_DRIVER_PYTHON  ?= $(abspath $(PY))
 export TOKENIZERS_PARALLELISM  = false
 export PYTHONUNBUFFERED        = 1
 
-.PHONY: setup demo test cluster-up cluster-down wheel bench bench-pseudo-query bench-scoring keyword-quality ablation params lock clean
+.PHONY: setup demo test cluster-up cluster-down wheel dist bench bench-pseudo-query bench-scoring keyword-quality ablation params lock clean
 
 setup: $(STAMP) $(JARS_STAMP)
 
@@ -51,6 +51,20 @@ wheel: $(STAMP)
 	$(PY) -m pip wheel -q --no-deps --no-build-isolation --no-index -w dist .
 	rm -rf build
 	ls dist/hcmrm_labeler-*.whl
+
+# The environment executors run in, packed with venv-pack for `spark-submit --archives dist/hcmrm-env.tar.gz#env`
+# (README, "On a cluster"): the lock and the wheel installed into a fresh venv under build/ (not the editable
+# checkout venv), then packed. The archive holds no interpreter: executors need Python 3.11 at the path of
+# $(PYTHON_BOOT) (venv-pack's --python-prefix changes it). About 3 GB, since the lock carries CUDA torch.
+DIST_ENV := build/dist-env
+dist: wheel
+	rm -rf $(DIST_ENV) dist/hcmrm-env.tar.gz
+	$(PYTHON_BOOT) -m venv $(DIST_ENV)
+	$(DIST_ENV)/bin/python -m pip install -q -r requirements.txt
+	$(DIST_ENV)/bin/python -m pip install -q --no-deps dist/hcmrm_labeler-*.whl
+	$(VENV)/bin/venv-pack -q -p $(DIST_ENV) -o dist/hcmrm-env.tar.gz --compress-level 1
+	rm -rf $(DIST_ENV)
+	ls -l dist/hcmrm-env.tar.gz dist/hcmrm_labeler-*.whl
 
 params: setup
 	$(PY) -m jobs.cli params

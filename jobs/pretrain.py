@@ -134,9 +134,10 @@ def read_pairs(args: argparse.Namespace, settings: Settings):
         spark = spark_from_args(args, settings, COMMAND)
         if "://" not in path and not Path(path).exists():
             raise SystemExit(f"no pre-training pairs at {path}: run `hcmrm pseudo-queries`, or pass --input FILE")
-        frame = select_pairs(read_table(spark, path), args.date).toPandas()
+        pairs = select_pairs(read_table(spark, path), args.date)
+        frame = (pairs.limit(args.limit) if args.limit else pairs).toPandas()  # the limit before the collect
     if args.limit:
-        frame = frame.head(args.limit)
+        frame = frame.head(args.limit)  # an --input file is read whole (it is local already)
     if len(frame) == 0:
         raise SystemExit(f"no pre-training pairs in {path}" + (f" for dates {args.date}" if args.date else ""))
     return pd.DataFrame(frame).reset_index(drop=True)

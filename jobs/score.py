@@ -61,7 +61,8 @@ class ScoreJobConfig:
     dimensions: tuple[str, ...] = ("advertiser", "industry")  # carried from query_ad_pairs (first) or ads
     device: str = "auto"  # auto (the task's Spark GPU, else cuda:0, else CPU), cpu or cuda
     require_text: bool = True  # reject ads whose video has no text at all
-    ads_per_arrow_batch: int = 128  # ads (frames included) per Arrow batch into a Python worker, unless the profile sets it
+    ads_per_arrow_batch: int = 128  # ad rows (frames included) per Arrow batch into a Python worker, unless the profile sets it
+    pairs_per_row: int = 4096  # pairs of one ad per row: a hot ad is cut into rows of at most this many
     engine: ScoringConfig = field(default_factory=ScoringConfig)  # the engine's batching
 
 
@@ -76,7 +77,8 @@ class DateResult:
     scored_pairs: int = 0  # rows written to relevance_scores
     rejected_pairs: int = 0  # rows written to scoring_rejects
     distinct_ads: int = 0  # distinct ads among the scored pairs
-    vision_encodes: int = 0  # ads the engine ran through the vision tower (equals distinct_ads)
+    ad_rows: int = 0  # rows the scored ads were cut into: distinct_ads + the extra rows of hot ads
+    vision_encodes: int = 0  # rows whose frames the engine ran through the vision tower (equals ad_rows)
     irrelevant_rate: float | None = None  # share of scored pairs labeled Bad or Less
     seconds: float = 0.0  # wall time of the whole day
     pairs_per_second: float = 0.0  # scored pairs / seconds of the scoring stage
@@ -240,14 +242,21 @@ def validate_pairs(pairs: DataFrame, ads: DataFrame, videos: DataFrame, video_te
 
 
 def ad_major(valid: DataFrame, videos: DataFrame, video_texts: DataFrame, pair_columns: list[str],
-             ad_columns: list[str]) -> DataFrame:
-    """One row per ad: its dimensions, its video's `video_text` and frames, and `pairs` array<struct<query, ...>>.
+             ad_columns: list[str], pairs_per_row: int = 4096) -> DataFrame:
+    """One row per ad and slice of its pairs: its dimensions, its video's `video_text` and frames, and
+    `pairs` array<struct<query, ...>> of at most `pairs_per_row` pairs.
 
     The pairs are grouped first, then the video content is joined to the (few) grouped rows, and
-    only the videos the day needs are read for it: frame bytes travel once per ad.
+    only the videos the day needs are read for it: frame bytes travel once per row. An ad with more
+    pairs than a row holds (a hot ad, millions of queries a day) is cut into several rows, spread over
+    the tasks by (ad_id, slice), so no row, Arrow batch or Python worker holds a hot ad whole; each row
+    encodes the ad's frames once (vision encodes = distinct ads + the extra rows of cut ads).
     """
-    grouped = valid.groupBy("ad_id", "video_id", *ad_columns).agg(
-        F.collect_list(F.struct(*pair_columns)).alias("pairs")
+    nth = F.row_number().over(Window.partitionBy("ad_id").orderBy("query")) - 1
+    grouped = (
+        valid.withColumn("_slice", F.floor(nth / pairs_per_row))
+        .groupBy("ad_id", "video_id", *ad_columns, "_slice")
+        .agg(F.collect_list(F.struct(*pair_columns)).alias("pairs"))
     )
     needed = valid.select("video_id").distinct()
     content = (
@@ -255,7 +264,8 @@ def ad_major(valid: DataFrame, videos: DataFrame, video_texts: DataFrame, pair_c
         .join(video_texts.select("video_id", "dt", "video_text"), ["video_id", "dt"])
         .drop("dt")
     )
-    return grouped.join(content, "video_id")
+    # The join gathers each video's rows in one task; spread the slices of a hot ad over the tasks again.
+    return grouped.join(content, "video_id").repartition("ad_id", "_slice").drop("_slice")
 
 
 # --- one day -----------------------------------------------------------------------------------------
@@ -307,6 +317,7 @@ class Tally:
     input_pairs: int  # rows read for the day
     scored_pairs: int  # pairs with probabilities
     distinct_ads: int  # distinct ads among them
+    ad_rows: int  # rows those ads were cut into (pairs_per_row each at most): one vision encode per row
     vision_encodes: int  # the engine's count, summed over the workers
     irrelevant_pairs: int  # scored pairs with label <= 1
     rejects_by_reason: dict  # reason code -> pairs
@@ -317,7 +328,7 @@ class Tally:
         return sum(self.rejects_by_reason.values())
 
 
-def tally(date: str, pairs: DataFrame, validated: DataFrame, scored: DataFrame) -> Tally:
+def tally(date: str, pairs: DataFrame, validated: DataFrame, scored: DataFrame, pairs_per_row: int) -> Tally:
     """Count what happened and check it: valid pairs in = pair rows out, input = scored + rejected."""
     input_pairs = pairs.count()
     if input_pairs == 0:  # recorded as an empty day, but a nightly run should hear about a missing partition
@@ -339,9 +350,11 @@ def tally(date: str, pairs: DataFrame, validated: DataFrame, scored: DataFrame) 
         if code is not None:
             rejects[code] = rejects.get(code, 0) + r["rows"]
     done = by_reason.get(None)
+    per_ad = scored.where(F.col("reason").isNull()).groupBy("ad_id").count()
+    ad_rows = per_ad.select(F.sum(F.ceil(F.col("count") / pairs_per_row))).first()[0] or 0
     t = Tally(
         input_pairs=input_pairs, scored_pairs=done["rows"] if done else 0,
-        distinct_ads=done["distinct_ads"] if done else 0,
+        distinct_ads=done["distinct_ads"] if done else 0, ad_rows=int(ad_rows),
         vision_encodes=sum(r["vision_encodes"] for r in by_reason.values()),
         irrelevant_pairs=done["irrelevant"] if done else 0, rejects_by_reason=rejects, scoring_seconds=seconds,
     )
@@ -350,8 +363,8 @@ def tally(date: str, pairs: DataFrame, validated: DataFrame, scored: DataFrame) 
         raise RuntimeError(f"{date}: {checked.get(None, 0)} valid pairs went into the scorer, {came_out} came out")
     if t.input_pairs != t.scored_pairs + t.rejected_pairs:
         raise RuntimeError(f"{date}: input {t.input_pairs} != scored {t.scored_pairs} + rejected {t.rejected_pairs}")
-    if t.vision_encodes != t.distinct_ads:
-        log.warning("%s: %d vision encodes for %d distinct ads", date, t.vision_encodes, t.distinct_ads)
+    if t.vision_encodes != t.ad_rows:
+        log.warning("%s: %d vision encodes for %d ad rows", date, t.vision_encodes, t.ad_rows)
     return t
 
 
@@ -381,11 +394,12 @@ def _score_and_write(spark, settings, config, date, model, run_id) -> DateResult
 
     validated = validate_pairs(pairs, ads, videos, video_texts, config.dimensions).persist(StorageLevel.MEMORY_AND_DISK)
     valid = validated.where(F.col("reason").isNull())
-    ad_rows = ad_major(valid, videos, video_texts, ["query", *impressions, *from_pairs], from_ads)
+    ad_rows = ad_major(valid, videos, video_texts, ["query", *impressions, *from_pairs], from_ads,
+                       config.pairs_per_row)
     scored = score_ads(ad_rows, model, config.engine, config.device, config.require_text)
     scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        t = tally(date, pairs, validated, scored)  # raises before anything is written
+        t = tally(date, pairs, validated, scored, config.pairs_per_row)  # raises before anything is written
         scores, rejects = output_rows(date, validated, scored, [*impressions, *from_pairs, *from_ads], model,
                                       run_id, now)
         # Rejects first: relevance_scores holding the day is what marks the day done (backfill).
@@ -398,7 +412,7 @@ def _score_and_write(spark, settings, config, date, model, run_id) -> DateResult
     result = DateResult(
         dt=date, status="scored", model_version=model.version, input_pairs=t.input_pairs,
         scored_pairs=t.scored_pairs, rejected_pairs=t.rejected_pairs, distinct_ads=t.distinct_ads,
-        vision_encodes=t.vision_encodes,
+        ad_rows=t.ad_rows, vision_encodes=t.vision_encodes,
         irrelevant_rate=t.irrelevant_pairs / t.scored_pairs if t.scored_pairs else None,
         seconds=time.perf_counter() - started,
         pairs_per_second=t.scored_pairs / t.scoring_seconds if t.scoring_seconds > 0 else 0.0,
@@ -406,8 +420,8 @@ def _score_and_write(spark, settings, config, date, model, run_id) -> DateResult
     )
     append_run_log(spark, settings, result, model)
     log.info(
-        "%s: %d pairs -> %d scored + %d rejected; %d distinct ads, %d vision encodes; %.1f pairs/s",
-        date, t.input_pairs, t.scored_pairs, t.rejected_pairs, t.distinct_ads, t.vision_encodes,
+        "%s: %d pairs -> %d scored + %d rejected; %d distinct ads in %d rows, %d vision encodes; %.1f pairs/s",
+        date, t.input_pairs, t.scored_pairs, t.rejected_pairs, t.distinct_ads, t.ad_rows, t.vision_encodes,
         result.pairs_per_second,
     )
     return result
@@ -452,7 +466,8 @@ def run(args: argparse.Namespace) -> int:
     rate = "n/a" if r.irrelevant_rate is None else f"{r.irrelevant_rate:.4f}"
     print(f"scored {r.dt} with {model.name} v{model.version}: {r.input_pairs} pairs = {r.scored_pairs} scored "
           f"+ {r.rejected_pairs} rejected {r.rejects_by_reason}")
-    print(f"  distinct ads {r.distinct_ads}, vision encodes {r.vision_encodes}; irrelevant rate {rate}; "
+    print(f"  distinct ads {r.distinct_ads} in {r.ad_rows} rows, vision encodes {r.vision_encodes}; "
+          f"irrelevant rate {rate}; "
           f"{r.pairs_per_second:.1f} pairs/s; {r.seconds:.1f} s")
     for table in (RELEVANCE_SCORES, SCORING_REJECTS):
         print(f"  {table.name}: {settings.table(table.name)}")

@@ -39,9 +39,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def spark_env(repo: Path) -> dict:
-    """The JVMs' environment: bound to 127.0.0.1, small daemon heaps, this repo importable by executors."""
+def spark_env(repo: Path, isolated: bool = False) -> dict:
+    """The JVMs' environment: bound to 127.0.0.1, small daemon heaps, this repo importable by executors;
+    `isolated`: neither the repo nor this venv is passed on, as on a real cluster (the job then ships its
+    environment, `make dist`'s archive)."""
     env = dict(os.environ, SPARK_LOCAL_IP=HOST, SPARK_DAEMON_MEMORY="256m", SPARK_NO_DAEMONIZE="1")
+    if isolated:
+        for name in ("PYTHONPATH", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON", "VIRTUAL_ENV"):
+            env.pop(name, None)
+        return env
     env["PYSPARK_PYTHON"] = env.get("PYSPARK_PYTHON") or sys.executable
     # Executors inherit the worker's environment: their Python workers import jobs/, udfs/ from here.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(repo), env.get("PYTHONPATH", "")) if p)
@@ -67,13 +73,14 @@ def alive_workers(webui_port: int) -> int:
     return sum(w.get("state") == "ALIVE" for w in page.get("workers", []))
 
 
-def start(state_file: Path, workers: int = 2, memory: str = "1g", timeout: float = 180.0) -> dict:
+def start(state_file: Path, workers: int = 2, memory: str = "1g", timeout: float = 180.0,
+          isolated: bool = False) -> dict:
     """Start the master and `workers` workers (1 core, `memory` each); the state, also in `state_file`
     (logs and work folders beside it)."""
     state_file = Path(state_file)
     state_dir = state_file.parent
     state_dir.mkdir(parents=True, exist_ok=True)
-    env = spark_env(Path(__file__).resolve().parents[1])
+    env = spark_env(Path(__file__).resolve().parents[1], isolated)
     port, webui = free_port(), free_port()
     master_url = f"spark://{HOST}:{port}"
     state = {"master_url": master_url, "webui_port": webui, "pids": [], "dir": str(state_dir)}
@@ -138,9 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state", type=Path, default=DEFAULT_STATE, help=f"state file (default {DEFAULT_STATE})")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--memory", default="1g", help="memory each worker offers its executors")
+    parser.add_argument("--isolated", action="store_true",
+                        help="executors see neither this checkout nor its venv (submit with HCMRM_ENV_ARCHIVE)")
     args = parser.parse_args(argv)
     if args.action == "start":
-        print(start(args.state, args.workers, args.memory)["master_url"])
+        print(start(args.state, args.workers, args.memory, isolated=args.isolated)["master_url"])
         return 0
     if not args.state.is_file():
         print(f"no cluster state at {args.state}: start one with `{Path(__file__).name} start`", file=sys.stderr)

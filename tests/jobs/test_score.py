@@ -158,7 +158,7 @@ def test_score_job_writes_the_models_scores_and_every_bad_row_to_rejects(spark, 
     from hcmrm.tracking.model_uri import resolve, version_uri
 
     settings, version, printed, _ = scored
-    assert "distinct ads 3, vision encodes 3" in printed
+    assert "distinct ads 3 in 3 rows, vision encodes 3" in printed
 
     scores = read(spark, settings, "relevance_scores", DAY1).toPandas()
     assert list(scores.columns) == [
@@ -274,6 +274,45 @@ def test_ad_major_gives_one_row_per_ad_with_its_queries_and_frames(spark):
     ).orderBy("ad_id").collect()
     assert [(r.ad_id, r.advertiser, r.queries, r.video_text, r.frames) for r in rows] == [
         ("a1", "s", ["q1", "q2"], "视频文本", [b"x"]), ("a2", "t", ["q3"], "视频文本", [b"x"])]
+
+
+def test_ad_major_cuts_a_hot_ad_into_rows_of_at_most_pairs_per_row_each_with_the_frames(spark):
+    from pyspark.sql import functions as F
+
+    from jobs.score import ad_major
+
+    valid = spark.createDataFrame([(f"q{i}", "hot", "v1") for i in range(5)] + [("q0", "cold", "v1")],
+                                  "query string, ad_id string, video_id string")
+    videos = spark.createDataFrame([("v1", "d1", [b"x"])], "video_id string, dt string, frames array<binary>")
+    texts = spark.createDataFrame([("v1", "d1", "视频文本")], "video_id string, dt string, video_text string")
+    rows = ad_major(valid, videos, texts, ["query"], [], pairs_per_row=2).select(
+        "ad_id", F.col("pairs.query").alias("queries"), "frames").collect()
+    hot = [r for r in rows if r.ad_id == "hot"]
+    assert sorted(len(r.queries) for r in hot) == [1, 2, 2] and all(r.frames == [b"x"] for r in hot)
+    assert sorted(q for r in hot for q in r.queries) == [f"q{i}" for i in range(5)]  # each pair in one row
+    assert [r.queries for r in rows if r.ad_id == "cold"] == [["q0"]]
+
+
+def test_a_day_cut_into_one_pair_per_row_scores_the_same_with_one_vision_encode_per_row(spark, scored, tmp_path):
+    from jobs import score
+
+    _, _, _, whole = scored
+    settings = make_settings(tmp_path)
+    write_lake(spark, settings)
+    register_tiny_model(settings, tmp_path)
+    conf = tmp_path / "score.yaml"
+    conf.write_text(score.CONF_FILE.read_text().replace("pairs_per_row: 4096", "pairs_per_row: 1"))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert score.run(job_args(settings, date=DAY1, job_config=conf)) == 0
+    assert "distinct ads 3 in 8 rows, vision encodes 8" in printed.getvalue()
+
+    cut = read(spark, settings, "relevance_scores", DAY1).select(*KEYS).collect()
+    expected = {(r.query, r.ad_id): r for r in whole if r.dt == DAY1}
+    assert {(r.query, r.ad_id) for r in cut} == expected.keys()
+    for r in cut:
+        assert [r.p_bad, r.p_less, r.p_good, r.p_excellent] == pytest.approx(
+            [expected[r.query, r.ad_id][k] for k in ("p_bad", "p_less", "p_good", "p_excellent")], abs=1e-5)
 
 
 def F_code(column):
