@@ -12,7 +12,7 @@ export PYSPARK_DRIVER_PYTHON  ?= $(abspath $(PY))
 export TOKENIZERS_PARALLELISM  = false
 export PYTHONUNBUFFERED        = 1
 
-.PHONY: setup demo test cluster-up cluster-down wheel dist bench bench-pseudo-query bench-scoring keyword-quality ablation params lock clean
+.PHONY: setup demo test cluster-up cluster-down wheel dist bench bench-pseudo-query bench-scoring bench-scale keyword-quality ablation params lock clean
 
 setup: $(STAMP) $(JARS_STAMP)
 
@@ -78,6 +78,11 @@ bench-scoring: setup
 	$(PY) benchmarks/scoring_engine.py --preset small --frames 4
 	$(PY) benchmarks/scoring_engine.py --preset small --frames 4 --framed-only
 	$(PY) benchmarks/scoring_spark_overhead.py --preset tiny --repeat 4
+
+# Scoring as the day grows (20k, 200k, 1M synthetic pairs, one hot ad with 30%): pairs/s, per-pair time, peak RSS.
+# Many minutes: a bench, not a test (docs/scoring.md has its figures).
+bench-scale: setup
+	$(PY) benchmarks/scoring_scale.py --sizes 20000 200000 1000000
 
 keyword-quality: setup
 	$(PY) experiments/keyword_quality.py
