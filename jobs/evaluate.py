@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True,
                         help="models:/<name>@<alias>, models:/<name>/<version>, runs:/<run_id>/model or a folder")
     parser.add_argument("--data", required=True, help="labeled pairs: JSON array, JSON lines or Parquet")
-    parser.add_argument("--positive-label", type=int, default=2, help="labels >= this are relevant (default 2)")
+    parser.add_argument("--positive-label", type=int, default=2,
+                        help="labels >= this are relevant: AUC; accuracy and ECE of P(label >= this) (default 2)")
     parser.add_argument("--split", help="only rows of this split (when the data has a split column)")
     parser.add_argument("--batch-size", type=int, help="pairs per forward pass (default: the scoring engine's)")
     parser.add_argument("--text-conf", type=Path, default=TEXT_CONF,

@@ -124,7 +124,8 @@ def _check_store_exists(uri: str, settings: Settings) -> None:
 def _not_found(uri: str, settings: Settings, err: Exception) -> ModelNotFoundError:
     lines = str(err).strip().splitlines()
     why = (lines[0] if lines else type(err).__name__)[:300]  # MLflow messages run over many lines
-    return _with_store_hint(ModelNotFoundError(f"model {uri} not found in the tracking store {settings.tracking_uri}: {why}"))
+    error = ModelNotFoundError(f"model {uri} not found in the tracking store {settings.tracking_uri}: {why}")
+    return _with_store_hint(error)
 
 
 def _with_store_hint(error: ModelNotFoundError) -> ModelNotFoundError:

@@ -15,7 +15,8 @@ from jobs import calibrate, evaluate, register_model
 from jobs.common import build_parser
 
 QUERIES = ["手机壳", "跑鞋", "口红", "茶叶"]
-TITLES = ["新款手机壳 防摔", "夏季透气跑步鞋", "保湿口红 正红色", "明前龙井茶叶", "保温杯 大容量", "儿童积木玩具"]
+TITLES = ["新款手机壳 防摔", "夏季透气跑步鞋", "保湿口红 正红色",
+          "明前龙井茶叶", "保温杯 大容量", "儿童积木玩具"]
 
 
 def confident_model():
