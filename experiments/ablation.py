@@ -169,10 +169,26 @@ def pretrained_model_dir(kind: str, seed: int, settings: dict, corpus: pd.DataFr
     config = from_dict(PretrainConfig, merge(settings["pretrain"], overrides))
     examples = examples_from_records(corpus)
     losses: list[dict] = []
-    result = pretrain(examples, config, out, log_metrics=lambda m, s: losses.append({"step": s, **m}), progress=False)
+    log = _progress_log(f"pretrain-{kind}-seed{seed}", losses)
+    result = pretrain(examples, config, out, log_metrics=log, progress=False)
     _write_json(record, {"kind": kind, "seed": seed, "steps": result.loop.steps, "seconds": round(result.loop.seconds, 1),
                          "examples": len(examples), "config": to_dict(config), "losses": losses})
     return result.model_dir
+
+
+def _progress_log(run: str, into: list[dict]):
+    """log_metrics for a loop: keep each record, and print one line per log interval (the worker processes
+    share the terminal, so a line each, not progress bars)."""
+    started = time.time()
+    print(f"[ablation] {run}: started", flush=True)
+
+    def log(metrics: dict, step: int) -> None:
+        into.append({"step": step, **metrics})
+        shown = "".join(f", {name} {metrics[key]:.3f}" for key, name in (("train/loss", "loss"), ("dev/auc", "dev AUC"))
+                        if isinstance(metrics.get(key), float))
+        print(f"[ablation] {run}: step {step}{shown}, {time.time() - started:.0f} s", flush=True)
+
+    return log
 
 
 def run_key(name: str, epochs: int | None) -> str:
@@ -187,7 +203,7 @@ def finetune_run(name: str, spec: dict, seed: int, settings: dict, train, dev, i
     key = run_key(name, epochs)
     out = CACHE / results.name / f"finetune-{key}-seed{seed}"
     curve: list[dict] = []
-    result = finetune(train, dev, config, out, init=init, log_metrics=lambda m, s: curve.append({"step": s, **m}),
+    result = finetune(train, dev, config, out, init=init, log_metrics=_progress_log(f"finetune-{key}-seed{seed}", curve),
                       progress=False)
     title = spec["title"] + (f", {epochs} fine-tuning epochs" if epochs else "")
     record = {

@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
             train = train or examples(KUAKE_TRAIN)
             devs = devs or {k: examples(p) for k, p in DEV_SETS.items()}
             started = time.time()
-            result = finetune(train, None, run_config(match, seed, args.epochs), out_dir=CACHE / name, progress=False)
+            print(f"{name}: training (progress bar on stderr), then scoring {', '.join(devs)}", flush=True)
+            result = finetune(train, None, run_config(match, seed, args.epochs), out_dir=CACHE / name, progress=True)
             record = {"run": name, "match_embeddings": match, "seed": seed, "epochs": args.epochs,
                       "seconds": round(time.time() - started, 1), "model_dir": str(result.model_dir),
                       **{k: evaluate(result.model, d).as_dict() for k, d in devs.items()}}

@@ -22,10 +22,18 @@ class DailyRate:
     irrelevant_pairs: int  # pairs labeled Bad or Less (label <= 1)
     impressions: int | None = None  # impressions of those pairs; None when the input had none
     irrelevant_impressions: int | None = None  # impressions of the irrelevant pairs
+    expected_irrelevant_pairs: float | None = None  # sum of p_bad + p_less; None in tables written before it
 
     @property
     def rate(self) -> float:
         return self.irrelevant_pairs / self.pairs if self.pairs else float("nan")
+
+    @property
+    def expected_rate(self) -> float | None:
+        """Mean P(Bad or Less): the rate a calibrated model expects, without the argmax's rounding."""
+        if self.expected_irrelevant_pairs is None or not self.pairs:
+            return None
+        return self.expected_irrelevant_pairs / self.pairs
 
     @property
     def weighted_rate(self) -> float | None:
@@ -36,7 +44,8 @@ class DailyRate:
 
 def plot_rates(rows: Sequence[DailyRate], path: str | Path, title: str = "Irrelevant-ad rate per day",
                window: tuple[str, str] | None = None) -> Path:
-    """Write a PNG: the pair rate (solid) and, where impressions exist, the weighted rate (dashed).
+    """Write a PNG: the pair rate (solid), the expected rate (dotted, where the table has it) and, where
+    impressions exist, the weighted rate (dashed).
 
     `window` (first, last day) sets the date axis; by default it spans the rows' days."""
     import matplotlib
@@ -52,6 +61,9 @@ def plot_rates(rows: Sequence[DailyRate], path: str | Path, title: str = "Irrele
         mine = sorted((r for r in rows if r.model_version == version), key=lambda r: r.dt)
         xs = [x_of[r.dt] for r in mine]
         line = ax.plot(xs, [r.rate for r in mine], marker="o", label=f"v{version} pairs")[0]
+        expected = [(x_of[r.dt], r.expected_rate) for r in mine if r.expected_rate is not None]
+        if expected:
+            ax.plot(*zip(*expected), marker=".", linestyle=":", color=line.get_color(), label=f"v{version} expected")
         weighted = [(x_of[r.dt], r.weighted_rate) for r in mine if r.weighted_rate is not None]
         if weighted:
             ax.plot(*zip(*weighted), marker="x", linestyle="--", color=line.get_color(), label=f"v{version} impressions")
@@ -96,7 +108,9 @@ def write_html(rows: Sequence[DailyRate], png_path: str | Path, path: str | Path
     lines = []
     for r in sorted(rows, key=lambda r: (r.dt, _version_key(r.model_version))):
         weighted = "" if r.weighted_rate is None else f"{r.weighted_rate:.4f}"
-        cells = [r.dt, f"v{r.model_version}", f"{r.pairs:,}", f"{r.irrelevant_pairs:,}", f"{r.rate:.4f}", weighted]
+        expected = "" if r.expected_rate is None else f"{r.expected_rate:.4f}"
+        cells = [r.dt, f"v{r.model_version}", f"{r.pairs:,}", f"{r.irrelevant_pairs:,}", f"{r.rate:.4f}", expected,
+                 weighted]
         lines.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
@@ -104,9 +118,10 @@ def write_html(rows: Sequence[DailyRate], png_path: str | Path, path: str | Path
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}</style></head>
 <body><h1>{html.escape(title)}</h1>
 <p>Irrelevant = predicted label {IRRELEVANT_WORDS} (label &le; {IRRELEVANT_MAX_LABEL}). Rate = irrelevant pairs / scored pairs;
-the weighted rate uses the pairs' impressions.</p>
+expected rate = mean P({IRRELEVANT_WORDS}), the rate a calibrated model expects; the weighted rate uses the pairs' impressions.</p>
 <img src="{html.escape(src)}" alt="irrelevant-ad rate per day">
-<table><tr><th>dt</th><th>model</th><th>pairs</th><th>irrelevant</th><th>rate</th><th>weighted rate</th></tr>
+<table><tr><th>dt</th><th>model</th><th>pairs</th><th>irrelevant</th><th>rate</th><th>expected rate</th>
+<th>weighted rate</th></tr>
 {chr(10).join(lines)}
 </table></body></html>
 """

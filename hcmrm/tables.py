@@ -208,8 +208,12 @@ IRRELEVANT_RATE_DAILY = Table(
     pa.schema([("dt", pa.string()), ("model_name", pa.string()), ("model_version", pa.string()),
                *((d, pa.string()) for d in DIMENSIONS),
                *((c, pa.int64()) for c in ("pairs", "irrelevant_pairs", "impressions", "irrelevant_impressions")),
-               ("rate", pa.float64()), ("impression_weighted_rate", pa.float64())]),
-    key=("dt", "model_name", "model_version", *DIMENSIONS), partition="dt", optional=DIMENSIONS,
+               ("rate", pa.float64()),  # irrelevant_pairs / pairs: the argmax label is Bad or Less
+               ("impression_weighted_rate", pa.float64()),
+               ("expected_irrelevant_pairs", pa.float64()),  # sum over the pairs of p_bad + p_less
+               ("expected_rate", pa.float64())]),  # expected_irrelevant_pairs / pairs: mean P(Bad or Less)
+    key=("dt", "model_name", "model_version", *DIMENSIONS), partition="dt",
+    optional=(*DIMENSIONS, "expected_irrelevant_pairs", "expected_rate"),  # the expected rate: absent before
 )
 
 TABLES = {t.name: t for t in (VIDEOS, ADS, QUERY_AD_PAIRS, LABELED_PAIRS, KEYWORD_IDF, PRETRAIN_PAIRS,

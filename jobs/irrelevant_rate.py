@@ -7,7 +7,11 @@ Irrelevant = the predicted label is Bad or Less (label <= 1). From `relevance_sc
 model_name, model_version, the dimensions present: advertiser, industry, ...): pairs,
 irrelevant_pairs, rate = irrelevant_pairs / pairs and, where the input had impressions,
 impressions, irrelevant_impressions and impression_weighted_rate (pairs with null impressions
-weigh 0). Written to `irrelevant_rate_daily` per dt (replaceWhere, like relevance_scores: a
+weigh 0). Beside the argmax rate, the expected rate: expected_irrelevant_pairs = the sum of
+p_bad + p_less, expected_rate = its mean. It counts a 55/45 pair as 0.55 irrelevant instead of 1,
+so on a calibrated model it equals the true rate on average (docs/training.md, Calibration); the
+argmax rate drifts from it whenever many pairs sit near the boundary. Null where relevance_scores
+has no probabilities. Written to `irrelevant_rate_daily` per dt (replaceWhere, like relevance_scores: a
 re-scored day gets its rates replaced). With no date, every dt in relevance_scores is done.
 
 Views for analysts in this Spark session: `irrelevant_rate_daily` (the table) and
@@ -23,7 +27,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from hcmrm.config import load
-from hcmrm.labels import IRRELEVANT_MAX_LABEL
+from hcmrm.labels import IRRELEVANT_GRADES, IRRELEVANT_MAX_LABEL
 from hcmrm.settings import Settings
 from hcmrm.tables import IRRELEVANT_RATE_DAILY, RELEVANCE_SCORES
 from jobs.common import script_main, settings_from_args, spark_from_args
@@ -36,6 +40,8 @@ HELP = "irrelevant-ad rate per day, model version and dimension -> Delta irrelev
 RATES = IRRELEVANT_RATE_DAILY.name  # the table, and the SQL view over it
 BY_DAY_VIEW = "irrelevant_rate_by_day"
 COUNTS = ("pairs", "irrelevant_pairs", "impressions", "irrelevant_impressions")
+EXPECTED = "expected_irrelevant_pairs"  # a sum of probabilities: a double, summed like the counts
+IRRELEVANT_PROBS = tuple(f"p_{name}" for name in IRRELEVANT_GRADES)  # p_bad, p_less
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,28 +61,35 @@ def daily_rates(scores: DataFrame, dimensions=()) -> DataFrame:
         irrelevant_impressions = F.sum(F.when(irrelevant, F.col("impressions")).otherwise(0)).cast("long")
     else:
         impressions = irrelevant_impressions = F.lit(None).cast("long")
+    if set(IRRELEVANT_PROBS) <= set(scores.columns):
+        expected = F.sum(sum((F.col(c) for c in IRRELEVANT_PROBS[1:]), F.col(IRRELEVANT_PROBS[0]))).cast("double")
+    else:
+        expected = F.lit(None).cast("double")
     out = scores.groupBy("dt", "model_name", "model_version", *dims).agg(
         F.count(F.lit(1)).alias("pairs"),
         F.count(F.when(irrelevant, 1)).alias("irrelevant_pairs"),
         impressions.alias("impressions"),
         irrelevant_impressions.alias("irrelevant_impressions"),
+        expected.alias(EXPECTED),
     )
     return with_rates(out).select("dt", "model_name", "model_version", *dims, *COUNTS, "rate",
-                                  "impression_weighted_rate")
+                                  "impression_weighted_rate", EXPECTED, "expected_rate")
 
 
 def with_rates(counts: DataFrame) -> DataFrame:
-    """Add rate and impression_weighted_rate (null when there are no impressions) to summed counts."""
+    """Add rate, impression_weighted_rate (null when there are no impressions) and expected_rate to summed counts."""
     return counts.withColumn("rate", F.col("irrelevant_pairs") / F.col("pairs")).withColumn(
         "impression_weighted_rate",
         F.when(F.col("impressions") > 0, F.col("irrelevant_impressions") / F.col("impressions")),
-    )
+    ).withColumn("expected_rate", F.col(EXPECTED) / F.col("pairs"))
 
 
 def by_day(rates: DataFrame) -> DataFrame:
     """irrelevant_rate_daily summed over its dimensions: one row per (dt, model_name, model_version)."""
+    if EXPECTED not in rates.columns:  # a table written before the expected rate
+        rates = rates.withColumn(EXPECTED, F.lit(None).cast("double"))
     counts = rates.groupBy("dt", "model_name", "model_version").agg(
-        *[F.sum(c).cast("long").alias(c) for c in COUNTS]
+        *[F.sum(c).cast("long").alias(c) for c in COUNTS], F.sum(EXPECTED).alias(EXPECTED)
     )
     return with_rates(counts).orderBy("dt", "model_version")
 

@@ -23,7 +23,7 @@ from hcmrm.rates_plot import DailyRate, plot_rates, write_html
 from hcmrm.settings import CONF_DIR
 from hcmrm.tables import IRRELEVANT_RATE_DAILY
 from jobs.common import script_main, settings_from_args, spark_from_args
-from jobs.irrelevant_rate import by_day
+from jobs.irrelevant_rate import EXPECTED, by_day
 from jobs.score import day
 from jobs.tables import is_delta_table
 
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     first, last = window(end, days)
     rows = [
         DailyRate(r["dt"], r["model_version"], r["pairs"], r["irrelevant_pairs"], r["impressions"],
-                  r["irrelevant_impressions"])
+                  r["irrelevant_impressions"], r[EXPECTED])
         for r in by_day(rates.where(F.col("dt").between(first, last))).collect()
     ]
     title = f"Irrelevant-ad rate per day, {first} .. {last} ({settings.model_name})"

@@ -62,6 +62,7 @@ class HCMRMConfig:
     max_text_len: int = 128  # video text token budget, special tokens excluded
     head: str = "hierarchical"  # relevance head: "hierarchical" (3 tree classifiers) or "bce" (baseline, 1 logit)
     temperature: float = 0.07  # initial ITC temperature (learned, clamped to [0.001, 0.5])
+    relevance_temperature: float = 1.0  # calibration: the relevant-vs-irrelevant logit is divided by it (hcmrm calibrate)
     use_momentum: bool = False  # keep an EMA copy of the model for ITC targets and the queue (ALBEF)
     momentum: float = 0.995  # EMA decay of the momentum model
     queue_size: int = 0  # ITC negatives kept from past batches (0 = in-batch only; needs use_momentum)
@@ -87,6 +88,8 @@ class HCMRMConfig:
             )
         if self.max_frames < 0 or self.max_query_len < 1 or self.max_text_len < 1:
             raise ValueError("max_frames must be >= 0, max_query_len and max_text_len >= 1")
+        if not self.relevance_temperature > 0:
+            raise ValueError(f"relevance_temperature must be > 0, got {self.relevance_temperature}")
         if self.queue_size and not self.use_momentum:
             raise ValueError("queue_size > 0 needs use_momentum=True (the queue holds momentum features)")
 

@@ -1,4 +1,9 @@
-"""Pre-training heads on top of the encoders (they live in HCMRM so one checkpoint holds everything).
+"""The relevance head, and the pre-training heads on top of the encoders (one checkpoint holds everything).
+
+Relevance: a linear layer on the fused CLS: 3 logits (r, g, b) for the hierarchical softmax, 1 for BCE.
+Its first logit r is the relevant-vs-irrelevant one, P(label >= 2) = sigmoid(r); it is divided by the
+config's `relevance_temperature` (temperature scaling, fitted after training by `hcmrm calibrate`),
+so the rates built on P(label >= 2) can be calibrated without retraining. 1.0 leaves the logits as trained.
 
 ITC: projections of the vision CLS and the text CLS to embed_dim, and a learned temperature.
 ITM: 2-way classifier on the fused CLS (ALBEF). PQVM: 1 logit on the fused CLS (binary cross-entropy).
@@ -13,6 +18,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from hcmrm.model.config import HCMRMConfig
+
+
+class RelevanceHead(nn.Linear):
+    """nn.Linear(hidden, 3 or 1) whose first logit is divided by the relevance temperature.
+
+    A subclass of nn.Linear, so its parameters keep the names `relevance_head.weight/bias` of every
+    checkpoint written before. The temperature is a config field, not a parameter: training never moves it.
+    """
+
+    def __init__(self, config: HCMRMConfig):
+        super().__init__(config.text.hidden, 3 if config.head == "hierarchical" else 1)
+        self.temperature = float(config.relevance_temperature)
+
+    def forward(self, cls: torch.Tensor) -> torch.Tensor:
+        logits = super().forward(cls)
+        if self.temperature == 1.0:  # as trained, bit for bit
+            return logits
+        return torch.cat([logits[:, :1] / self.temperature, logits[:, 1:]], dim=1)
 
 
 class MLMHead(nn.Module):

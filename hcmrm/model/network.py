@@ -18,7 +18,7 @@ from torch import nn
 
 from hcmrm.config import override
 from hcmrm.model.config import HCMRMConfig, preset
-from hcmrm.model.heads import PretrainHeads
+from hcmrm.model.heads import PretrainHeads, RelevanceHead
 from hcmrm.model.layers import Block, TextEmbeddings, init_bert_weights
 from hcmrm.model.losses import expected_grade, relevance_probs
 from hcmrm.model.vision import build_vision_tower, frame_tokens
@@ -73,7 +73,7 @@ class HCMRM(nn.Module):
         self.embeddings = TextEmbeddings(t)
         self.text_layers = nn.ModuleList(Block(t) for _ in range(t.text_layers))
         self.fusion_layers = nn.ModuleList(Block(t, cross=True) for _ in range(t.fusion_layers))
-        self.relevance_head = nn.Linear(t.hidden, 3 if config.head == "hierarchical" else 1)
+        self.relevance_head = RelevanceHead(config)
         self.heads = PretrainHeads(config)
         init_bert_weights(self)  # before the vision tower, which keeps timm's own initialisation
         self.embeddings.reset_match()

@@ -7,7 +7,8 @@
 
 `resolve` turns any of them into a local model folder, plus the registered ModelVersion when the
 URI names one (lineage for relevance_scores). A name that leads nowhere fails with one line that
-says which URI and which tracking store.
+says which URI and which tracking store, and how to name another store. A sqlite store that does
+not exist is reported as such, before MLflow would create an empty one in the current folder.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def registered_version(settings: Settings, uri: str):
     if not uri.startswith(MODELS):
         raise ValueError(f"expected models:/<name>@<alias> or models:/<name>/<version>, got {uri!r}")
     name, alias, version = _split_models_uri(uri)
+    _check_store_exists(uri, settings)
     mlflow = configure(settings)
     client = mlflow.MlflowClient()
     try:
@@ -68,6 +70,7 @@ def resolve(uri: str | Path, settings: Settings | None = None, dst: str | Path |
         return ResolvedModel(uri, _local_folder(uri))
     if settings is None:
         raise ValueError(f"{uri}: an MLflow URI needs the tracking settings")
+    _check_store_exists(uri, settings)
     version = registered_version(settings, uri) if uri.startswith(MODELS) else None
     mlflow = configure(settings)
     dst = Path(dst or tempfile.mkdtemp(prefix="hcmrm-model-"))
@@ -104,7 +107,28 @@ def _local_folder(path: str) -> Path:
                              f"models:/ or runs:/ URI")
 
 
+def sqlite_file(tracking_uri: str) -> Path | None:
+    """The database file of a `sqlite:///<path>` tracking URI; None for any other kind of store."""
+    prefix = "sqlite:///"
+    return Path(tracking_uri[len(prefix):]) if tracking_uri.startswith(prefix) and tracking_uri != prefix else None
+
+
+def _check_store_exists(uri: str, settings: Settings) -> None:
+    database = sqlite_file(settings.tracking_uri)
+    if database is not None and not database.exists():
+        raise _with_store_hint(ModelNotFoundError(
+            f"model {uri} not found in the tracking store {settings.tracking_uri}: no such store (the default is "
+            f"mlruns.db in the current folder)"))
+
+
 def _not_found(uri: str, settings: Settings, err: Exception) -> ModelNotFoundError:
     lines = str(err).strip().splitlines()
     why = (lines[0] if lines else type(err).__name__)[:300]  # MLflow messages run over many lines
-    return ModelNotFoundError(f"model {uri} not found in the tracking store {settings.tracking_uri}: {why}")
+    error = ModelNotFoundError(f"model {uri} not found in the tracking store {settings.tracking_uri}: {why}")
+    return _with_store_hint(error)
+
+
+def _with_store_hint(error: ModelNotFoundError) -> ModelNotFoundError:
+    error.hint = ("look in another store with --tracking-uri sqlite:////<project folder>/mlruns.db (or "
+                  "MLFLOW_TRACKING_URI), or name a model folder instead")
+    return error

@@ -16,15 +16,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from hcmrm.train.batching import LabeledExample, collate_labeled
 from hcmrm.config import override
+from hcmrm.labels import GRADE_NAMES
 from hcmrm.model.config import preset
 from hcmrm.train.distributed import DistInfo
 from hcmrm.model.losses import relevance_loss
-from hcmrm.train.metrics import POSITIVE_LABEL, Metrics, relevance_metrics
+from hcmrm.train.metrics import POSITIVE_LABEL, Metrics, p_at_least, relevance_metrics
 from hcmrm.model.network import HCMRM
 from hcmrm.model.tokenizer import Tokenizer
 from hcmrm.train.loop import LoopConfig, LoopResult, latest_checkpoint, run_loop
@@ -32,6 +34,7 @@ from hcmrm.train.loop import LoopConfig, LoopResult, latest_checkpoint, run_loop
 log = logging.getLogger(__name__)
 
 LOSSES = {"hierarchical_softmax": "hierarchical", "bce": "bce"}  # --loss name -> model head
+PROGRESS_BLOCK = 2048  # pairs scored between two progress reports of `score_examples`
 
 
 @dataclass
@@ -93,7 +96,8 @@ def initial_model(config: FinetuneConfig, init: str | Path | HCMRM | None = None
 
         folder = _model_folder(init, settings)
         base, state = load_config_json(folder), load_file(str(folder / WEIGHTS))
-    model = HCMRM(override(base, {**config.model, "head": head}))
+    # A calibration temperature belongs to the weights it was fitted on: training starts uncalibrated.
+    model = HCMRM(override(base, {"relevance_temperature": 1.0, **config.model, "head": head}))
     own = model.state_dict()
     kept = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     fresh = sorted(set(own) - set(kept))
@@ -108,27 +112,42 @@ def initial_model(config: FinetuneConfig, init: str | Path | HCMRM | None = None
 # --- evaluation, through the production scoring engine -------------------------------------------
 
 
-def evaluate(model: HCMRM, examples: Sequence[LabeledExample], positive_label: int = POSITIVE_LABEL,
-             batch_size: int | None = None) -> Metrics:
-    """AUC, Spearman, accuracy and per-query NDCG of the model on labeled examples.
+def score_examples(model: HCMRM, examples: Sequence[LabeledExample], batch_size: int | None = None,
+                   progress: Callable[[int], None] | None = None):
+    """(probs [N, 4], score [N]) of labeled examples through the production engine (hcmrm.scoring.Scorer:
+    the nightly job's tokenization, ad-major batching and score), so the gate measures what production runs.
 
-    Scored by the production engine (hcmrm.scoring.Scorer: the nightly job's tokenization, ad-major
-    batching and score), so the gate measures what production runs. `batch_size` overrides the
-    engine's pairs per forward pass. A model in training is put back in training mode afterwards.
+    `batch_size` overrides the engine's pairs per forward pass. With `progress`, the examples are
+    scored in blocks of PROGRESS_BLOCK pairs and `progress(pairs_done)` is called after each.
+    A model in training is put back in training mode afterwards.
     """
     from hcmrm.scoring import Scorer, ScoringConfig
 
     engine = ScoringConfig() if batch_size is None else ScoringConfig(pairs_per_batch=batch_size)
+    block = PROGRESS_BLOCK if progress is not None else max(len(examples), 1)
     was_training = model.training
     try:
         scorer = Scorer(model, Tokenizer.from_config(model.config), engine, next(model.parameters()).device)
-        probs, scores = scorer.score_pairs([e.query for e in examples], [e.text for e in examples],
-                                           [e.frames for e in examples])
+        parts = []
+        for start in range(0, len(examples), block):
+            part = examples[start:start + block]
+            parts.append(scorer.score_pairs([e.query for e in part], [e.text for e in part], [e.frames for e in part]))
+            if progress is not None:
+                progress(start + len(part))
     finally:
         model.train(was_training)
-    return relevance_metrics(
-        [e.label for e in examples], scores, probs[:, 2] + probs[:, 3], [e.query for e in examples], positive_label
-    )
+    if not parts:
+        return np.zeros((0, len(GRADE_NAMES)), dtype=np.float32), np.zeros(0, dtype=np.float32)
+    return np.concatenate([p for p, _ in parts]), np.concatenate([s for _, s in parts])
+
+
+def evaluate(model: HCMRM, examples: Sequence[LabeledExample], positive_label: int = POSITIVE_LABEL,
+             batch_size: int | None = None, progress: Callable[[int], None] | None = None) -> Metrics:
+    """AUC, Spearman, accuracy, per-query NDCG and calibration of the model on labeled examples
+    (scored by `score_examples`); accuracy and calibration read P(label >= positive_label)."""
+    probs, scores = score_examples(model, examples, batch_size, progress)
+    return relevance_metrics([e.label for e in examples], scores, p_at_least(probs, positive_label),
+                             [e.query for e in examples], positive_label)
 
 
 # --- fine-tuning -------------------------------------------------------------------------------

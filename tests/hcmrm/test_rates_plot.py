@@ -5,8 +5,10 @@ from PIL import Image
 from hcmrm.rates_plot import DailyRate, plot_rates, write_html
 
 ROWS = [
-    DailyRate("2024-09-10", "1", pairs=100, irrelevant_pairs=25, impressions=1000, irrelevant_impressions=100),
-    DailyRate("2024-09-11", "1", pairs=50, irrelevant_pairs=10, impressions=500, irrelevant_impressions=250),
+    DailyRate("2024-09-10", "1", pairs=100, irrelevant_pairs=25, impressions=1000, irrelevant_impressions=100,
+              expected_irrelevant_pairs=31.5),
+    DailyRate("2024-09-11", "1", pairs=50, irrelevant_pairs=10, impressions=500, irrelevant_impressions=250,
+              expected_irrelevant_pairs=12.5),
     DailyRate("2024-09-11", "2", pairs=50, irrelevant_pairs=5),
 ]
 
@@ -14,6 +16,7 @@ ROWS = [
 def test_rates_are_irrelevant_over_pairs_and_impressions():
     assert ROWS[0].rate == 0.25 and ROWS[0].weighted_rate == 0.1
     assert ROWS[2].weighted_rate is None  # no impressions in the input: no weighted rate
+    assert ROWS[0].expected_rate == 0.315 and ROWS[2].expected_rate is None  # mean P(Bad or Less), where known
     assert math.isnan(DailyRate("2024-09-12", "1", 0, 0).rate)
 
 
@@ -23,7 +26,8 @@ def test_plot_writes_a_png_and_the_page_shows_it_with_the_numbers(tmp_path):
         assert image.format == "PNG" and image.width > 300
     page = write_html(ROWS, png, tmp_path / "rates.html").read_text()
     assert '<img src="rates.png"' in page
-    assert "<td>2024-09-11</td><td>v2</td><td>50</td><td>5</td><td>0.1000</td><td></td>" in page
+    assert "<td>2024-09-11</td><td>v2</td><td>50</td><td>5</td><td>0.1000</td><td></td><td></td>" in page
+    assert "<td>2024-09-10</td><td>v1</td><td>100</td><td>25</td><td>0.2500</td><td>0.3150</td><td>0.1000</td>" in page
     assert "<td>0.5000</td>" in page  # v1 on 2024-09-11, impression-weighted
     assert "Irrelevant = predicted label Bad or Less (label &le; 1)." in page  # hcmrm.labels' threshold
 

@@ -10,10 +10,13 @@ import torch
 from hcmrm.tracking import registry
 from hcmrm.tracking import store as tracking
 from hcmrm.tracking.model_uri import ModelNotFoundError, champion_uri
-from hcmrm.model.checkpoint import save_model
+from hcmrm.model.checkpoint import load_model, save_model
 from hcmrm.model.network import build_model
+from hcmrm.train.finetune import score_examples
+from hcmrm.train.labeled_data import build_texts, read_labeled, to_examples
+from hcmrm.train.metrics import p_at_least
 from jobs import evaluate
-from jobs.common import build_parser
+from jobs.common import build_parser, run_command
 
 ROWS = [  # QBQTC v0 style: `relevant` as a string, 3 levels, several titles per query
     {"query": "手机壳", "title": "新款手机壳 防摔", "relevant": "2"},
@@ -45,8 +48,10 @@ def test_local_folder_on_json_array_and_json_lines(settings, capsys, tmp_path, m
     array = tmp_path / "dev.json"
     array.write_text(json.dumps(ROWS, ensure_ascii=False), encoding="utf-8")
     out, err = run_evaluate(settings, capsys, "--model", str(model_dir), "--data", str(array))
-    assert set(out) == {"auc", "spearman", "accuracy", "ndcg", "n"}
+    assert set(out) == {"auc", "spearman", "accuracy", "ndcg", "n", "ece", "brier"}
     assert out["n"] == 5 and "1 rows rejected" in err
+    assert "pairs scored" in err and "5/5" in err  # progress on stderr, stdout stays one JSON object
+    assert 0 <= out["ece"] <= 1 and 0 <= out["brier"] <= 1
     assert 0 <= out["auc"] <= 1 and -1 <= out["spearman"] <= 1 and out["ndcg"] is not None
 
     lines = tmp_path / "dev.jsonl"
@@ -76,8 +81,27 @@ def test_positive_label_moves_the_auc_threshold(settings, capsys, tmp_path, mode
     two, _ = run_evaluate(settings, capsys, "--model", str(model_dir), "--data", str(path))
     one, _ = run_evaluate(settings, capsys, "--model", str(model_dir), "--data", str(path), "--positive-label", "1")
     assert two["spearman"] == one["spearman"] and two["n"] == one["n"]  # only the binary metrics move
+    probs, _ = score_examples(load_model(model_dir), to_examples(build_texts(read_labeled(path).pairs)))
+    labels = [int(r["relevant"]) for r in ROWS if r["title"]]
+    for threshold, out in ((1, one), (2, two)):  # accuracy compares P(label >= threshold) with label >= threshold
+        p = p_at_least(probs, threshold)
+        assert out["accuracy"] == pytest.approx(sum((q >= 0.5) == (y >= threshold) for q, y in zip(p, labels)) / 5)
     with pytest.raises(ModelNotFoundError, match="no model folder"):
         run_evaluate(settings, capsys, "--model", str(tmp_path / "nope"), "--data", str(path))
     challenger = f"models:/{settings.model_name}@challenger"
     with pytest.raises(ModelNotFoundError, match=re.escape(f"{challenger} not found in the tracking store {settings.tracking_uri}")):
         run_evaluate(settings, capsys, "--model", challenger, "--data", str(path))
+
+
+def test_outside_the_project_a_missing_registry_is_one_line_and_no_store_is_created(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # a folder with no mlruns.db, no --tracking-uri: the default store is not there
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    data = tmp_path / "dev.json"
+    data.write_text(json.dumps(ROWS, ensure_ascii=False), encoding="utf-8")
+    args = build_parser(evaluate).parse_args(["--model", "models:/hcmrm@champion", "--data", str(data)])
+    assert run_command(args, "evaluate") == 4  # ModelError
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    store = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    assert line.startswith(f"hcmrm evaluate: model models:/hcmrm@champion not found in the tracking store {store}")
+    assert "--tracking-uri" in line
+    assert not (tmp_path / "mlruns.db").exists()

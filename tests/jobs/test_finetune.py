@@ -60,7 +60,7 @@ def test_registers_the_first_model_and_refuses_one_that_is_no_better(settings, c
     dev = write_jsonl(tmp_path / "dev.jsonl", rows())
     first = run_job(settings, capsys, tmp_path, "--train", train, "--dev", dev, "--out", str(tmp_path / "r1"))
     assert first["model_version"] == "1" and first["gate"]["promote"] and first["rejected"] == 1
-    assert set(first["metrics"]) == {"auc", "spearman", "accuracy", "ndcg", "n"}
+    assert set(first["metrics"]) == {"auc", "spearman", "accuracy", "ndcg", "n", "ece", "brier"}
 
     client = tracking.configure(settings).MlflowClient()
     run = client.get_run(first["run_id"])

@@ -41,14 +41,36 @@ def test_daily_rates_per_dimension_with_impression_weights(spark):
 
     got = daily_rates(spark.createDataFrame(ROWS, SCORES), ["advertiser", "industry", "not_there"])
     expected = spark.createDataFrame(
-        [("2024-09-10", "m", "1", "s1", "fashion", 2, 1, 40, 10, 0.5, 0.25),
-         ("2024-09-10", "m", "1", "s2", "digital", 2, 1, 60, 60, 0.5, 1.0),
-         ("2024-09-11", "m", "2", "s1", "fashion", 1, 0, 5, 0, 0.0, 0.0)],
+        [("2024-09-10", "m", "1", "s1", "fashion", 2, 1, 40, 10, 0.5, 0.25, None, None),
+         ("2024-09-10", "m", "1", "s2", "digital", 2, 1, 60, 60, 0.5, 1.0, None, None),
+         ("2024-09-11", "m", "2", "s1", "fashion", 1, 0, 5, 0, 0.0, 0.0, None, None)],
         "dt string, model_name string, model_version string, advertiser string, industry string, pairs long, "
         "irrelevant_pairs long, impressions long, irrelevant_impressions long, rate double, "
-        "impression_weighted_rate double",
+        "impression_weighted_rate double, expected_irrelevant_pairs double, expected_rate double",  # no probabilities
     )
     assertDataFrameEqual(got, expected)
+
+
+def test_the_expected_rate_is_the_mean_probability_of_bad_or_less_and_sums_over_dimensions(spark):
+    from jobs.irrelevant_rate import by_day, daily_rates
+
+    scores = spark.createDataFrame(
+        [  # the argmax says relevant for the first two pairs, yet each is 40-45% likely irrelevant
+            ("2024-09-10", "q1", "a1", "s1", 0.20, 0.20, 0.30, 0.30, 3, "m", "1"),
+            ("2024-09-10", "q2", "a1", "s1", 0.05, 0.40, 0.50, 0.05, 2, "m", "1"),
+            ("2024-09-10", "q1", "a2", "s2", 0.70, 0.20, 0.05, 0.05, 0, "m", "1"),
+        ],
+        "dt string, query string, ad_id string, advertiser string, p_bad double, p_less double, p_good double, "
+        "p_excellent double, label int, model_name string, model_version string",
+    )
+    rates = daily_rates(scores, ["advertiser"])
+    per_advertiser = {r.advertiser: (r.rate, r.expected_irrelevant_pairs, r.expected_rate) for r in rates.collect()}
+    assert per_advertiser["s1"] == pytest.approx((0.0, 0.85, 0.425))
+    assert per_advertiser["s2"] == pytest.approx((1.0, 0.9, 0.9))
+    (day,) = by_day(rates).collect()
+    assert (day.rate, day.expected_rate) == pytest.approx((1 / 3, 1.75 / 3))
+    old = by_day(rates.drop("expected_irrelevant_pairs", "expected_rate")).first()  # a table written before it
+    assert old.rate == pytest.approx(1 / 3) and old.expected_rate is None
 
 
 def test_without_impressions_the_weighted_rate_is_null(spark):

@@ -50,6 +50,7 @@ def test_report_plots_the_last_days_of_irrelevant_rate_daily(spark, settings, tm
     with Image.open(png) as image:
         assert image.format == "PNG"
     html = page.read_text()
-    assert "<td>2024-09-10</td><td>v2</td><td>10</td><td>1</td><td>0.1000</td><td></td>" in html
-    assert "<td>2024-09-08</td><td>v1</td><td>20</td><td>8</td><td>0.4000</td><td>0.2000</td>" in html
+    assert "<td>2024-09-10</td><td>v2</td><td>10</td><td>1</td><td>0.1000</td><td></td><td></td>" in html
+    # a table written before the expected rate: its column stays empty
+    assert "<td>2024-09-08</td><td>v1</td><td>20</td><td>8</td><td>0.4000</td><td></td><td>0.2000</td>" in html
     assert "2024-09-07" not in html

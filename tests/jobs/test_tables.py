@@ -50,7 +50,8 @@ LAYOUTS_BEFORE = {
                     "irrelevant_rate double, seconds double, finished_at timestamp",
     "irrelevant_rate_daily": "dt string, model_name string, model_version string, advertiser string, industry string, "
                              "pairs long, irrelevant_pairs long, impressions long, irrelevant_impressions long, "
-                             "rate double, impression_weighted_rate double",
+                             "rate double, impression_weighted_rate double, expected_irrelevant_pairs double, "
+                             "expected_rate double",  # the expected rate: added at the end, older tables lack it
 }
 
 

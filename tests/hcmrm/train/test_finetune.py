@@ -8,6 +8,7 @@ from hcmrm.train.batching import LabeledExample
 from hcmrm.model.checkpoint import load_model, save_model
 from hcmrm.config import from_dict
 from hcmrm.train.finetune import FinetuneConfig, evaluate, finetune, initial_model
+from hcmrm.train import finetune as finetune_module
 from hcmrm.model.network import build_model
 from hcmrm.model.tokenizer import Tokenizer
 from hcmrm.scoring import Scorer
@@ -47,7 +48,7 @@ def test_loss_goes_down_and_each_epoch_is_evaluated(tmp_path):
     assert len(losses) == 12 * 3  # 24 pairs / batch 8 = 3 steps an epoch
     assert np.mean(losses[-6:]) < 0.7 * np.mean(losses[:6])
     assert [h["epoch"] for h in result.history] == list(range(12))
-    assert set(result.metrics) == {"auc", "spearman", "accuracy", "ndcg", "n"} and result.metrics["n"] == 24
+    assert set(result.metrics) == {"auc", "spearman", "accuracy", "ndcg", "n", "ece", "brier"} and result.metrics["n"] == 24
     assert result.metrics["auc"] > 0.9 and result.metrics == {k: v for k, v in result.history[-1].items() if k not in ("epoch", "step")}
     # The saved model, scored by the production engine, gives the metrics the loop recorded.
     saved = evaluate(load_model(result.model_dir), data, batch_size=5).as_dict()
@@ -63,6 +64,17 @@ def test_evaluation_is_the_scoring_engines_output_and_leaves_a_training_model_tr
     probs, scores = engine(model).score_pairs([e.query for e in data], [e.text for e in data])
     expected = relevance_metrics([e.label for e in data], scores, probs[:, 2] + probs[:, 3], [e.query for e in data])
     assert metrics.as_dict() == pytest.approx(expected.as_dict(), abs=1e-6)
+
+
+def test_scoring_in_blocks_reports_progress_and_gives_the_same_probabilities(monkeypatch):
+    torch.manual_seed(0)
+    model, data = build_model("tiny"), pairs()[:5]
+    whole, _ = finetune_module.score_examples(model, data)
+    monkeypatch.setattr(finetune_module, "PROGRESS_BLOCK", 2)
+    done = []
+    blocks, _ = finetune_module.score_examples(model, data, progress=done.append)
+    assert done == [2, 4, 5]  # pairs scored so far, after each block
+    np.testing.assert_allclose(blocks, whole, atol=1e-6)
 
 
 def test_init_from_a_pretrained_folder_keeps_the_encoders_and_swaps_the_head(tmp_path):
