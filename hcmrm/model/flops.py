@@ -64,24 +64,27 @@ def pair_flops(full: HCMRM, cached: HCMRM, query_len: int, text_len: int, frames
     if full.cached_text or not cached.cached_text:
         raise ValueError("pair_flops needs a text_attention: full model and a text_attention: cached model")
     c = full.config
-    first, cls_id, sep_id = c.text.first_word_id, 101, 102  # bert-base-chinese [CLS] and [SEP]
-    query = torch.arange(first, first + query_len) % c.text.vocab_size
-    text = torch.arange(first + 1000, first + 1000 + text_len) % c.text.vocab_size
+    device = next(full.parameters()).device
+    first = c.text.first_word_id
+    cls_id, sep_id = torch.tensor([101], device=device), torch.tensor([102], device=device)  # bert-base-chinese's
+    query = torch.arange(first, first + query_len, device=device) % c.text.vocab_size
+    text = torch.arange(first + 1000, first + 1000 + text_len, device=device) % c.text.vocab_size
     img = c.vision.image_size
     with torch.inference_mode():
-        video_args = (torch.zeros(1, frames, 3, img, img), torch.ones(1, frames, dtype=torch.bool))
+        video_args = (torch.zeros(1, frames, 3, img, img, device=device),
+                      torch.ones(1, frames, dtype=torch.bool, device=device))
         video_per_ad = counted(full.encode_video, *video_args)
         video = full.encode_video(*video_args).index_select([0] * batch)
         cached_video = cached.encode_video(*video_args)
-        ids = torch.cat([torch.tensor([cls_id]), query, torch.tensor([sep_id]), text, torch.tensor([sep_id])])
-        types = torch.cat([torch.zeros(query_len + 2, dtype=torch.long), torch.ones(text_len + 1, dtype=torch.long)])
-        pair = (ids.repeat(batch, 1), torch.ones(batch, len(ids), dtype=torch.long), types.repeat(batch, 1), video)
+        ids = torch.cat([cls_id, query, sep_id, text, sep_id])
+        types = (torch.arange(len(ids), device=device) >= query_len + 2).long()
+        pair = (ids.repeat(batch, 1), torch.ones_like(ids).repeat(batch, 1), types.repeat(batch, 1), video)
         full_per_pair = counted(full.relevance, *pair) // batch
-        segment = torch.cat([text, torch.tensor([sep_id])])[None]
+        segment = torch.cat([text, sep_id])[None]
         segment_args = (segment, torch.ones_like(segment), cached_video)
         text_per_ad = counted(cached.encode_video_text, *segment_args)
         cache = cached.encode_video_text(*segment_args).select([0] * batch)
-        q_ids = torch.cat([torch.tensor([cls_id]), query, torch.tensor([sep_id])]).repeat(batch, 1)
+        q_ids = torch.cat([cls_id, query, sep_id]).repeat(batch, 1)
         cached_per_pair = counted(cached.relevance_cached, q_ids, torch.ones_like(q_ids), cache,
                                   cached_video.index_select([0] * batch)) // batch
     return PairFlops(query_len, text_len, frames, queries_per_ad, video_per_ad, full_per_pair, text_per_ad,
