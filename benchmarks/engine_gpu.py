@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
                 print(json.dumps(cells[-1]), flush=True)
     report = {"preset": args.preset, "device": str(device),
               "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-              "dtype": "bf16" if device.type == "cuda" else "fp32", "peak_tflops": round(peak / 1e12, 1),
+              "dtype": "bf16" if device.type == "cuda" else "fp32", "peak_tflops": float(f"{peak / 1e12:.4g}"),
               "peak_from": "--peak-tflops" if args.peak_tflops else "matmul measured in this run",
               "ads": args.ads, "queries_per_ad": args.queries_per_ad, "query_len": query_len,
               "pyspark_loaded": "pyspark" in sys.modules, "cells": cells}
