@@ -77,6 +77,7 @@ class TextCache:
     def select(self, index: torch.Tensor, width: int | None = None) -> "TextCache":
         """Rows gathered by index (pairs -> their ad's text), cut to the first `width` tokens."""
         index = torch.as_tensor(index, dtype=torch.long, device=self.mask.device)
+
         def pick(t: torch.Tensor) -> torch.Tensor:  # keys/values [A, heads, T, d]; mask and ids [A, T]
             t = t.index_select(0, index)
             return t[:, :, :width] if t.dim() == 4 else t[:, :width]
