@@ -1,9 +1,10 @@
 """Match-aware input, with and without, from scratch on KUAKE-QTR train; dev metrics on KUAKE-QTR and QBQTC.
 
-    .venv/bin/python experiments/match_ablation.py [--seeds 0 1 2] [--epochs 2] [--rows match plain cached]
+    .venv/bin/python experiments/match_ablation.py [--seeds 0 1 2] [--epochs 2] [--rows match plain cached querymatch]
 
 Rows: `match` (match-aware input, the shipped recipe), `plain` (the paper's input), `cached` (the match
-recipe with `text_attention: cached`: video-text tokens attend only to the video text, docs/training.md).
+recipe with `text_attention: cached`: video-text tokens attend only to the video text, docs/training.md),
+`querymatch` (diagnostic: the match recipe with `full` attention but the text side's match ids dropped).
 
 Each run fine-tunes the ablation's small model (hcmrm/conf/train/ablation.yaml `model`, no pre-training,
 hierarchical softmax) and saves it under .cache/match_ablation/<run>/model; its metrics go to
@@ -43,18 +44,21 @@ def examples(path: Path) -> list:
     return to_examples(build_texts(read_labeled(path).pairs))
 
 
-ROWS = {  # row -> (match_embeddings, text_attention)
-    "match": (True, "full"),
-    "plain": (False, "full"),
-    "cached": (True, "cached"),
+ROWS = {  # row -> (match_embeddings, text_attention, match_text_side)
+    "match": (True, "full", True),
+    "plain": (False, "full", True),
+    "cached": (True, "cached", True),  # cached attention drops the text side's match ids whatever the flag
+    "querymatch": (True, "full", False),  # diagnostic: what dropping the text side's match ids alone costs
 }
-LABELS = {"match": "match-aware", "plain": "paper (no match input)", "cached": "match-aware, cached text attention"}
+LABELS = {"match": "match-aware", "plain": "paper (no match input)", "cached": "match-aware, cached text attention",
+          "querymatch": "match-aware, query side only (full attention)"}
 
 
 def run_config(row: str, seed: int, epochs: int) -> FinetuneConfig:
-    match, attention = ROWS[row]
+    match, attention, text_side = ROWS[row]
     model = yaml.safe_load((CONF_DIR / "train" / "ablation.yaml").read_text())["model"]
-    model = {**model, "text": {**model["text"], "match_embeddings": match}, "text_attention": attention}
+    text = {**model["text"], "match_embeddings": match, "match_text_side": text_side}
+    model = {**model, "text": text, "text_attention": attention}
     return from_dict(FinetuneConfig, {
         "preset": "small", "model": model,
         "loop": {"epochs": epochs, "batch_size": 32, "log_every": 200, "seed": seed,
@@ -83,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             started = time.time()
             result = finetune(train, None, run_config(row, seed, args.epochs), out_dir=CACHE / name, progress=False)
             record = {"run": name, "match_embeddings": ROWS[row][0], "text_attention": ROWS[row][1],
-                      "seed": seed, "epochs": args.epochs,
+                      "match_text_side": ROWS[row][2], "seed": seed, "epochs": args.epochs,
                       "seconds": round(time.time() - started, 1), "model_dir": str(result.model_dir),
                       **{k: evaluate(result.model, d).as_dict() for k, d in devs.items()}}
             out.write_text(json.dumps(record, indent=2) + "\n")

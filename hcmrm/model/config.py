@@ -32,6 +32,7 @@ class TextConfig:
     attention_dropout: float = 0.1  # dropout on attention weights (BERT's attention_probs_dropout_prob; costly on CPU)
     layer_norm_eps: float = 1e-12  # BERT's LayerNorm epsilon
     match_embeddings: bool = False  # add an embedding of whether each token (and its bigram) occurs on the other side
+    match_text_side: bool = True  # video-text tokens get match ids too (False: the query's only, as cached attention has)
     first_word_id: int = 104  # ids below it ([PAD], [unusedN], [UNK], [CLS], [SEP], [MASK]) never count as a match
 
 

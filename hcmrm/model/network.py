@@ -174,7 +174,9 @@ class HCMRM(nn.Module):
         if self.cached_text:
             return self._encode_text_cached(input_ids, attention_mask, token_type_ids)
         position_ids = (attention_mask.long().cumsum(1) - 1).clamp(min=0)
-        x = self.embeddings(input_ids, position_ids, token_type_ids, attention_mask)
+        match = None if self.config.text.match_text_side else self._query_side_match(input_ids, token_type_ids,
+                                                                                     attention_mask)
+        x = self.embeddings(input_ids, position_ids, token_type_ids, attention_mask, match=match)
         for layer in self.text_layers:
             x = layer(x, attention_mask)
         return x
@@ -212,7 +214,7 @@ class HCMRM(nn.Module):
         text_pos = ((attention_mask & text).long().cumsum(1) - 1).clamp(min=0) + self.config.max_query_len + 2
         return torch.where(text, text_pos, query_pos)
 
-    def _cached_match(self, input_ids, token_type_ids, attention_mask) -> torch.Tensor | None:
+    def _query_side_match(self, input_ids, token_type_ids, attention_mask) -> torch.Tensor | None:
         """Match ids with the video-text side's dropped (NO_MATCH): they depend on the query, which per-ad caching
         forbids. The query side keeps its match ids (computed per pair from both sides' ids)."""
         if self.embeddings.match is None:
@@ -222,7 +224,7 @@ class HCMRM(nn.Module):
 
     def _encode_text_cached(self, input_ids, attention_mask, token_type_ids) -> torch.Tensor:
         x = self.embeddings(input_ids, self._cached_positions(attention_mask, token_type_ids), token_type_ids,
-                            attention_mask, match=self._cached_match(input_ids, token_type_ids, attention_mask))
+                            attention_mask, match=self._query_side_match(input_ids, token_type_ids, attention_mask))
         mask = cached_attention_mask(attention_mask, token_type_ids)
         for layer in self.text_layers:
             x = layer(x, mask)
@@ -243,7 +245,7 @@ class HCMRM(nn.Module):
         mask = text_mask.to(torch.bool)
         types = torch.ones_like(text_ids)
         x = self.embeddings(text_ids, self._cached_positions(mask, types), types, mask,
-                            match=self._cached_match(text_ids, types, mask))
+                            match=self._query_side_match(text_ids, types, mask))
         layers = [*self.text_layers, *self.fusion_layers]
         keys_values = []
         for i, layer in enumerate(layers):

@@ -79,3 +79,19 @@ def test_text_attention_is_full_or_cached():
     assert preset("base").text_attention == "full"
     with pytest.raises((ConfigError, ValueError), match="text_attention must be one of"):
         preset("tiny", text_attention="sparse")
+
+
+def test_match_text_side_off_keeps_only_the_query_sides_match_ids():
+    """The ablation's diagnostic: `full` attention with the text side's match ids dropped as `cached` drops them."""
+    torch.manual_seed(0)
+    both = build_model("tiny").eval()
+    torch.nn.init.normal_(both.embeddings.match.weight, std=0.5)
+    query_only = build_model("tiny", text={"match_text_side": False}).eval()
+    query_only.load_state_dict(both.state_dict())
+    enc = Tokenizer.from_config(both.config).encode_pairs(["红色手机", "完全无关"], ["苹果手机壳 红色"] * 2)
+    ids, mask, types = enc["input_ids"], enc["attention_mask"].bool(), enc["token_type_ids"]
+    match = query_only._query_side_match(ids, types, mask)
+    assert match[0, 1:5].gt(0).all() and match[1].eq(0).all()  # the shared query characters, and none
+    assert match[types.bool()].eq(0).all()  # no text token is told what the query shares
+    with torch.inference_mode():
+        assert not torch.allclose(both.encode_text(ids, mask, types), query_only.encode_text(ids, mask, types))
