@@ -12,7 +12,7 @@ export PYSPARK_DRIVER_PYTHON  ?= $(abspath $(PY))
 export TOKENIZERS_PARALLELISM  = false
 export PYTHONUNBUFFERED        = 1
 
-.PHONY: setup demo test cluster-up cluster-down wheel dist bench bench-pseudo-query bench-scoring bench-scale keyword-quality ablation params lock clean
+.PHONY: setup demo test cluster-up cluster-down wheel dist bench bench-pseudo-query bench-scoring bench-scale bench-flops bench-gpu keyword-quality ablation params lock clean
 
 setup: $(STAMP) $(JARS_STAMP)
 
@@ -83,6 +83,14 @@ bench-scoring: setup
 # Many minutes: a bench, not a test (docs/scoring.md has its figures).
 bench-scale: setup
 	$(PY) benchmarks/scoring_scale.py --sizes 20000 200000 1000000
+
+# FLOP per pair, full vs cached text attention, for `base` at its length limits and at the sample's lengths.
+bench-flops: setup
+	$(PY) benchmarks/flop_per_pair.py --preset base --queries-per-ad 40 --frames 4
+
+# The Spark-free engine on the accelerator (bf16): pairs/s, FLOP per pair and MFU; needs no pyspark.
+bench-gpu: setup
+	$(PY) benchmarks/engine_gpu.py --preset base
 
 keyword-quality: setup
 	$(PY) experiments/keyword_quality.py

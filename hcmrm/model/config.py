@@ -15,6 +15,7 @@ from hcmrm.config import from_dict, load, read_yaml
 from hcmrm.settings import CONF_DIR
 
 HEADS = ("hierarchical", "bce")
+TEXT_ATTENTION = ("full", "cached")
 
 
 @dataclass
@@ -31,6 +32,7 @@ class TextConfig:
     attention_dropout: float = 0.1  # dropout on attention weights (BERT's attention_probs_dropout_prob; costly on CPU)
     layer_norm_eps: float = 1e-12  # BERT's LayerNorm epsilon
     match_embeddings: bool = False  # add an embedding of whether each token (and its bigram) occurs on the other side
+    match_text_side: bool = True  # video-text tokens get match ids too (False: the query's only, as cached attention has)
     first_word_id: int = 104  # ids below it ([PAD], [unusedN], [UNK], [CLS], [SEP], [MASK]) never count as a match
 
 
@@ -61,6 +63,8 @@ class HCMRMConfig:
     max_query_len: int = 32  # query token budget, special tokens excluded
     max_text_len: int = 128  # video text token budget, special tokens excluded
     head: str = "hierarchical"  # relevance head: "hierarchical" (3 tree classifiers) or "bce" (baseline, 1 logit)
+    text_attention: str = "full"  # "full", or "cached": video-text tokens see only the video text (and the video), so
+    # their states are computed once per ad; [CLS] and the query still see everything (docs/training.md)
     temperature: float = 0.07  # initial ITC temperature (learned, clamped to [0.001, 0.5])
     relevance_temperature: float = 1.0  # calibration: the relevant-vs-irrelevant logit is divided by it (hcmrm calibrate)
     use_momentum: bool = False  # keep an EMA copy of the model for ITC targets and the queue (ALBEF)
@@ -75,6 +79,8 @@ class HCMRMConfig:
     def validate(self) -> None:
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
+        if self.text_attention not in TEXT_ATTENTION:
+            raise ValueError(f"text_attention must be one of {TEXT_ATTENTION}, got {self.text_attention!r}")
         if self.text.hidden % self.text.heads:
             raise ValueError(f"text.hidden {self.text.hidden} is not divisible by text.heads {self.text.heads}")
         if self.vision.width % self.vision.heads:

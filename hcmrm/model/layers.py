@@ -44,11 +44,15 @@ class Attention(nn.Module):
         """x [B, L, C] attends to source (x itself when None) where key_mask [B, S] is True.
 
         keys_values, when given, are this layer's precomputed `keys_values(source)` (a video's cross-attention
-        keys and values are computed once per video, then gathered per pair).
+        keys and values are computed once per video, then gathered per pair). A key_mask [B, L, S] says per
+        query row which keys it may see (the cached text attention, hcmrm.model.network).
         """
         q = self.split_heads(self.query(x))
         k, v = keys_values if keys_values is not None else self.keys_values(x if source is None else source)
-        mask = key_mask[:, None, None, :].to(torch.bool)  # [B, 1, 1, S], True = may attend
+        if key_mask.dim() == 3:
+            mask = key_mask[:, None, :, :].to(torch.bool)  # [B, 1, L, S]
+        else:
+            mask = key_mask[:, None, None, :].to(torch.bool)  # [B, 1, 1, S], True = may attend
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
                                            dropout_p=self.attention_dropout if self.training else 0.0)
         y = y.transpose(1, 2).reshape(x.shape)
@@ -81,8 +85,11 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, memory: torch.Tensor | None = None,
                 memory_mask: torch.Tensor | None = None,
-                memory_keys_values: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        x = self.attention(x, mask)
+                memory_keys_values: tuple[torch.Tensor, torch.Tensor] | None = None,
+                self_keys_values: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """self_keys_values: this layer's self-attention keys and values when they are not x's own (the
+        cached text attention: a pair's query rows attend to their own keys plus the ad's cached text keys)."""
+        x = self.attention(x, mask, keys_values=self_keys_values)
         if self.cross_attention is not None:
             x = self.cross_attention(x, memory_mask, source=memory, keys_values=memory_keys_values)
         return self.mlp(x)
@@ -133,10 +140,13 @@ class TextEmbeddings(nn.Module):
             nn.init.zeros_(self.match.weight)
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, token_type_ids: torch.Tensor,
-                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+                attention_mask: torch.Tensor | None = None, match: torch.Tensor | None = None) -> torch.Tensor:
+        """match: precomputed match ids [B, L] (the cached text attention's); else computed from the ids."""
         x = self.word(input_ids) + self.position(position_ids) + self.token_type(token_type_ids)
-        if self.match is not None and attention_mask is not None:
-            x = x + self.match(match_ids(input_ids, token_type_ids, attention_mask, self.first_word_id))
+        if self.match is not None and match is None and attention_mask is not None:
+            match = match_ids(input_ids, token_type_ids, attention_mask, self.first_word_id)
+        if self.match is not None and match is not None:
+            x = x + self.match(match)
         return F.dropout(self.norm(x), self.dropout, self.training)
 
 

@@ -87,5 +87,11 @@ class Tokenizer:
         rows = [[self.cls_id, *t, self.sep_id] for t in ids]
         return self._pad(rows, [[0] * len(r) for r in rows])
 
+    def encode_text_segments(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """`text [SEP]`, token_type_ids 1: the video-text half of encode_pairs' rows (the cached text attention
+        encodes it once per ad; encode_texts(queries, max_query_len) is the `[CLS] query [SEP]` half)."""
+        rows = [[*t, self.sep_id] for t in self.tokenize(texts, self.max_text_len)]
+        return self._pad(rows, [[1] * len(r) for r in rows])
+
     def decode(self, ids) -> str:
         return self.hf.decode([int(i) for i in ids], skip_special_tokens=True)

@@ -34,3 +34,19 @@ def test_from_config_uses_the_config_budgets_and_tolerates_nulls():
     tok = Tokenizer.from_config(config)
     enc = tok.encode_pairs(["查询" * 50], [None])
     assert enc["input_ids"].shape[1] == config.max_query_len + 3
+
+
+def test_query_and_text_segments_are_the_two_halves_of_a_pair():
+    """The cached text attention encodes `[CLS] q [SEP]` per pair and `t [SEP]` per ad: together, the pair."""
+    tok = Tokenizer(max_query_len=3, max_text_len=5)
+    queries, texts = ["一二三四五六", "好"], ["甲乙丙丁戊己庚辛", "人"]
+    pairs = tok.encode_pairs(queries, texts)
+    q, t = tok.encode_texts(queries, tok.max_query_len), tok.encode_text_segments(texts)
+
+    def real(enc, key, i):
+        return enc[key][i][enc["attention_mask"][i].bool()].tolist()
+
+    for i in range(2):
+        for key in ("input_ids", "token_type_ids"):
+            assert real(q, key, i) + real(t, key, i) == real(pairs, key, i)
+    assert t["token_type_ids"][0].tolist() == [1] * 6
