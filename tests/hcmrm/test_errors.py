@@ -64,10 +64,12 @@ def test_a_missing_table_path_is_an_input_data_error_on_one_line_without_the_sql
 
 def test_an_unknown_model_alias_in_mlflow_is_a_model_error(settings):
     from hcmrm.tracking.model_uri import registered_version as resolve_model_version
+    from hcmrm.tracking.store import configure
 
+    configure(settings).MlflowClient().search_experiments()  # the store exists; the model does not
     found = classify(raised(lambda: resolve_model_version(settings, f"models:/{settings.model_name}@nope")))
     assert isinstance(found, ModelError) and found.exit_code == 4
-    assert "check --model-uri / --model-version" in found.line()
+    assert "not found in the tracking store" in found.line() and "--tracking-uri" in found.line()
 
 
 def test_a_corrupt_safetensors_file_is_a_model_error(tmp_path):
