@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt_
+import io
 import logging
 import shutil
 import sys
@@ -28,13 +29,15 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from PIL import Image
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from hcmrm.config import load
+from hcmrm.errors import ModelError
 from hcmrm.labels import IRRELEVANT_MAX_LABEL
-from hcmrm.scoring import ScoringConfig
+from hcmrm.scoring import AdPairs, Scorer, ScoringConfig
 from hcmrm.settings import CONF_DIR, Settings
 from hcmrm.tables import (
     ADS, DUPLICATE_AD, DUPLICATE_PAIR, DUPLICATE_VIDEO, EMPTY_QUERY, NO_VIDEO, NULL_AD_ID, NULL_QUERY, PREDICTION,
@@ -138,10 +141,9 @@ def pack_folder(folder: Path, archive: Path) -> Path:
     return archive
 
 
-def resolve_model(spark: SparkSession, settings: Settings, model_uri: str) -> ModelRef:
-    """Resolve `model_uri` to one version, download it, check it loads, ship it to the executors as an
-    archive (addFile refuses folders on any master but local; addArchive works on all of them)."""
-    from hcmrm.model.checkpoint import load_config_json
+def resolve_model(settings: Settings, model_uri: str, engine: ScoringConfig) -> ModelRef:
+    """Resolve `model_uri` to one version, download it and score the canary with it (check_model), all
+    before Spark starts: a wrong URI, a corrupt checkpoint or a NaN model fails in seconds, in one line."""
     from hcmrm.tracking.model_uri import resolve
 
     workdir = Path(tempfile.mkdtemp(prefix="hcmrm-model-"))
@@ -151,15 +153,38 @@ def resolve_model(spark: SparkSession, settings: Settings, model_uri: str) -> Mo
         if version is None:  # every output row names the version that scored it
             raise ValueError(f"score needs a registered model (models:/<name>@<alias> or models:/<name>/<version>), "
                              f"got {model_uri}")
-        load_config_json(folder)  # fail here, on the driver, if the artifact is not an HCMRM model
-        # A unique name: Spark refuses two different archives under one name in one application.
-        name = f"hcmrm-{version.name}-v{version.version}-{uuid.uuid4().hex[:8]}.zip"
-        spark.sparkContext.addArchive(str(pack_folder(folder, workdir / name)))
+        check_model(folder, engine)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
     log.info("model %s -> %s version %s (run %s)", model_uri, version.name, version.version, version.run_id)
-    return ModelRef(version.name, str(version.version), version.run_id or "", str(folder), name, str(workdir))
+    return ModelRef(version.name, str(version.version), version.run_id or "", str(folder), None, str(workdir))
+
+
+def canary_batch() -> list[AdPairs]:
+    """A few pairs built here, needing no input: an ad with a frame (the vision tower runs) and a text-only one."""
+    frame = io.BytesIO()
+    Image.new("RGB", (32, 24), (200, 40, 40)).save(frame, format="PNG")
+    return [AdPairs("canary-frames", "红色连衣裙 夏季新款 显瘦", [frame.getvalue()], ["连衣裙", "红色长裙", "手机"]),
+            AdPairs("canary-text", "考研英语 网课 名师", [], ["英语网课"])]
+
+
+def check_model(folder: str | Path, engine: ScoringConfig) -> None:
+    """Load the model on the driver's CPU and score the canary batch: a checkpoint that does not load
+    (ModelError) or gives non-finite probabilities (the engine's ModelError) stops the job here."""
+    scorer = Scorer.from_dir(folder, engine, "cpu")
+    for result in scorer.score(canary_batch()):
+        if result.reason is not None:
+            raise ModelError(f"the model cannot score the canary batch: {result.reason}")
+
+
+def ship_model(spark: SparkSession, model: ModelRef) -> ModelRef:
+    """The model folder packed and shipped to the executors as an archive (addFile refuses folders on any
+    master but local; addArchive works on all of them)."""
+    # A unique name: Spark refuses two different archives under one name in one application.
+    name = f"hcmrm-{model.name}-v{model.version}-{uuid.uuid4().hex[:8]}.zip"
+    spark.sparkContext.addArchive(str(pack_folder(Path(model.local_dir), Path(model.workdir) / name)))
+    return dataclasses.replace(model, archive=name)
 
 
 def release_model(model: ModelRef) -> None:
@@ -436,9 +461,14 @@ def prepare(args: argparse.Namespace, command: str):
 
     settings = settings_from_args(args)
     config = load(ScoreJobConfig, args.job_config, {"device": args.device})
-    spark = spark_from_args(args, settings, command)
-    model = resolve_model(spark, settings, model_uri_from_args(args, settings))
-    experiment_id = use_experiment(settings, config.experiment)
+    model = resolve_model(settings, model_uri_from_args(args, settings), config.engine)  # before Spark: seconds
+    try:
+        spark = spark_from_args(args, settings, command)
+        model = ship_model(spark, model)
+        experiment_id = use_experiment(settings, config.experiment)
+    except BaseException:
+        release_model(model)
+        raise
     return settings, config, spark, model, experiment_id
 
 
