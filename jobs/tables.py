@@ -16,7 +16,8 @@ from hcmrm.tables import CODE_SEPARATOR, TABLES, Table
 
 
 # Input types a contract column accepts besides its own, widened on read without loss.
-WIDENS_TO = {"bigint": ("tinyint", "smallint", "int"), "int": ("tinyint", "smallint"), "double": ("float",)}
+WIDENS_TO = {"bigint": ("tinyint", "smallint", "int"), "int": ("tinyint", "smallint"), "double": ("float",),
+             "string": ("date",)}  # a date column (dt) reads as its yyyy-mm-dd text
 
 
 def spark_schema(contract: Table | pa.Schema) -> StructType:

@@ -78,6 +78,8 @@ def test_check_contract_widens_narrow_numbers_and_names_a_missing_column(spark):
                                    "dt string, query string, ad_id string, impressions int, advertiser string")
     checked = check_contract(narrow, QUERY_AD_PAIRS, "here")
     assert checked.schema["impressions"].dataType.simpleString() == "bigint" and "advertiser" in checked.columns
+    dated = check_contract(narrow.withColumn("dt", narrow.dt.cast("date")), QUERY_AD_PAIRS, "here")
+    assert dated.schema["dt"].dataType.simpleString() == "string" and dated.first().dt == DAY1
     with pytest.raises(InputDataError, match=r"table query_ad_pairs at here lacks columns \['ad_id'\]"):
         check_contract(narrow.drop("ad_id"), QUERY_AD_PAIRS, "here")
 
