@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hcmrm.errors import ModelError
 from hcmrm.labels import GRADE_NAMES
 from hcmrm.model.frames import FrameDecodeError, FrameLimits, OversizedFrameError, decode_frames, stack_videos
 from hcmrm.tables import OVERSIZED_FRAME, UNDECODABLE_FRAMES
@@ -75,6 +76,18 @@ class ScoringCounters:
         return ScoringCounters(**{k: v - getattr(before, k) for k, v in vars(self).items()})
 
 
+def check_finite(results: Sequence[AdScores]) -> None:
+    """Raise ModelError when any probability or score is NaN or infinite: a broken model (NaN weights,
+    an overflow) must fail the day before anything is written, never be written as label 0."""
+    scored = [r for r in results if r.probs is not None]
+    bad = sum(int((~np.isfinite(r.probs).all(axis=1) | ~np.isfinite(r.score)).sum()) for r in scored)
+    if bad:
+        total = sum(len(r.probs) for r in scored)
+        first = next(r.ad_id for r in scored if not (np.isfinite(r.probs).all() and np.isfinite(r.score).all()))
+        raise ModelError(f"the model produced non-finite probabilities (NaN or inf) for {bad} of {total} pairs "
+                         f"(first in ad {first}); the model is broken, not the data")
+
+
 @dataclass
 class Scorer:
     """A model on one device, ready to score ads; keep one per Python worker (or per GPU)."""
@@ -112,6 +125,7 @@ class Scorer:
         for chunk in self._chunks(ads, order):
             for i, result in zip(chunk, self._score_chunk([ads[i] for i in chunk])):
                 results[i] = result
+        check_finite(results)
         return results
 
     def score_pairs(self, queries: Sequence[str], texts: Sequence[str],

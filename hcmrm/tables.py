@@ -105,9 +105,14 @@ class Table:
     partition: str | None = None  # the partition column; None for a table written whole or appended
     optional: tuple[str, ...] = ()  # columns a reader must do without (absent from some inputs or configs)
     reasons: tuple[RejectReason, ...] = ()  # a rejects table: every reason its job writes
+    # A table written run by run: each row names its run in `run_column`, and a run's rows are the table's
+    # content only once `run_log` (a runs table) holds the run, the latest for the row's dt (docs/reliability.md).
+    run_column: str | None = None
+    run_log: str | None = None
 
     def __post_init__(self):
-        named = [*self.key, *([self.partition] if self.partition else []), *self.optional]
+        named = [*self.key, *([self.partition] if self.partition else []), *self.optional,
+                 *([self.run_column] if self.run_column else [])]
         unknown = [c for c in named if c not in self.schema.names]
         if unknown:
             raise ValueError(f"table {self.name}: {unknown} are not columns of its schema")
@@ -159,21 +164,31 @@ PRETRAIN_PAIRS = Table(
     "pretrain_pairs",
     pa.schema([("video_id", pa.string()), ("dt", pa.string()), ("pseudo_query", pa.string()),
                ("keywords", pa.list_(pa.string())), ("context_text", pa.string()), ("video_text", pa.string()),
-               ("frames", FRAMES), ("n_frames", pa.int32())]),
-    key=("video_id", "dt"), partition="dt",
+               ("frames", FRAMES), ("n_frames", pa.int32()), ("pseudo_query_run_id", pa.string())]),
+    key=("video_id", "dt"), partition="dt", optional=("pseudo_query_run_id",),
+    run_column="pseudo_query_run_id", run_log="pseudo_query_runs",
 )
 VIDEO_TEXTS = Table(  # one row per (video_id, dt): the model's text about the video, read by score and finetune
     "video_texts",
     pa.schema([("video_id", pa.string()), ("dt", pa.string()), ("video_text", pa.string()),
                ("text_settings", pa.string()),  # JSON of hcmrm.text.video_text.describe: keywords, max_chars, IDF
-               ("text_fingerprint", pa.string())]),  # its short digest: equal fingerprints, texts made the same way
-    key=("video_id", "dt"), partition="dt",
+               ("text_fingerprint", pa.string()),  # its short digest: equal fingerprints, texts made the same way
+               ("pseudo_query_run_id", pa.string())]),
+    key=("video_id", "dt"), partition="dt", optional=("pseudo_query_run_id",),
+    run_column="pseudo_query_run_id", run_log="pseudo_query_runs",
 )
 PRETRAIN_REJECTS = Table(
     "pretrain_rejects",
-    pa.schema([("video_id", pa.string()), ("dt", pa.string()), ("reason", pa.string()), ("rejected_at", TIMESTAMP)]),
-    key=("video_id", "dt"), partition="dt",
+    pa.schema([("video_id", pa.string()), ("dt", pa.string()), ("reason", pa.string()), ("rejected_at", TIMESTAMP),
+               ("pseudo_query_run_id", pa.string())]),
+    key=("video_id", "dt"), partition="dt", optional=("pseudo_query_run_id",),
     reasons=(MISSING_VIDEO_ID, DUPLICATE_VIDEO_ID, NO_TEXT, NO_KEYWORDS, BAD_FRAMES),
+    run_column="pseudo_query_run_id", run_log="pseudo_query_runs",
+)
+PSEUDO_QUERY_RUNS = Table(  # appended last by each pseudo-queries run, one row per dt it built: the commit record
+    "pseudo_query_runs",
+    pa.schema([("dt", pa.string()), ("pseudo_query_run_id", pa.string()), ("finished_at", TIMESTAMP)]),
+    key=("dt", "pseudo_query_run_id"),
 )
 
 # score, backfill, irrelevant-rate
@@ -185,6 +200,7 @@ RELEVANCE_SCORES = Table(
                ("run_id", pa.string()),  # the MLflow run that trained the model
                ("scoring_run_id", pa.string()), ("scored_at", TIMESTAMP)]),
     key=("dt", "query", "ad_id"), partition="dt", optional=("impressions", *DIMENSIONS),
+    run_column="scoring_run_id", run_log="scoring_runs",
 )
 SCORING_REJECTS = Table(
     "scoring_rejects",
@@ -193,15 +209,17 @@ SCORING_REJECTS = Table(
     key=("dt", "query", "ad_id"), partition="dt",
     reasons=(NULL_AD_ID, NULL_QUERY, EMPTY_QUERY, UNKNOWN_AD, DUPLICATE_AD, NO_VIDEO, UNKNOWN_VIDEO,
              DUPLICATE_VIDEO, NO_VIDEO_TEXT, DUPLICATE_PAIR, EMPTY_TEXT, UNDECODABLE_FRAMES, OVERSIZED_FRAME),
+    run_column="scoring_run_id", run_log="scoring_runs",
 )
-SCORING_RUNS = Table(  # appended, one row per finished scoring of a day: an audit log backfill reads
+SCORING_RUNS = Table(  # appended last, one row per finished scoring of a day: its commit (readers, backfill)
     "scoring_runs",
     pa.schema([("dt", pa.string()), ("model_name", pa.string()), ("model_version", pa.string()),
                ("model_run_id", pa.string()), ("scoring_run_id", pa.string()),
                *((c, pa.int64()) for c in ("input_pairs", "scored_pairs", "rejected_pairs", "distinct_ads",
                                            "vision_encodes")),
-               ("irrelevant_rate", pa.float64()), ("seconds", pa.float64()), ("finished_at", TIMESTAMP)]),
-    key=("scoring_run_id",),
+               ("irrelevant_rate", pa.float64()), ("seconds", pa.float64()), ("finished_at", TIMESTAMP),
+               ("input_version", pa.int64())]),  # the Delta version of query_ad_pairs read (null: Parquet input)
+    key=("scoring_run_id",), optional=("input_version",),
 )
 IRRELEVANT_RATE_DAILY = Table(
     "irrelevant_rate_daily",
@@ -217,5 +235,5 @@ IRRELEVANT_RATE_DAILY = Table(
 )
 
 TABLES = {t.name: t for t in (VIDEOS, ADS, QUERY_AD_PAIRS, LABELED_PAIRS, KEYWORD_IDF, PRETRAIN_PAIRS,
-                              VIDEO_TEXTS, PRETRAIN_REJECTS, RELEVANCE_SCORES, SCORING_REJECTS, SCORING_RUNS,
-                              IRRELEVANT_RATE_DAILY)}
+                              VIDEO_TEXTS, PRETRAIN_REJECTS, PSEUDO_QUERY_RUNS, RELEVANCE_SCORES, SCORING_REJECTS,
+                              SCORING_RUNS, IRRELEVANT_RATE_DAILY)}

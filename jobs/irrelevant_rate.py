@@ -32,7 +32,7 @@ from hcmrm.settings import Settings
 from hcmrm.tables import IRRELEVANT_RATE_DAILY, RELEVANCE_SCORES
 from jobs.common import script_main, settings_from_args, spark_from_args
 from jobs.score import CONF_FILE, ScoreJobConfig, day, days_between
-from jobs.tables import is_delta_table, replace_partitions
+from jobs.tables import is_delta_table, read_table, replace_partitions
 
 COMMAND = "irrelevant-rate"
 HELP = "irrelevant-ad rate per day, model version and dimension -> Delta irrelevant_rate_daily + SQL views"
@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     path = settings.table(RELEVANCE_SCORES.name)
     if not is_delta_table(spark, path):
         raise SystemExit(f"no {RELEVANCE_SCORES.name} table at {path}: run `hcmrm score --date D` first")
-    scores = spark.read.format("delta").load(path)
+    scores = read_table(spark, path)  # each day's committed scoring run only
     dates = target_dates(spark, scores, args)
     scores = scores.where(F.col("dt").isin(dates))
     present = sorted(r[0] for r in scores.select("dt").distinct().collect())

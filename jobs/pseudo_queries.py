@@ -9,9 +9,11 @@ pseudo-query (1..k of its keywords, sampled with a seed derived from --seed and 
 the context text (the video text without them), the video keyword sequence (the model's text
 input) and the frames. Any other row goes to `pretrain_rejects` with a reason. Every video with a
 usable key also gets one row in `video_texts`: the text the model reads about it (the score job
-joins it), with the settings that made it. The tables are partitioned by `dt` and a rerun of a
-date replaces it. The counts must reconcile, input = pairs + rejects and video texts = input -
-key rejects, or the job fails before writing.
+joins it), with the settings that made it. The tables are partitioned by `dt`; each row names its
+run, a row per dt in `pseudo_query_runs` commits the run (readers see a dt's committed run only, never
+pairs of one run with rejects of another), and a rerun of a date replaces it. The counts must
+reconcile, input = pairs + rejects and video texts = input - key rejects, or the job fails before
+writing.
 
 The corpus IDF (`--idf corpus`, the default) is counted over this run's input and replaces
 `keyword_idf`; `--idf stored` reuses the table from an earlier run (say, an --all-dates one);
@@ -25,6 +27,7 @@ import json
 import logging
 import re
 import sys
+import uuid
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -37,14 +40,17 @@ from pyspark.sql.window import Window
 
 from hcmrm.config import load
 from hcmrm.tables import (
-    DUPLICATE_VIDEO_ID, KEYWORD_IDF, MISSING_VIDEO_ID, PRETRAIN_PAIRS, PRETRAIN_REJECTS, VIDEO_TEXTS, VIDEOS,
+    DUPLICATE_VIDEO_ID, KEYWORD_IDF, MISSING_VIDEO_ID, PRETRAIN_PAIRS, PRETRAIN_REJECTS, PSEUDO_QUERY_RUNS, VIDEO_TEXTS,
+    VIDEOS,
 )
 from hcmrm.text.keywords import Idf, KeywordConfig
 from hcmrm.text.video_text import TextSettings, describe, fingerprint
 from hcmrm.settings import CONF_DIR, Settings
 from jobs.common import script_main, settings_from_args, spark_from_args
 from jobs.session import arrow_batch_rows
-from jobs.tables import conform, is_delta_table, overwrite_table, read_table, reason_code, replace_partitions
+from jobs.tables import (
+    append_run, check_contract, conform, drop_superseded, is_delta_table, overwrite_table, read_table, reason_code, spark_schema,
+)
 from udfs.pseudo_query import document_terms_frame, pretrain_rows_frame
 
 COMMAND = "pseudo-queries"
@@ -54,6 +60,7 @@ log = logging.getLogger(__name__)
 
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 CONF_FILE = CONF_DIR / "jobs" / "pseudo_queries.yaml"
+RUN_COLUMN = PRETRAIN_PAIRS.run_column  # pseudo_query_run_id: the run of each output row
 
 
 @dataclass(frozen=True)
@@ -89,8 +96,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def read_videos(spark: SparkSession, path: str) -> DataFrame:
-    """The input videos (Delta or Parquet) with exactly the contract's columns and types."""
-    return conform(read_table(spark, path), VIDEOS, f"videos at {path}")
+    """The input videos (Delta or Parquet) with exactly the contract's columns and types (a column of
+    another type is an InputDataError naming it, not a cast)."""
+    return conform(check_contract(read_table(spark, path), VIDEOS, path), VIDEOS, f"videos at {path}")
 
 
 def select_dates(videos: DataFrame, dates: list[str] | None) -> tuple[DataFrame, list[str]]:
@@ -201,24 +209,30 @@ def pretrain_results(
     return good.unionByName(bad, allowMissingColumns=True)  # a rejected key has no text: those fields are null
 
 
-def pairs_of(results: DataFrame) -> DataFrame:
-    """The `pretrain_pairs` rows of `pretrain_results`."""
-    return results.where(F.col("reason").isNull()).select(*PRETRAIN_PAIRS.columns)
+def _run_stamp(run_id: str | None):
+    return F.lit(run_id).cast("string").alias(RUN_COLUMN)
 
 
-def video_texts_of(results: DataFrame, text_settings: dict) -> DataFrame:
-    """The `video_texts` rows of `pretrain_results`: every video with a usable key, stamped with its settings."""
+def pairs_of(results: DataFrame, run_id: str | None = None) -> DataFrame:
+    """The `pretrain_pairs` rows of `pretrain_results`, stamped with the run."""
+    return results.where(F.col("reason").isNull()).select(
+        *[c for c in PRETRAIN_PAIRS.columns if c != RUN_COLUMN], _run_stamp(run_id))
+
+
+def video_texts_of(results: DataFrame, text_settings: dict, run_id: str | None = None) -> DataFrame:
+    """The `video_texts` rows of `pretrain_results`: every video with a usable key, stamped with its settings
+    and the run."""
     settings_json = json.dumps(text_settings, sort_keys=True, ensure_ascii=False)
     return results.where(F.col("video_text").isNotNull()).select(
         "video_id", "dt", "video_text", F.lit(settings_json).alias("text_settings"),
-        F.lit(fingerprint(text_settings)).alias("text_fingerprint"),
+        F.lit(fingerprint(text_settings)).alias("text_fingerprint"), _run_stamp(run_id),
     )
 
 
-def rejects_of(results: DataFrame, rejected_at: datetime) -> DataFrame:
-    """The `pretrain_rejects` rows of `pretrain_results`, stamped with the run's time."""
+def rejects_of(results: DataFrame, rejected_at: datetime, run_id: str | None = None) -> DataFrame:
+    """The `pretrain_rejects` rows of `pretrain_results`, stamped with the run's time and id."""
     stamped = results.where(F.col("reason").isNotNull()).withColumn("rejected_at", F.lit(rejected_at))
-    return conform(stamped, PRETRAIN_REJECTS)
+    return conform(stamped.withColumn(RUN_COLUMN, _run_stamp(run_id)), PRETRAIN_REJECTS)
 
 
 # --- the job ------------------------------------------------------------------------------------
@@ -310,8 +324,8 @@ def labeled_texts(pairs, settings: Settings, spark: Callable[[], SparkSession], 
 def build(spark: SparkSession, settings: Settings, input_path: str, dates: list[str] | None, config: JobConfig) -> Counts:
     """The whole job: read, IDF, pairs and rejects, reconcile, write the tables; returns the counts.
 
-    The four Delta writes are independent tables: the IDF table is written while the pairs are
-    computed, and pairs, rejects and video texts are written side by side (a few seconds of commit each).
+    The IDF table is written while the pairs are computed; pairs, rejects and video texts are written
+    as one run, all or nothing per dt (write_run).
     """
     videos, dates = select_dates(read_videos(spark, input_path), dates)
     n_input = videos.count()
@@ -339,23 +353,37 @@ def build(spark: SparkSession, settings: Settings, input_path: str, dates: list[
                 raise RuntimeError(f"counts do not reconcile, no pairs written: {counts.summary()}")
             if idf_stored is not None:
                 idf_stored.result()  # the IDF the pairs were made with is in the lake before they are
-            rejected_at = datetime.now(timezone.utc).replace(microsecond=0)
-            texts = video_texts_of(results, describe(config.text_settings(), idf))
-            pending += [
-                pool.submit(replace_partitions, pairs_of(results), settings.table(PRETRAIN_PAIRS.name), dates),
-                pool.submit(
-                    replace_partitions, rejects_of(results, rejected_at), settings.table(PRETRAIN_REJECTS.name), dates
-                ),
-                pool.submit(replace_partitions, texts, settings.table(VIDEO_TEXTS.name), dates),
-            ]
-            for write in pending:
-                write.result()
+            write_run(spark, settings, results, dates, describe(config.text_settings(), idf), pool, pending)
         finally:
             wait(pending)  # a write still running reads the cache: release it only after
             results.unpersist()
             if broadcast is not None:
                 broadcast.unpersist()
     return counts
+
+
+def write_run(spark: SparkSession, settings: Settings, results: DataFrame, dates: list[str], text_settings: dict,
+              pool: Executor, pending: list[Future]) -> str:
+    """Write the run all or nothing per dt across its tables; its id.
+
+    Its rows go into pretrain_pairs, pretrain_rejects and video_texts beside the committed run's (side by
+    side, a few seconds of commit each); then one row per dt in pseudo_query_runs commits them (readers,
+    jobs.tables.read_table, see a dt's committed run only); then the dates' rows of other runs are deleted.
+    One pseudo-queries run per dt at a time: a second one's rows would be deleted by the first's cleanup.
+    """
+    run_id = uuid.uuid4().hex
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    outputs = [(PRETRAIN_PAIRS, pairs_of(results, run_id)), (PRETRAIN_REJECTS, rejects_of(results, now, run_id)),
+               (VIDEO_TEXTS, video_texts_of(results, text_settings, run_id))]
+    pending += [pool.submit(append_run, df, settings.table(table.name)) for table, df in outputs]
+    for write in pending:
+        write.result()  # the IDF the pairs were made with is in the lake before the commit, too
+    log_rows = [(d, run_id, datetime.now(timezone.utc).replace(tzinfo=None)) for d in dates]
+    spark.createDataFrame(log_rows, spark_schema(PSEUDO_QUERY_RUNS)).write.format("delta").mode("append").save(
+        settings.table(PSEUDO_QUERY_RUNS.name))  # the commit
+    for table, _ in outputs:
+        drop_superseded(spark, settings.table(table.name), table, dates)
+    return run_id
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,8 +8,11 @@ read:      query_ad_pairs for the day, ads, videos, video_texts (each video's te
 transform: validate pairs (reason per bad row) -> group the good ones by ad (one row per ad, its
            queries in an array, the video's text and frames joined after grouping so they travel
            once per ad) -> score with the engine in mapInArrow (udfs/score.py) -> pair rows
-write:     scoring_rejects then relevance_scores for dt = the day (replaceWhere: a rerun replaces
-           the day, never duplicates it), a row in scoring_runs, an MLflow run with the counts.
+write:     the day's rows of this run appended to scoring_rejects and relevance_scores (each row names
+           its scoring_run_id), then the run's row in scoring_runs: the commit, after which readers
+           (jobs.tables.read_table) see this run's rows of the day and no other's; then the day's rows
+           of earlier runs are deleted. A kill at any point leaves the last committed run whole in both
+           tables, never a mix; a rerun replaces the day. An MLflow run holds the counts.
 Input pairs = scored + rejected is checked before anything is written.
 """
 
@@ -18,7 +21,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt_
+import io
 import logging
+import re
 import shutil
 import sys
 import tempfile
@@ -28,13 +33,15 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from PIL import Image
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from hcmrm.config import load
+from hcmrm.errors import ConcurrentWriteError, InputDataError, ModelError, is_concurrent_write
 from hcmrm.labels import IRRELEVANT_MAX_LABEL
-from hcmrm.scoring import ScoringConfig
+from hcmrm.scoring import AdPairs, Scorer, ScoringConfig
 from hcmrm.settings import CONF_DIR, Settings
 from hcmrm.tables import (
     ADS, DUPLICATE_AD, DUPLICATE_PAIR, DUPLICATE_VIDEO, EMPTY_QUERY, NO_VIDEO, NULL_AD_ID, NULL_QUERY, PREDICTION,
@@ -44,7 +51,10 @@ from hcmrm.tables import (
 from hcmrm.text.normalize import SPARK_BLANK_PATTERN
 from jobs.common import script_main, settings_from_args, spark_from_args
 from jobs.session import arrow_batch_rows
-from jobs.tables import conform, read_table, reason_code, replace_partitions, spark_schema
+from jobs.tables import (
+    append_run, check_contract, check_output, conform, drop_superseded, read_table, reason_code, spark_schema,
+    table_version,
+)
 from udfs.score import ModelRef, score_ads
 
 COMMAND = "score"
@@ -53,6 +63,7 @@ HELP = "score one day's query_ad_pairs with a registered model -> relevance_scor
 log = logging.getLogger("hcmrm.score")
 
 CONF_FILE = CONF_DIR / "jobs" / "score.yaml"
+SQLSTATE = re.compile(r"\s*SQLSTATE: \w+\.?")  # the code Spark appends to a message; the line says enough without it
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,8 @@ class ScoreJobConfig:
     dimensions: tuple[str, ...] = ("advertiser", "industry")  # carried from query_ad_pairs (first) or ads
     device: str = "auto"  # auto (the task's Spark GPU, else cuda:0, else CPU), cpu or cuda
     require_text: bool = True  # reject ads whose video has no text at all
+    require_input: bool = True  # a day with no rows in query_ad_pairs is an error (exit 3), not an empty day
+    claim_hours: float = 24.0  # a RUNNING score of the same date younger than this makes a new one stop (claim_date)
     ads_per_arrow_batch: int = 128  # ad rows (frames included) per Arrow batch into a Python worker, unless the profile sets it
     pairs_per_row: int = 4096  # pairs of one ad per row: a hot ad is cut into rows of at most this many
     engine: ScoringConfig = field(default_factory=ScoringConfig)  # the engine's batching
@@ -85,6 +98,8 @@ class DateResult:
     rejects_by_reason: dict = field(default_factory=dict)  # reason code -> pairs
     run_id: str = ""  # the MLflow run of this scoring
     error: str = ""  # why it failed
+    input_version: int | None = None  # the Delta version of query_ad_pairs the day was read at (None: Parquet)
+    why: str = ""  # why backfill scored the day (never scored, another version, input changed, forced)
 
 
 # --- arguments -----------------------------------------------------------------------------------
@@ -117,6 +132,13 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--date", type=day, required=True, help="the dt of query_ad_pairs to score, yyyy-mm-dd")
     add_model_arguments(parser)
+    add_require_input_argument(parser, None)
+
+
+def add_require_input_argument(parser: argparse.ArgumentParser, default: bool | None) -> None:
+    parser.add_argument("--require-input", action=argparse.BooleanOptionalAction, default=default,
+                        help="fail (exit 3) when the day has no rows in query_ad_pairs, instead of recording an "
+                             "empty day (score: on, from score.yaml; backfill: off)")
 
 
 def model_uri_from_args(args: argparse.Namespace, settings: Settings) -> str:
@@ -140,10 +162,9 @@ def pack_folder(folder: Path, archive: Path) -> Path:
     return archive
 
 
-def resolve_model(spark: SparkSession, settings: Settings, model_uri: str) -> ModelRef:
-    """Resolve `model_uri` to one version, download it, check it loads, ship it to the executors as an
-    archive (addFile refuses folders on any master but local; addArchive works on all of them)."""
-    from hcmrm.model.checkpoint import load_config_json
+def resolve_model(settings: Settings, model_uri: str, engine: ScoringConfig) -> ModelRef:
+    """Resolve `model_uri` to one version, download it and score the canary with it (check_model), all
+    before Spark starts: a wrong URI, a corrupt checkpoint or a NaN model fails in seconds, in one line."""
     from hcmrm.tracking.model_uri import resolve
 
     workdir = Path(tempfile.mkdtemp(prefix="hcmrm-model-"))
@@ -153,15 +174,41 @@ def resolve_model(spark: SparkSession, settings: Settings, model_uri: str) -> Mo
         if version is None:  # every output row names the version that scored it
             raise ValueError(f"score needs a registered model (models:/<name>@<alias> or models:/<name>/<version>), "
                              f"got {model_uri}")
-        load_config_json(folder)  # fail here, on the driver, if the artifact is not an HCMRM model
-        # A unique name: Spark refuses two different archives under one name in one application.
-        name = f"hcmrm-{version.name}-v{version.version}-{uuid.uuid4().hex[:8]}.zip"
-        spark.sparkContext.addArchive(str(pack_folder(folder, workdir / name)))
+        check_model(folder, engine)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
     log.info("model %s -> %s version %s (run %s)", model_uri, version.name, version.version, version.run_id)
-    return ModelRef(version.name, str(version.version), version.run_id or "", str(folder), name, str(workdir))
+    return ModelRef(version.name, str(version.version), version.run_id or "", str(folder), None, str(workdir))
+
+
+def canary_batch() -> list[AdPairs]:
+    """A few pairs built here, needing no input: an ad with a frame (the vision tower runs) and a text-only one."""
+    frame = io.BytesIO()
+    Image.new("RGB", (32, 24), (200, 40, 40)).save(frame, format="PNG")
+    return [AdPairs("canary-frames", "红色连衣裙 夏季新款 显瘦", [frame.getvalue()], ["连衣裙", "红色长裙", "手机"]),
+            AdPairs("canary-text", "考研英语 网课 名师", [], ["英语网课"])]
+
+
+def check_model(folder: str | Path, engine: ScoringConfig) -> None:
+    """Load the model on the driver's CPU and score the canary batch: a checkpoint that does not load
+    (ModelError) or gives non-finite probabilities (the engine's ModelError) stops the job here."""
+    scorer = Scorer.from_dir(folder, engine, "cpu")
+    for result in scorer.score(canary_batch()):
+        if result.reason is not None:
+            raise ModelError(f"the model cannot score the canary batch: {result.reason}")
+
+
+def ship_model(spark: SparkSession, model: ModelRef) -> ModelRef:
+    """The model folder packed and shipped to the executors as an archive (addFile refuses folders on any
+    master but local; addArchive works on all of them)."""
+    # A unique name: Spark refuses two different archives under one name in one application.
+    name = f"hcmrm-{model.name}-v{model.version}-{uuid.uuid4().hex[:8]}.zip"
+    spark.sparkContext.addArchive(str(pack_folder(Path(model.local_dir), Path(model.workdir) / name)))
+    # An executor fetches an added archive at its next task: one task now, while the file exists, so a job
+    # that fails before scoring (and removes the file) does not leave the session's executors to fail on it.
+    spark.sparkContext.parallelize([0], 1).foreach(lambda _: None)
+    return dataclasses.replace(model, archive=name)
 
 
 def release_model(model: ModelRef) -> None:
@@ -172,25 +219,28 @@ def release_model(model: ModelRef) -> None:
 # --- read --------------------------------------------------------------------------------------------
 
 
-def read_inputs(spark: SparkSession, settings: Settings, date: str) -> tuple[DataFrame, ...]:
-    """(the day's pairs, ads, videos, video texts), each checked for its contract's required columns."""
-    frames = {}
+def read_inputs(spark: SparkSession, settings: Settings, date: str) -> tuple:
+    """(the day's pairs, ads, videos, video texts, the Delta version of query_ad_pairs read), each checked
+    against its contract (columns and types) before any scoring: InputDataError names the table, the
+    column and both types."""
+    frames, version = {}, None
     for table in (QUERY_AD_PAIRS, ADS, VIDEOS, VIDEO_TEXTS):
         path = settings.table(table.name)
         try:
-            frames[table.name] = read_table(spark, path)
+            if table is QUERY_AD_PAIRS:  # read at one version, the one scoring_runs records
+                version = table_version(spark, path)
+            df = read_table(spark, path, version if table is QUERY_AD_PAIRS else None)
         except Exception as err:
             hint = " (run `hcmrm pseudo-queries` for the videos' dates)" if table is VIDEO_TEXTS else ""
-            raise FileNotFoundError(f"input table {table.name} cannot be read at {path}{hint}: {err}") from err
-        missing = [c for c in table.required if c not in frames[table.name].columns]
-        if missing:
-            raise ValueError(f"table {table.name} at {path} lacks columns {missing}")
+            detail = SQLSTATE.sub("", str(err).strip().splitlines()[0])
+            raise InputDataError(f"input table {table.name} cannot be read at {path}{hint}: {detail}") from err
+        frames[table.name] = check_contract(df, table, path)
     videos = frames[VIDEOS.name]
     for field in spark_schema(VIDEOS).fields:
         if field.name in VIDEOS.optional and field.name not in videos.columns:  # OCR, ASR: null when absent
             videos = videos.withColumn(field.name, F.lit(None).cast(field.dataType))
     pairs = frames[QUERY_AD_PAIRS.name].where(F.col("dt").cast("string") == date)
-    return pairs, frames[ADS.name], videos, frames[VIDEO_TEXTS.name]
+    return pairs, frames[ADS.name], videos, frames[VIDEO_TEXTS.name], version
 
 
 # --- transforms ---------------------------------------------------------------------------------------
@@ -291,6 +341,7 @@ def score_date(
     run_id = client.create_run(experiment_id, run_name=f"score {date}", tags=tags).info.run_id
     adopt_run(client, run_id)  # KILLED if the command is stopped; closes this date's runs a kill -9 left RUNNING
     try:
+        claim_date(client, experiment_id, run_id, date, config.claim_hours)
         for key, value in {
             "date": date, "model_name": model.name, "model_version": model.version, "model_run_id": model.run_id,
             "device": config.device, "spark_profile": settings.spark_profile,
@@ -308,6 +359,30 @@ def score_date(
         client.set_tag(run_id, "error", str(err)[:4000])
         client.set_terminated(run_id, "FAILED")
         raise
+
+
+def claim_date(client, experiment_id: str, run_id: str, date: str, claim_hours: float) -> None:
+    """Fail fast (ConcurrentWriteError, before anything is read) when another score of `date` is running.
+
+    Every score of a date (`hcmrm score`, or a date of `hcmrm backfill`) is an MLflow run tagged with
+    the date, created RUNNING before this check: of the RUNNING ones started within `claim_hours`, the
+    first started (then the lowest run id) scores the day and the others stop here. Two runs that
+    start together both see each other, so exactly one goes on (given the hosts' clocks agree).
+    """
+    from hcmrm.tracking.runs import DATE_TAG, HOST_TAG, JOB_TAG, PID_TAG
+
+    since = int((time.time() - claim_hours * 3600) * 1000)
+    running = client.search_runs(
+        [experiment_id], f"tags.`{JOB_TAG}` = '{COMMAND}' and tags.`{DATE_TAG}` = '{date}' and "
+                         f"attributes.status = 'RUNNING' and attributes.start_time > {since}", max_results=1000)
+    first = min(running, key=lambda r: (r.info.start_time, r.info.run_id), default=None)
+    if first is not None and first.info.run_id != run_id:
+        tags = first.data.tags
+        raise ConcurrentWriteError(
+            f"another score of {date} is running: MLflow run {first.info.run_id} (host {tags.get(HOST_TAG)}, pid "
+            f"{tags.get(PID_TAG)}); this run stopped before reading anything",
+            hint="rerun when it has finished (a run dead on another host stops counting after "
+                 f"{claim_hours:g} h, or mark it KILLED in MLflow)")
 
 
 @dataclass
@@ -388,7 +463,12 @@ def output_rows(date: str, validated: DataFrame, scored: DataFrame, dims: list[s
 def _score_and_write(spark, settings, config, date, model, run_id) -> DateResult:
     started = time.perf_counter()
     now = dt_.datetime.now(dt_.timezone.utc).replace(tzinfo=None)
-    pairs, ads, videos, video_texts = read_inputs(spark, settings, date)
+    pairs, ads, videos, video_texts, input_version = read_inputs(spark, settings, date)
+    if config.require_input and pairs.limit(1).count() == 0:
+        raise InputDataError(f"query_ad_pairs has no rows for dt {date} at {settings.table(QUERY_AD_PAIRS.name)}: "
+                             f"the day's partition is empty or missing",
+                             hint="rerun when upstream has written it, or pass --no-require-input to record an "
+                                  "empty day")
     from_pairs, from_ads = dimension_columns(pairs, ads, config.dimensions)
     impressions = ["impressions"] if "impressions" in pairs.columns else []
 
@@ -399,12 +479,16 @@ def _score_and_write(spark, settings, config, date, model, run_id) -> DateResult
     scored = score_ads(ad_rows, model, config.engine, config.device, config.require_text)
     scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        t = tally(date, pairs, validated, scored, config.pairs_per_row)  # raises before anything is written
         scores, rejects = output_rows(date, validated, scored, [*impressions, *from_pairs, *from_ads], model,
                                       run_id, now)
-        # Rejects first: relevance_scores holding the day is what marks the day done (backfill).
-        replace_partitions(rejects, settings.table(SCORING_REJECTS.name), [date])
-        replace_partitions(scores, settings.table(RELEVANCE_SCORES.name), [date])
+        for table, rows in ((RELEVANCE_SCORES, scores), (SCORING_REJECTS, rejects)):  # before the scoring stage
+            check_output(spark, rows, settings.table(table.name), table.name)
+        # The next action runs the scorer; tally raises before anything is written.
+        t = tally(date, pairs, validated, scored, config.pairs_per_row)
+        # The day's rows of this run are added next to the last committed run's; readers see them once
+        # the run's row is in scoring_runs (append_run_log below, the commit).
+        append_run(rejects, settings.table(SCORING_REJECTS.name))
+        append_run(scores, settings.table(RELEVANCE_SCORES.name))
     finally:
         scored.unpersist()
         validated.unpersist()
@@ -416,9 +500,10 @@ def _score_and_write(spark, settings, config, date, model, run_id) -> DateResult
         irrelevant_rate=t.irrelevant_pairs / t.scored_pairs if t.scored_pairs else None,
         seconds=time.perf_counter() - started,
         pairs_per_second=t.scored_pairs / t.scoring_seconds if t.scoring_seconds > 0 else 0.0,
-        rejects_by_reason=t.rejects_by_reason, run_id=run_id,
+        rejects_by_reason=t.rejects_by_reason, run_id=run_id, input_version=input_version,
     )
-    append_run_log(spark, settings, result, model)
+    append_run_log(spark, settings, result, model)  # the commit: from here readers see this run's rows
+    drop_superseded_rows(spark, settings, date)
     log.info(
         "%s: %d pairs -> %d scored + %d rejected; %d distinct ads in %d rows, %d vision encodes; %.1f pairs/s",
         date, t.input_pairs, t.scored_pairs, t.rejected_pairs, t.distinct_ads, t.ad_rows, t.vision_encodes,
@@ -427,10 +512,23 @@ def _score_and_write(spark, settings, config, date, model, run_id) -> DateResult
     return result
 
 
+def drop_superseded_rows(spark: SparkSession, settings: Settings, date: str) -> None:
+    """After the commit, remove the day's rows of earlier runs and of runs killed before their commit
+    (readers already ignore them). A conflict here leaves them for the next run: the day is committed."""
+    for table in (SCORING_REJECTS, RELEVANCE_SCORES):
+        try:
+            drop_superseded(spark, settings.table(table.name), table, [date])
+        except Exception as err:
+            if not is_concurrent_write(err):
+                raise
+            log.warning("%s: %s of superseded runs not removed (%s); the next run removes them", date, table.name,
+                        str(err).splitlines()[0])
+
+
 def append_run_log(spark: SparkSession, settings: Settings, result: DateResult, model: ModelRef) -> None:
-    """One row per finished scoring in Delta `scoring_runs` (an audit log; appends never conflict)."""
+    """One row per finished scoring in Delta `scoring_runs`: the commit of the day's rows (appends never conflict)."""
     counts = ("input_pairs", "scored_pairs", "rejected_pairs", "distinct_ads", "vision_encodes", "irrelevant_rate",
-              "seconds")
+              "seconds", "input_version")
     values = {
         "dt": result.dt, "model_name": model.name, "model_version": model.version, "model_run_id": model.run_id,
         "scoring_run_id": result.run_id, **{c: getattr(result, c) for c in counts},
@@ -438,7 +536,7 @@ def append_run_log(spark: SparkSession, settings: Settings, result: DateResult, 
     }
     row = tuple(values[c] for c in SCORING_RUNS.columns)
     df = spark.createDataFrame([row], spark_schema(SCORING_RUNS))
-    df.write.format("delta").mode("append").save(settings.table(SCORING_RUNS.name))
+    df.write.format("delta").mode("append").option("mergeSchema", "true").save(settings.table(SCORING_RUNS.name))
 
 
 # --- the command -------------------------------------------------------------------------------------
@@ -449,10 +547,16 @@ def prepare(args: argparse.Namespace, command: str):
     from hcmrm.tracking.store import use_experiment
 
     settings = settings_from_args(args)
-    config = load(ScoreJobConfig, args.job_config, {"device": args.device})
-    spark = spark_from_args(args, settings, command)
-    model = resolve_model(spark, settings, model_uri_from_args(args, settings))
-    experiment_id = use_experiment(settings, config.experiment)
+    config = load(ScoreJobConfig, args.job_config, {"device": args.device,
+                                                     "require_input": getattr(args, "require_input", None)})
+    model = resolve_model(settings, model_uri_from_args(args, settings), config.engine)  # before Spark: seconds
+    try:
+        spark = spark_from_args(args, settings, command)
+        model = ship_model(spark, model)
+        experiment_id = use_experiment(settings, config.experiment)
+    except BaseException:
+        release_model(model)
+        raise
     return settings, config, spark, model, experiment_id
 
 

@@ -1,7 +1,9 @@
-"""Delta table I/O shared by the jobs: the contracts as Spark schemas, atomic per-date replacement, reads."""
+"""Delta table I/O shared by the jobs: the contracts as Spark schemas, atomic per-date replacement, reads,
+and the run-by-run writes of tables with a run log (a day is all or nothing across the tables a job writes)."""
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Iterable
 
 import pyarrow as pa
@@ -10,7 +12,12 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 from pyspark.sql.types import StructType
 
-from hcmrm.tables import CODE_SEPARATOR, Table
+from hcmrm.tables import CODE_SEPARATOR, TABLES, Table
+
+
+# Input types a contract column accepts besides its own, widened on read without loss.
+WIDENS_TO = {"bigint": ("tinyint", "smallint", "int"), "int": ("tinyint", "smallint"), "double": ("float",),
+             "string": ("date",)}  # a date column (dt) reads as its yyyy-mm-dd text
 
 
 def spark_schema(contract: Table | pa.Schema) -> StructType:
@@ -28,6 +35,45 @@ def conform(df: DataFrame, contract: Table | StructType, name: str | None = None
     return df.select([F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.fields])
 
 
+def check_contract(df: DataFrame, contract: Table, where: str) -> DataFrame:
+    """`df` (the table `contract` read from `where`) checked against its contract before any work: every
+    required column present and every contract column of the contract's type (a narrower integer or float
+    is widened to it); other columns pass through. InputDataError names the table, column and both types."""
+    from hcmrm.errors import InputDataError
+
+    missing = [c for c in contract.required if c not in df.columns]
+    if missing:
+        raise InputDataError(f"table {contract.name} at {where} lacks columns {missing}; it has {df.columns}")
+    casts = {}
+    for field in spark_schema(contract).fields:
+        if field.name not in df.columns:
+            continue
+        found, expected = df.schema[field.name].dataType, field.dataType
+        if found.simpleString() == expected.simpleString():
+            continue
+        if found.simpleString() not in WIDENS_TO.get(expected.simpleString(), ()):
+            raise InputDataError(f"table {contract.name} at {where}: column {field.name} is {found.simpleString()}, "
+                                 f"expected {expected.simpleString()}")
+        casts[field.name] = F.col(field.name).cast(expected)
+    return df.withColumns(casts) if casts else df
+
+
+def check_output(spark: SparkSession, df: DataFrame, path: str, name: str) -> None:
+    """The rows `df` can be added to the table at `path` (when there is one): a column both have is of the
+    same type in both. Checked before the work that makes the rows, so an incompatible table fails in
+    seconds, not at the write."""
+    from hcmrm.errors import InputDataError
+
+    if not is_delta_table(spark, path):
+        return
+    existing = {f.name: f.dataType.simpleString() for f in spark.read.format("delta").load(path).schema.fields}
+    for field in df.schema.fields:
+        have = existing.get(field.name)
+        if have is not None and have != field.dataType.simpleString():
+            raise InputDataError(f"output table {name} at {path}: column {field.name} is {have}, this job writes "
+                                 f"{field.dataType.simpleString()}", hint="fix or move the table, then rerun")
+
+
 def reason_code(column: str = "reason") -> Column:
     """A written reject reason's code (the text before ':'), for counting rejects."""
     return F.substring_index(F.col(column), CODE_SEPARATOR, 1)
@@ -39,14 +85,70 @@ def is_delta_table(spark: SparkSession, path: str) -> bool:
     return DeltaTable.isDeltaTable(spark, path)
 
 
-def read_table(spark: SparkSession, path: str) -> DataFrame:
-    """A Delta table by path, or Parquet when the folder is not a Delta table (input tables)."""
-    fmt = "delta" if is_delta_table(spark, path) else "parquet"
-    return spark.read.format(fmt).load(path)
+def table_version(spark: SparkSession, path: str) -> int | None:
+    """The latest version of the Delta table at `path`; None when it is not a Delta table."""
+    from delta.tables import DeltaTable
+
+    if not is_delta_table(spark, path):
+        return None
+    return DeltaTable.forPath(spark, path).history(1).first()["version"]
+
+
+def partition_files(spark: SparkSession, path: str, date: str, version: int) -> set[str]:
+    """The data files of the `date` partition of the Delta table at `path`, at `version`. Delta files are
+    never changed in place: the same files are the same rows."""
+    df = spark.read.format("delta").option("versionAsOf", version).load(path).where(F.col("dt") == date)
+    return {r[0] for r in df.select(F.col("_metadata.file_path")).distinct().collect()}
+
+
+def read_table(spark: SparkSession, path: str, version: int | None = None) -> DataFrame:
+    """A Delta table by path (at `version` when given), or Parquet when the folder is not a Delta table.
+
+    A lake table written run by run (a contract with a run log, found by the folder's name) shows only
+    the rows of each day's committed run: every job reads it as `read_committed` does."""
+    if not is_delta_table(spark, path):
+        return spark.read.format("parquet").load(path)
+    if version is not None:
+        return spark.read.format("delta").option("versionAsOf", version).load(path)
+    contract = TABLES.get(posixpath.basename(path.rstrip("/")))
+    if contract is not None and contract.run_log:
+        return read_committed(spark, path, contract)
+    return spark.read.format("delta").load(path)
+
+
+def run_log_path(path: str, contract: Table) -> str:
+    """The run log of the table at `path`: the folder of that name beside it, in the same lake."""
+    return posixpath.join(posixpath.dirname(path.rstrip("/")), contract.run_log)
+
+
+def committed_runs(spark: SparkSession, log_path: str, run_column: str) -> DataFrame | None:
+    """(dt, committed run): the latest run the log holds for each dt (by finished_at, then run id); None
+    when there is no log yet."""
+    if not is_delta_table(spark, log_path):
+        return None
+    log = spark.read.format("delta").load(log_path)
+    latest = F.max_by(F.col(run_column), F.struct("finished_at", run_column))
+    return log.groupBy("dt").agg(latest.alias("_committed_run"))
+
+
+def read_committed(spark: SparkSession, path: str, contract: Table) -> DataFrame:
+    """The Delta table at `path` as readers must see it: for each dt, only the rows of its committed run.
+
+    A run appends its rows to every table, then its row to the run log (the commit), then removes the
+    rows of earlier runs; a run killed before its log row leaves rows no reader sees. A dt the log has
+    no run for shows the rows that name no run (written before runs were recorded).
+    """
+    df = spark.read.format("delta").load(path)
+    runs = committed_runs(spark, run_log_path(path, contract), contract.run_column)
+    if runs is None or contract.run_column not in df.columns:
+        return df
+    run = F.col(contract.run_column)
+    return (df.join(F.broadcast(runs), "dt", "left").where(run.eqNullSafe(F.col("_committed_run")))
+            .select(*df.columns))
 
 
 def _in_list(column: str, values: Iterable[str]) -> str:
-    quoted = ", ".join("'" + str(v).replace("'", "''") + "'" for v in sorted(set(values)))
+    quoted = ", ".join(_quote(v) for v in sorted(set(values)))
     return f"{column} IN ({quoted})"
 
 
@@ -67,6 +169,34 @@ def replace_partitions(df: DataFrame, path: str, dates: Iterable[str], column: s
         .partitionBy(column)
         .save(path)
     )
+
+
+def append_run(df: DataFrame, path: str, column: str = "dt") -> None:
+    """Add one run's rows (stamped with its run id) to the table at `path` in one commit; earlier runs'
+    rows stay until `drop_superseded`, so readers keep the committed run's rows meanwhile."""
+    df.write.format("delta").mode("append").option("mergeSchema", "true").partitionBy(column).save(path)
+
+
+def drop_superseded(spark: SparkSession, path: str, contract: Table, dates: Iterable[str]) -> None:
+    """Delete the rows of `dates` that are not of the dt's committed run (the latest in the run log):
+    superseded runs, runs killed before their commit, rows that name no run. One commit, reading only the
+    rows of `dates`; a dt with no committed run is left alone."""
+    from delta.tables import DeltaTable
+
+    runs = committed_runs(spark, run_log_path(path, contract), contract.run_column)
+    if runs is None or not is_delta_table(spark, path):
+        return
+    committed = runs.where(F.col("dt").isin(list(dates))).collect()
+    if not committed:
+        return
+    column = contract.run_column
+    condition = " OR ".join(f"(dt = {_quote(r['dt'])} AND ({column} IS NULL OR {column} <> {_quote(r[1])}))"
+                            for r in committed)
+    DeltaTable.forPath(spark, path).delete(condition)
+
+
+def _quote(value: str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
 
 
 def overwrite_table(df: DataFrame, path: str, partition_by: str | None = None) -> None:

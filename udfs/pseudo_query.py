@@ -18,9 +18,11 @@ from hcmrm.text.keywords import DEFAULT_CONFIG, KeywordConfig, document_terms, h
 
 TERMS_SCHEMA = "terms array<string>"
 
-# One row out per video in: the pretrain_pairs columns, then a reject `reason` (then the pre-training fields
-# are null); `video_text`, the model's text about the video, is there either way (it feeds `video_texts`).
-PAIR_SCHEMA = from_arrow_schema(PRETRAIN_PAIRS.schema.append(PRETRAIN_REJECTS.schema.field("reason")))
+# One row out per video in: the pretrain_pairs columns (but the run id, which the job stamps), then a reject
+# `reason` (then the pre-training fields are null); `video_text`, the model's text about the video, is there
+# either way (it feeds `video_texts`).
+_PAIR_FIELDS = PRETRAIN_PAIRS.schema.remove(PRETRAIN_PAIRS.schema.get_field_index(PRETRAIN_PAIRS.run_column))
+PAIR_SCHEMA = from_arrow_schema(_PAIR_FIELDS.append(PRETRAIN_REJECTS.schema.field("reason")))
 
 
 def document_terms_frame(videos: DataFrame, config: KeywordConfig = DEFAULT_CONFIG) -> DataFrame:

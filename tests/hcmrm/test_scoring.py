@@ -121,3 +121,32 @@ def test_score_pairs_scores_labeled_pairs_as_ads_in_their_order(model):
         assert s == pytest.approx(value, abs=1e-5)
     with pytest.raises(ValueError, match="pair 1 .*undecodable_frames"):
         scorer.score_pairs(["q", "q"], ["文本", "别的"], [[], [b"not an image"]])
+
+
+def nan_model(seed: int = 0):
+    """A tiny model whose relevance head has a NaN bias: structurally valid, every probability NaN."""
+    torch.manual_seed(seed)
+    broken = build_model("tiny").eval()
+    with torch.no_grad():
+        broken.relevance_head.bias.fill_(float("nan"))
+    return broken
+
+
+def save_nan_model(folder):
+    """nan_model() saved as a checkpoint folder (config.json and safetensors both read fine)."""
+    save_model(nan_model(), folder)
+    return folder
+
+
+def test_non_finite_probabilities_fail_the_call_as_a_model_error():
+    from hcmrm.errors import ModelError
+
+    broken = nan_model()
+    scorer = Scorer(broken, Tokenizer.from_config(broken.config))
+    with pytest.raises(ModelError) as raised:
+        scorer.score(ADS)
+    line = raised.value.line()
+    assert line.startswith("the model produced non-finite probabilities (NaN or inf) for 6 of 6 pairs")
+    assert "the model is broken, not the data" in line and raised.value.exit_code == 4
+    with pytest.raises(ModelError, match="non-finite"):  # offline evaluation goes through the same check
+        scorer.score_pairs(["手机"], ["拍照手机"])

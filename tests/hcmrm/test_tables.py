@@ -30,7 +30,7 @@ REASONS_BEFORE = {
 
 
 def test_tables_are_found_by_name_and_partitioned_by_dt_or_not_at_all():
-    assert all(name == table.name for name, table in TABLES.items()) and len(TABLES) == 12
+    assert all(name == table.name for name, table in TABLES.items()) and len(TABLES) == 13
     partitioned = sorted(name for name, table in TABLES.items() if table.partition)
     assert partitioned == ["irrelevant_rate_daily", "pretrain_pairs", "pretrain_rejects", "query_ad_pairs",
                            "relevance_scores", "scoring_rejects", "video_texts", "videos"]

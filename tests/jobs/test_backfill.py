@@ -8,28 +8,28 @@ import io
 import pytest
 
 from hcmrm.config import load
-from jobs.backfill import CONF_FILE, BackfillConfig, is_conflict, plan, summary
+from jobs.backfill import CONF_FILE, BackfillConfig, DaySeen, plan, summary
 from jobs.score import DateResult
 from tests.jobs.test_score import DAY1, DAY2, job_args, make_settings, read, register_tiny_model, write_lake
 
 DAY3 = "2024-09-12"  # no pairs in the lake that day
 
 
-def test_plan_skips_what_this_version_scored_unless_forced():
+def test_plan_skips_days_this_version_scored_on_the_same_input_and_says_why_it_scores_the_others():
     dates = [DAY1, DAY2, DAY3]
-    done = {DAY1: {"2"}, DAY2: {"1"}}
-    assert plan(dates, done, "2", force=False) == ([DAY2, DAY3], [DAY1])
-    assert plan(dates, done, "2", force=True) == (dates, [])
+    last = {DAY1: DaySeen("2", 16, 4), DAY2: DaySeen("1", 3, 4), DAY3: DaySeen("2", 0, 4)}
+    rows_now = {DAY1: 16, DAY2: 3, DAY3: 1545}  # late rows arrived for DAY3
+    assert plan(dates, last, "2", False, rows_now) == ([DAY2, DAY3], [DAY1], {
+        DAY2: "last scored by version 1", DAY3: "input changed: 0 rows when last scored, 1545 now"})
+    assert plan(dates, {}, "2", False, rows_now)[2] == {d: "never scored" for d in dates}
+    assert plan(dates, last, "2", True, rows_now)[:2] == (dates, [])
+    rewritten = plan(dates, last, "2", False, rows_now, rewritten=lambda d: d == DAY1)  # same count, new files
+    assert rewritten[2][DAY1] == "input changed: the day's files differ from version 4 of query_ad_pairs"
 
 
 def test_backfill_yaml_holds_the_defaults_and_the_parallel_flag_wins():
     assert load(BackfillConfig, CONF_FILE) == BackfillConfig()
     assert load(BackfillConfig, CONF_FILE, {"parallel": 4}) == BackfillConfig(parallel=4, retries=2)
-
-
-def test_only_delta_write_conflicts_are_retried():
-    assert is_conflict(RuntimeError("io.delta.exceptions.ConcurrentAppendException: Files were added"))
-    assert not is_conflict(ValueError("table videos lacks columns ['frames']"))
 
 
 def test_summary_has_one_line_per_date_and_the_totals():
@@ -42,6 +42,7 @@ def test_summary_has_one_line_per_date_and_the_totals():
 @pytest.mark.spark
 def test_backfill_resumes_after_a_failure_skips_done_days_and_force_rescores(spark, tmp_path, monkeypatch):
     from jobs import backfill, score
+    from jobs.tables import table_version
 
     settings = make_settings(tmp_path)
     write_lake(spark, settings)
@@ -49,7 +50,8 @@ def test_backfill_resumes_after_a_failure_skips_done_days_and_force_rescores(spa
 
     def run(**flags):
         out = io.StringIO()
-        args = job_args(settings, start=DAY1, end=DAY3, parallel=None, force=False, backfill_config=CONF_FILE)
+        args = job_args(settings, start=DAY1, end=DAY3, parallel=None, force=False, backfill_config=CONF_FILE,
+                        require_input=False)
         vars(args).update(flags)
         with contextlib.redirect_stdout(out):
             rc = backfill.run(args)
@@ -83,3 +85,18 @@ def test_backfill_resumes_after_a_failure_skips_done_days_and_force_rescores(spa
     assert len(new_ids) == 1 and new_ids.isdisjoint({r.scoring_run_id for r in first})
     runs = read(spark, settings, "scoring_runs").toPandas()
     assert sorted(runs.dt) == [DAY1, DAY1, DAY2, DAY3] and (runs.vision_encodes == runs.distinct_ads).all()
+
+    # Late data: rows arrive for DAY3, recorded as an empty day. The next backfill re-scores it and says why.
+    late = spark.createDataFrame([(DAY3, "手机", "a2", 3), (DAY3, "英语", "a3", 1)],
+                                 "dt string, query string, ad_id string, impressions long")
+    late.write.format("delta").mode("append").save(settings.table("query_ad_pairs"))
+    out = io.StringIO()
+    args = job_args(settings, start=DAY1, end=DAY3, parallel=None, force=False, backfill_config=CONF_FILE,
+                    require_input=False)
+    with contextlib.redirect_stdout(out):
+        assert backfill.run(args) == 0
+    day3 = next(line for line in out.getvalue().splitlines() if line.startswith(DAY3))
+    assert day3.split()[1] == "scored" and day3.endswith("input changed: 0 rows when last scored, 2 now")
+    assert read(spark, settings, "relevance_scores", DAY3).count() == 2
+    last = read(spark, settings, "scoring_runs", DAY3).orderBy("finished_at").toPandas().iloc[-1]
+    assert last.input_pairs == 2 and last.input_version == table_version(spark, settings.table("query_ad_pairs"))

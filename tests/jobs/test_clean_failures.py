@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 
 import pytest
 
+from tests.hcmrm.test_scoring import save_nan_model
 from tests.jobs.test_score import DAY1, make_settings, register_tiny_model, write_lake
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]  # each case starts its own JVM: ~30 s on the shared machine
@@ -38,6 +39,8 @@ def lake(spark, tmp_path_factory):
         data = f.read_bytes()
         (source.parent / "corrupt" / f.name).write_bytes(data[: len(data) // 2] if f.suffix == ".safetensors" else data)
     assert str(corrupt.version) == "2"
+    save_nan_model(source.parent / "nan")  # loads fine, every probability NaN
+    assert str(register_version(settings, good.run_id, good.source.replace("/model", "/nan")).version) == "3"
     return settings
 
 
@@ -84,6 +87,15 @@ def test_a_corrupt_checkpoint_is_a_model_error_even_when_a_worker_finds_it(lake)
     assert code == 4
     assert_one_clean_line(lines, "hcmrm score: ")
     assert "model.safetensors cannot be read, the file is corrupt or truncated" in lines[-1]
+
+
+def test_a_nan_model_fails_on_the_drivers_canary_before_spark_starts(lake):
+    code, lines = score(*flags(lake), "--model-version", "3")
+    assert code == 4
+    assert_one_clean_line(lines, "hcmrm score: the model produced non-finite probabilities (NaN or inf) for 4 of 4 "
+                                 "pairs (first in ad canary-frames); the model is broken, not the data; check --model-uri")
+    assert not [line for line in lines if "incubator" in line]  # the JVM never started: seconds, not minutes
+    assert not Path(lake.table("relevance_scores")).exists() and not Path(lake.table("scoring_rejects")).exists()
 
 
 STALLED_SCORE = textwrap.dedent("""

@@ -150,3 +150,15 @@ def test_evaluate_with_an_unknown_model_alias_or_a_corrupt_checkpoint_says_so_in
     assert code == 4, err
     assert last_line(err).startswith(f"hcmrm evaluate: {tmp_path / 'model' / 'model.safetensors'} cannot be read")
     assert "Traceback" not in err
+
+
+def test_evaluate_of_a_nan_model_exits_4_with_the_numeric_guards_line(settings, tmp_path):
+    from tests.hcmrm.test_scoring import save_nan_model
+
+    data = tmp_path / "dev.jsonl"
+    data.write_text('{"query": "手机", "title": "拍照手机", "label": 2}\n', encoding="utf-8")
+    code, err = run_cli("evaluate", "--model", str(save_nan_model(tmp_path / "nan")), "--data", str(data),
+                        "--tracking-uri", settings.tracking_uri)
+    assert code == 4, err
+    assert last_line(err).startswith("hcmrm evaluate: the model produced non-finite probabilities (NaN or inf) for 1 "
+                                     "of 1 pairs") and "the model is broken, not the data" in last_line(err)

@@ -100,27 +100,28 @@ def test_pretrain_results_split_into_pairs_and_rejects(spark, videos):
         rejects,
         spark.createDataFrame(
             [
-                ("v2", DAY1, DUPLICATE_VIDEO_ID, at),
-                ("v3", DAY1, NO_TEXT, at),
-                (None, DAY1, MISSING_VIDEO_ID, at),
-                ("v4", DAY2, "bad_frames: frame 1: cannot identify image", at),
-                ("v5", DAY2, NO_KEYWORDS, at),
+                ("v2", DAY1, DUPLICATE_VIDEO_ID, at, None),
+                ("v3", DAY1, NO_TEXT, at, None),
+                (None, DAY1, MISSING_VIDEO_ID, at, None),
+                ("v4", DAY2, "bad_frames: frame 1: cannot identify image", at, None),
+                ("v5", DAY2, NO_KEYWORDS, at, None),
             ],
-            "video_id string, dt string, reason string, rejected_at timestamp",
+            "video_id string, dt string, reason string, rejected_at timestamp, pseudo_query_run_id string",
         ),
     )
     expected = []
     for video_id, title, ocr, asr, frames, dt in (VIDEOS[0], VIDEOS[1], VIDEOS[7]):
         p = pretrain_text(video_id, title, ocr, asr, None, seed=1)
-        expected.append((video_id, dt, p.pseudo_query, p.keywords, p.context_text, p.video_text, frames, len(frames or [])))
+        expected.append((video_id, dt, p.pseudo_query, p.keywords, p.context_text, p.video_text, frames, len(frames or []),
+                         "run-1"))
     schema = "video_id string, dt string, pseudo_query string, keywords array<string>, context_text string, " \
-             "video_text string, frames array<binary>, n_frames int"
-    assertDataFrameEqual(job.pairs_of(results), spark.createDataFrame(expected, schema))
+             "video_text string, frames array<binary>, n_frames int, pseudo_query_run_id string"
+    assertDataFrameEqual(job.pairs_of(results, "run-1"), spark.createDataFrame(expected, schema))
 
     # Every video with a usable key has its text, rejected for pre-training or not (v3: no text at all).
     recipe = describe(TextSettings(), None)
     texts = [(v, d, build_video_text(t, o, a), json.dumps(recipe, sort_keys=True, ensure_ascii=False),
-              fingerprint(recipe)) for v, t, o, a, _, d in VIDEOS if v is not None and t != VIDEOS[2][1]]
+              fingerprint(recipe), None) for v, t, o, a, _, d in VIDEOS if v is not None and t != VIDEOS[2][1]]
     assertDataFrameEqual(job.video_texts_of(results, recipe), spark.createDataFrame(texts, spark_schema(VIDEO_TEXTS_TABLE)))
     results.unpersist()
 
@@ -194,3 +195,50 @@ def test_the_job_writes_reconciled_tables_and_a_rerun_replaces_its_date(spark, s
 
     with pytest.raises(ValueError, match="no videos"):
         job.build(spark, settings, source, ["2030-01-01"], job.JobConfig())
+
+
+@pytest.mark.spark
+@pytest.mark.slow  # three job runs: ~1 min on the loaded shared machine
+def test_a_run_killed_before_its_commit_leaves_the_last_committed_run_and_a_rerun_heals(
+        spark, settings, tmp_path, monkeypatch):
+    from jobs.tables import read_table
+
+    source = str(tmp_path / "videos_parquet")
+    day1 = [v for v in VIDEOS if v[-1] == DAY1]
+    spark.createDataFrame(day1, VIDEOS_SCHEMA).write.parquet(source)
+    job.build(spark, settings, source, [DAY1], job.JobConfig())
+
+    def seen():
+        """{table: {video_id: run}} as readers see DAY1."""
+        return {name: {r.video_id: r.pseudo_query_run_id for r in read_table(spark, settings.table(name))
+                       .where(F.col("dt") == DAY1).collect()}
+                for name in ("pretrain_pairs", "pretrain_rejects", "video_texts")}
+
+    first = seen()
+    assert "v3" in first["pretrain_rejects"] and len({*first["pretrain_pairs"].values(),
+                                                      *first["pretrain_rejects"].values()}) == 1
+
+    # v3 gets a title (it becomes a pair); the run dies after writing pairs and texts, before its commit.
+    changed = [(v, "原神新角色 演示视频" if v == "v3" else t, o, a, f, d) for v, t, o, a, f, d in day1]
+    spark.createDataFrame(changed, VIDEOS_SCHEMA).write.mode("overwrite").parquet(source)
+    real_append = job.append_run
+
+    def killed_at_the_rejects(df, path, *rest):
+        if path.endswith("pretrain_rejects"):
+            raise RuntimeError("driver killed before the commit")
+        return real_append(df, path, *rest)
+
+    monkeypatch.setattr(job, "append_run", killed_at_the_rejects)
+    with pytest.raises(RuntimeError, match="killed"):
+        job.build(spark, settings, source, [DAY1], job.JobConfig())
+    monkeypatch.undo()
+    assert spark.read.format("delta").load(settings.table("pretrain_pairs")).where("video_id = 'v3'").count() == 1
+    assert seen() == first  # the killed run's pairs are in the table, but no reader sees them: v3 is not in both
+
+    job.build(spark, settings, source, [DAY1], job.JobConfig())
+    healed = seen()
+    runs = {*healed["pretrain_pairs"].values(), *healed["pretrain_rejects"].values(), *healed["video_texts"].values()}
+    assert "v3" in healed["pretrain_pairs"] and "v3" not in healed["pretrain_rejects"] and len(runs) == 1
+    for name in ("pretrain_pairs", "pretrain_rejects", "video_texts"):  # the other runs' rows are gone
+        raw = spark.read.format("delta").load(settings.table(name)).where(F.col("dt") == DAY1)
+        assert {r.pseudo_query_run_id for r in raw.collect()} == runs

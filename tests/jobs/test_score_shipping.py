@@ -33,11 +33,12 @@ def test_release_model_removes_the_download_and_the_archive(tmp_path):
 
 @pytest.mark.spark
 def test_resolve_model_ships_an_archive_that_tasks_load_and_cleans_up(spark, settings, tmp_path):
-    from jobs.score import resolve_model
+    from hcmrm.scoring import ScoringConfig
+    from jobs.score import resolve_model, ship_model
     from tests.jobs.test_score import register_tiny_model
 
     register_tiny_model(settings, tmp_path)
-    model = resolve_model(spark, settings, f"models:/{settings.model_name}@champion")
+    model = ship_model(spark, resolve_model(settings, f"models:/{settings.model_name}@champion", ScoringConfig()))
     try:
         assert model.archive.endswith(".zip") and Path(model.workdir, model.archive).is_file()
         # In a task the folder is the unpacked archive, not the driver's download.
@@ -46,3 +47,18 @@ def test_resolve_model_ships_an_archive_that_tasks_load_and_cleans_up(spark, set
     finally:
         release_model(model)
     assert not Path(model.workdir).exists()
+
+
+def test_check_model_scores_the_canary_and_refuses_a_nan_model_without_spark(tmp_path):
+    from hcmrm.errors import ModelError
+    from hcmrm.model.checkpoint import save_model
+    from hcmrm.model.network import build_model
+    from hcmrm.scoring import ScoringConfig
+    from jobs.score import canary_batch, check_model
+    from tests.hcmrm.test_scoring import save_nan_model
+
+    assert any(ad.frames for ad in canary_batch()) and any(not ad.frames for ad in canary_batch())
+    save_model(build_model("tiny"), tmp_path / "good")
+    check_model(tmp_path / "good", ScoringConfig())  # a sound model passes
+    with pytest.raises(ModelError, match="non-finite probabilities"):
+        check_model(save_nan_model(tmp_path / "nan"), ScoringConfig())

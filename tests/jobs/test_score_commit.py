@@ -1,0 +1,106 @@
+"""A scoring day is all or nothing across relevance_scores and scoring_rejects: a job killed between its
+commits leaves readers the last committed run, whole, and a rerun heals the day."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import pytest
+
+from tests.jobs.test_score import ADS, DAY1, PAIRS, job_args, make_settings, read, register_tiny_model, write_lake
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]  # four scorings of a day: ~2 min on the shared machine
+
+
+class Killed(Exception):
+    """The driver dying at a chosen point (the job's code after it never runs)."""
+
+
+def committed_day(spark, settings):
+    """(scores, rejects) of DAY1 as every reader sees them (jobs.tables.read_table), as pandas."""
+    from jobs.tables import read_table
+
+    def day(name):
+        df = read_table(spark, settings.table(name))
+        return df.where(df.dt == DAY1).toPandas()
+
+    return day("relevance_scores"), day("scoring_rejects")
+
+
+def assert_one_whole_run(scores, rejects) -> str:
+    """Input = scored + rejected, one run id across both tables, no pair scored and rejected (a repeated
+    pair's second row is a duplicate_pair reject by design); the run id."""
+    assert len(scores) + len(rejects) == len(PAIRS[DAY1])
+    runs = set(scores.scoring_run_id) | set(rejects.scoring_run_id)
+    assert len(runs) == 1, runs
+    keys = set(zip(scores["query"], scores.ad_id))
+    assert not [k for k, r in zip(zip(rejects["query"], rejects.ad_id), rejects.reason)
+                if k in keys and not r.startswith("duplicate_pair")]
+    return runs.pop()
+
+
+def test_a_crash_between_the_commits_leaves_the_last_committed_run_and_a_rerun_heals(spark, tmp_path, monkeypatch):
+    from jobs import score
+    from jobs.irrelevant_rate import daily_rates
+    from jobs.tables import read_table
+
+    settings = make_settings(tmp_path)
+    write_lake(spark, settings)
+    register_tiny_model(settings, tmp_path)
+
+    def run():
+        with contextlib.redirect_stdout(io.StringIO()):
+            return score.run(job_args(settings, date=DAY1))
+
+    assert run() == 0
+    scores_a, rejects_a = committed_day(spark, settings)
+    run_a = assert_one_whole_run(scores_a, rejects_a)
+    assert "a2" in set(scores_a.ad_id)
+
+    # The input changes: a2's video is gone, so a2's pairs (scored by A) are rejects from now on.
+    from jobs.tables import overwrite_table
+
+    ads = [(a, "gone" if a == "a2" else v, adv, ind) for a, v, adv, ind in ADS]
+    overwrite_table(spark.createDataFrame(ads, "ad_id string, video_id string, advertiser string, industry string"),
+                    settings.table("ads"))
+
+    # Killed after the rejects are written, before the scores are: readers still see A, whole.
+    real_append = score.append_run
+
+    def killed_before_scores(df, path, *rest):
+        if path.endswith("relevance_scores"):
+            raise Killed("driver killed between the two table commits")
+        return real_append(df, path, *rest)
+
+    monkeypatch.setattr(score, "append_run", killed_before_scores)
+    with pytest.raises(Killed):
+        run()
+    monkeypatch.setattr(score, "append_run", real_append)
+    assert read(spark, settings, "scoring_rejects", DAY1).count() > len(rejects_a)  # B's rejects are in the table
+    scores, rejects = committed_day(spark, settings)
+    assert assert_one_whole_run(scores, rejects) == run_a
+    assert sorted(scores.scoring_run_id + scores["query"] + scores.ad_id) == sorted(
+        scores_a.scoring_run_id + scores_a["query"] + scores_a.ad_id)
+    rates = daily_rates(read_table(spark, settings.table("relevance_scores"))).collect()
+    assert [r.pairs for r in rates if r.dt == DAY1] == [len(scores_a)]  # irrelevant-rate reads A too
+
+    # Killed after the commit, before the old rows are deleted: readers see B, whole, a2 only rejected.
+    def killed_after_the_commit(*_):
+        raise Killed("driver killed after the commit")
+
+    monkeypatch.setattr(score, "drop_superseded_rows", killed_after_the_commit)
+    with pytest.raises(Killed):
+        run()
+    monkeypatch.undo()
+    scores_b, rejects_b = committed_day(spark, settings)
+    run_b = assert_one_whole_run(scores_b, rejects_b)
+    assert run_b != run_a and "a2" not in set(scores_b.ad_id) and "a2" in set(rejects_b.ad_id)
+
+    # A rerun heals the day: one run, and the tables hold nothing else of the day.
+    assert run() == 0
+    scores_c, rejects_c = committed_day(spark, settings)
+    run_c = assert_one_whole_run(scores_c, rejects_c)
+    assert run_c not in (run_a, run_b) and len(scores_c) == len(scores_b)
+    for name in ("relevance_scores", "scoring_rejects"):
+        assert {r.scoring_run_id for r in read(spark, settings, name, DAY1).collect()} == {run_c}
