@@ -90,7 +90,6 @@ class DateResult:
     scored_pairs: int = 0  # rows written to relevance_scores
     rejected_pairs: int = 0  # rows written to scoring_rejects
     distinct_ads: int = 0  # distinct ads among the scored pairs
-    ad_rows: int = 0  # rows the scored ads were cut into: distinct_ads + the extra rows of hot ads
     vision_encodes: int = 0  # rows whose frames the engine ran through the vision tower (equals ad_rows)
     irrelevant_rate: float | None = None  # share of scored pairs labeled Bad or Less
     seconds: float = 0.0  # wall time of the whole day
@@ -100,6 +99,7 @@ class DateResult:
     error: str = ""  # why it failed
     input_version: int | None = None  # the Delta version of query_ad_pairs the day was read at (None: Parquet)
     why: str = ""  # why backfill scored the day (never scored, another version, input changed, forced)
+    ad_rows: int = 0  # rows the scored ads were cut into: distinct_ads + the extra rows of hot ads
 
 
 # --- arguments -----------------------------------------------------------------------------------
