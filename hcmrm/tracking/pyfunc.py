@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
@@ -29,31 +28,37 @@ INPUT_COLUMNS = ("query", "video_text")  # required; `frames` is optional
 RESULT_TYPE = ", ".join(f"{f.name} {'int' if f.name == 'label' else 'double'}" for f in PREDICTION)  # for spark_udf
 
 
-class HcmrmPyfunc(mlflow.pyfunc.PythonModel):
-    """pyfunc wrapper around hcmrm.scoring.Scorer (CPU unless torch sees a GPU)."""
+def python_model():
+    """A pyfunc PythonModel around hcmrm.scoring.Scorer (CPU unless torch sees a GPU). Made on call:
+    importing mlflow.pyfunc loads pyspark, which nothing in hcmrm may do at import time."""
+    import mlflow.pyfunc
 
-    def load_context(self, context):
-        import torch
+    class HcmrmPyfunc(mlflow.pyfunc.PythonModel):
+        def load_context(self, context):
+            import torch
 
-        from hcmrm.scoring import Scorer
+            from hcmrm.scoring import Scorer
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.scorer = Scorer.from_dir(context.artifacts[MODEL_ARTIFACT], device=device)
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            self.scorer = Scorer.from_dir(context.artifacts[MODEL_ARTIFACT], device=device)
 
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        model_input = by_name(model_input)
-        missing = [c for c in INPUT_COLUMNS if c not in model_input.columns]
-        if missing:
-            raise ValueError(f"the input lacks columns {missing}; it needs {list(INPUT_COLUMNS)} (+ optional frames)")
-        frames = None
-        if "frames" in model_input.columns:
-            frames = [[bytes(f) for f in v] if v is not None else None for v in model_input["frames"]]
-        probs, score = self.scorer.score_pairs(model_input["query"].fillna("").tolist(),
-                                               model_input["video_text"].fillna("").tolist(), frames)
-        out = pd.DataFrame(probs.astype(np.float64), columns=[f.name for f in PREDICTION][:4])
-        out["score"] = score.astype(np.float64)
-        out["label"] = probs.argmax(axis=1).astype(np.int32)
-        return out
+        def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+            model_input = by_name(model_input)
+            missing = [c for c in INPUT_COLUMNS if c not in model_input.columns]
+            if missing:
+                raise ValueError(f"the input lacks columns {missing}; it needs {list(INPUT_COLUMNS)} "
+                                 f"(+ optional frames)")
+            frames = None
+            if "frames" in model_input.columns:
+                frames = [[bytes(f) for f in v] if v is not None else None for v in model_input["frames"]]
+            probs, score = self.scorer.score_pairs(model_input["query"].fillna("").tolist(),
+                                                   model_input["video_text"].fillna("").tolist(), frames)
+            out = pd.DataFrame(probs.astype(np.float64), columns=[f.name for f in PREDICTION][:4])
+            out["score"] = score.astype(np.float64)
+            out["label"] = probs.argmax(axis=1).astype(np.int32)
+            return out
+
+    return HcmrmPyfunc()
 
 
 def by_name(frame: pd.DataFrame) -> pd.DataFrame:
@@ -65,6 +70,8 @@ def by_name(frame: pd.DataFrame) -> pd.DataFrame:
 
 def save_pyfunc(model_dir: str | Path, out: str | Path) -> Path:
     """Write the pyfunc folder for a saved HCMRM model folder (`hcmrm.model.checkpoint.save_model`)."""
-    mlflow.pyfunc.save_model(path=str(out), python_model=HcmrmPyfunc(), artifacts={MODEL_ARTIFACT: str(model_dir)},
+    import mlflow.pyfunc
+
+    mlflow.pyfunc.save_model(path=str(out), python_model=python_model(), artifacts={MODEL_ARTIFACT: str(model_dir)},
                              pip_requirements=["torch", "transformers", "safetensors", "pillow", "pandas"])
     return Path(out)
