@@ -129,8 +129,10 @@ class PeakRss:
         roles, todo = {}, [self.root]
         while todo:
             pid = todo.pop()
-            line = cmd.get(pid, "")
-            roles[pid] = "worker" if "pyspark" in line else "jvm" if "java" in line else "driver"
+            argv = cmd.get(pid, "").split("\0")
+            java = argv[0].endswith("java")  # the JVM's class path names pyspark's jars: test it first
+            roles[pid] = "jvm" if java else "worker" if "pyspark.daemon" in argv or "pyspark.worker" in argv \
+                else "driver"
             todo.extend(children.get(pid, []))
         return roles
 
