@@ -22,7 +22,7 @@ def match_ablation():
 
 def test_the_shipped_recipe_is_the_match_ablations_match_aware_row():
     recipe = load(FinetuneConfig, RECIPE)
-    assert recipe == match_ablation().run_config(match=True, seed=0, epochs=2)
+    assert recipe == match_ablation().run_config("match", seed=0, epochs=2)
     assert recipe.model["text"]["match_embeddings"] and recipe.loop.epochs == 2
 
 
