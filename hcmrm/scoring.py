@@ -237,12 +237,7 @@ class Scorer:
                 batch = {k: v[rows, :width].to(self.device) for k, v in enc.items()}
                 video = memory.index_select(torch.as_tensor(ad_row[w0 + rows.numpy()], device=self.device))
                 out = self.model.relevance(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], video)
-                idx = w0 + rows.numpy()
-                probs[idx] = out.probs.float().cpu().numpy()
-                score[idx] = out.score.float().cpu().numpy()
-                self.counters.batches += 1
-                self.counters.padded_tokens += len(rows) * width
-                self.counters.real_tokens += int(lengths[rows].sum())
+                self._record(out, w0 + rows.numpy(), probs, score, len(rows) * width, int(lengths[rows].sum()))
         self.counters.pairs_scored += n
         return probs, score
 
@@ -279,13 +274,17 @@ class Scorer:
                 out = self.model.relevance_cached(query_enc["input_ids"][rows, :q_width].to(self.device),
                                                   query_enc["attention_mask"][rows, :q_width].to(self.device),
                                                   text, video)
-                probs[rows] = out.probs.float().cpu().numpy()
-                score[rows] = out.score.float().cpu().numpy()
-                self.counters.batches += 1
-                self.counters.padded_tokens += len(rows) * q_width
-                self.counters.real_tokens += int(query_len[rows].sum())
+                self._record(out, rows, probs, score, len(rows) * q_width, int(query_len[rows].sum()))
         self.counters.pairs_scored += n
         return probs, score
+
+    def _record(self, out, idx, probs: np.ndarray, score: np.ndarray, token_slots: int, real_tokens: int) -> None:
+        """One fusion batch's outputs into the pairs' rows `idx`, and its counts (both serving paths)."""
+        probs[idx] = out.probs.float().cpu().numpy()
+        score[idx] = out.score.float().cpu().numpy()
+        self.counters.batches += 1
+        self.counters.padded_tokens += token_slots
+        self.counters.real_tokens += real_tokens
 
     def _inference(self):
         stack = contextlib.ExitStack()

@@ -1,23 +1,15 @@
 """A `text_attention: cached` model scores through the engine's per-ad text cache exactly as its own
 full-sequence forward does; a `full` model's engine path is untouched."""
 
-import io
-
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from hcmrm.model.frames import decode_frames, stack_videos
 from hcmrm.model.network import build_model
 from hcmrm.model.tokenizer import Tokenizer
 from hcmrm.scoring import AdPairs, Scorer, ScoringConfig
-
-
-def png(color) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (40, 30), color).save(out, format="PNG")
-    return out.getvalue()
+from tests.hcmrm.test_scoring import direct, png
 
 
 def sharpened(model):
@@ -46,17 +38,6 @@ ADS = [
 ]
 
 
-def packed(model, query, text, frames):
-    """One pair as `[CLS] q [SEP] t [SEP]` through model.relevance: the full-sequence forward training runs."""
-    tokenizer = Tokenizer.from_config(model.config)
-    v = model.config.vision
-    video = decode_frames(frames, v.image_size, model.config.max_frames, v.mean, v.std)
-    with torch.inference_mode():
-        memory = model.encode_video(*stack_videos([video], model.config.max_frames))
-        enc = tokenizer.encode_pairs([query], [text])
-        return model.relevance(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"], memory)
-
-
 @pytest.mark.parametrize("pairs_per_batch", [1, 3, 128])
 def test_cached_serving_equals_the_full_sequence_forward_of_the_same_model(cached, pairs_per_batch):
     scorer = Scorer(cached, Tokenizer.from_config(cached.config), ScoringConfig(pairs_per_batch=pairs_per_batch))
@@ -64,9 +45,9 @@ def test_cached_serving_equals_the_full_sequence_forward_of_the_same_model(cache
     spread = []
     for ad, result in zip(ADS, results):
         for i, query in enumerate(ad.queries):
-            out = packed(cached, query, ad.text, ad.frames)
-            np.testing.assert_allclose(result.probs[i], out.probs[0].numpy(), atol=1e-5)
-            assert result.score[i] == pytest.approx(float(out.score[0]), abs=1e-5)
+            probs, value = direct(cached, query, ad.text, ad.frames)  # the full-sequence forward training runs
+            np.testing.assert_allclose(result.probs[i], probs, atol=1e-5)
+            assert result.score[i] == pytest.approx(value, abs=1e-5)
             spread.append(result.score[i])
     assert np.ptp(spread) > 0.05  # the pairs really differ, so equality is not two constant outputs
     assert scorer.counters.pairs_scored == sum(len(ad.queries) for ad in ADS)
