@@ -41,6 +41,7 @@ HCMRM = [sys.executable, "-m", "jobs.cli"]
 DATE = "2024-09-10"
 HOT_SHARE = 0.3
 PAIRS_PER_AD = 40
+JAVA_OPTIONS = "spark.driver.extraJavaOptions"
 
 
 def jpegs(n: int = 8, size: int = 48) -> list[bytes]:
@@ -183,9 +184,22 @@ def prepare(pairs: int, root: Path, preset: str) -> list[str]:
     return flags
 
 
-def score_once(flags: list[str]) -> dict:
-    """One `hcmrm score` of the day, its printed figures and its processes' peak RSS."""
-    proc = subprocess.Popen([*HCMRM, "score", "--date", DATE, "--device", "cpu", *flags], cwd=REPO,
+def jvm_heap_mb(gc_log: Path) -> dict:
+    """The driver JVM's heap from its GC log: the most it committed, and the most still live after a
+    collection (what the job needed; the rest is heap the collector kept for speed)."""
+    pauses = re.findall(r"(\d+)M->(\d+)M\((\d+)M\)", gc_log.read_text() if gc_log.exists() else "")
+    return dict(jvm_heap_committed_peak_mb=max((int(c) for _, _, c in pauses), default=None),
+                jvm_heap_live_peak_mb=max((int(a) for _, a, _ in pauses), default=None))
+
+
+def score_once(flags: list[str], conf: list[str], gc_log: Path) -> dict:
+    """One `hcmrm score` of the day with Spark settings `conf`: its printed figures, its processes'
+    peak RSS and the driver JVM's heap."""
+    options = [c for c in conf if c.startswith(JAVA_OPTIONS + "=")]
+    conf = [c for c in conf if c not in options] + [
+        f"{JAVA_OPTIONS}={' '.join(o.split('=', 1)[1] for o in options)} -Xlog:gc:file={gc_log}".strip()]
+    proc = subprocess.Popen([*HCMRM, "score", "--date", DATE, "--device", "cpu", *flags,
+                             *(arg for c in conf for arg in ("--conf", c))], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     with PeakRss(proc.pid) as rss:
         out, err = proc.communicate()
@@ -197,36 +211,65 @@ def score_once(flags: list[str]) -> dict:
     result = dict(zip(names, map(int, figures.groups()[:5])))
     result.update(stage_pairs_per_s=float(figures[6]), day_seconds=float(figures[7]),
                   driver_python_peak_mb=rss.peak("driver"), driver_jvm_peak_mb=rss.peak("jvm"),
-                  worker_peak_mb=rss.peak("worker"))
+                  worker_peak_mb=rss.peak("worker"), **jvm_heap_mb(gc_log))
     return result
+
+
+def variants(specs: list[str]) -> dict[str, list[str]]:
+    """`NAME=KEY=VALUE,KEY=VALUE` flags as {name: [KEY=VALUE, ...]}; no flag = the profile as it is
+    (`default=` names it among others)."""
+    parsed = {} if specs else {"default": []}
+    for spec in specs:
+        name, _, conf = spec.partition("=")
+        parsed[name] = [c for c in conf.split(",") if c]
+    return parsed
+
+
+GROWTH = ("per_pair_ms", "driver_python_peak_mb", "driver_jvm_peak_mb", "worker_peak_mb")
+
+
+def growth(rows: list[dict]) -> list[str]:
+    """Each size against the previous one, per figure the targets bound (1M vs 200k: <= 1.15x / 1.2x)."""
+    lines = []
+    for before, after in zip(rows, rows[1:]):
+        ratios = {k: round(after[k] / before[k], 2) for k in GROWTH if before[k]}
+        lines.append(f"{after['variant']}: {after['size']} vs {before['size']} pairs: " + ", ".join(
+            f"{k} {v}x" for k, v in ratios.items()))
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[20_000, 200_000, 1_000_000])
     parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=KEY=VALUE[,KEY=VALUE]",
+                        help="score each size's lake with these Spark settings (instead of the profile's); repeatable")
     args = parser.parse_args()
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 
-    rows = []
-    for size in args.sizes:
+    confs, rows = variants(args.variant), []
+    for turn, size in enumerate(args.sizes):
         root = Path(tempfile.mkdtemp(prefix=f"hcmrm-scale-{size}-"))
         flags = prepare(size, root, args.preset)
-        load = os.getloadavg()[0]
-        r = score_once(flags)
-        r.update(size=size, per_pair_ms=round(1000 * r["day_seconds"] / r["scored_pairs"], 4),
-                 load_average=[round(load, 1), round(os.getloadavg()[0], 1)])
-        rows.append(r)
-        print(json.dumps(r), flush=True)
-    first = rows[0]["per_pair_ms"]
-    for r in rows:
-        r["per_pair_relative"] = round(r["per_pair_ms"] / first, 3)
-        print(f"{r['size']:>9} pairs: {r['stage_pairs_per_s']:>8.1f} pairs/s (stage), per pair x{r['per_pair_relative']}"
-              f" of the first size; peak RSS driver {r['driver_python_peak_mb']} MB + JVM {r['driver_jvm_peak_mb']}"
-              f" MB, worker {r['worker_peak_mb']} MB; {r['vision_encodes']} vision encodes for"
-              f" {r['distinct_ads']} ads in {r['ad_rows']} rows; load {r['load_average']}")
-    print(json.dumps({"preset": args.preset, "sizes": rows}))
+        order = list(confs) if turn % 2 == 0 else list(reversed(confs))  # alternate who runs first
+        for name in order:
+            load = os.getloadavg()[0]
+            r = score_once(flags, confs[name], root / f"gc-{name}.log")
+            r.update(variant=name, size=size, per_pair_ms=round(1000 * r["day_seconds"] / r["scored_pairs"], 4),
+                     load_average=[round(load, 1), round(os.getloadavg()[0], 1)])
+            rows.append(r)
+            print(json.dumps(r), flush=True)
+    for name in confs:
+        mine = [r for r in rows if r["variant"] == name]
+        for r in mine:
+            print(f"{name}: {r['size']:>9} pairs: {r['stage_pairs_per_s']:>8.1f} pairs/s (stage); peak RSS driver"
+                  f" {r['driver_python_peak_mb']} MB + JVM {r['driver_jvm_peak_mb']} MB (heap committed"
+                  f" {r['jvm_heap_committed_peak_mb']} MB, live {r['jvm_heap_live_peak_mb']} MB), worker"
+                  f" {r['worker_peak_mb']} MB; {r['vision_encodes']} vision encodes for {r['distinct_ads']} ads in"
+                  f" {r['ad_rows']} rows; load {r['load_average']}")
+        print("\n".join(growth(mine)))
+    print(json.dumps({"preset": args.preset, "variants": confs, "sizes": rows}))
 
 
 if __name__ == "__main__":

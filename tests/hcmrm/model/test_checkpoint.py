@@ -30,6 +30,33 @@ def test_round_trip_gives_identical_outputs(tmp_path):
         assert torch.equal(p, q), name
 
 
+def test_a_loaded_model_is_real_and_trains_on(tmp_path):
+    """Loading builds the model on the meta device and takes the file's tensors: none may stay meta, and
+    fine-tuning from a checkpoint must still update every parameter."""
+    save_model(build_model("tiny"), tmp_path)
+    loaded = load_model(tmp_path).train()
+    tensors = [*loaded.parameters(), *loaded.buffers()]
+    assert tensors and not any(t.is_meta for t in tensors) and all(p.requires_grad for p in loaded.parameters())
+    before = loaded.embeddings.word.weight.detach().clone()
+    ids = torch.tensor([[101, 2769, 102, 4263, 102]])
+    out = loaded(ids, torch.ones_like(ids), torch.tensor([[0, 0, 0, 1, 1]]), torch.randn(1, 1, 3, 32, 32),
+                 torch.tensor([[True]]))
+    out.logits.sum().backward()
+    torch.optim.SGD(loaded.parameters(), lr=0.1).step()
+    assert not torch.equal(before, loaded.embeddings.word.weight)
+
+
+def test_a_weights_file_missing_a_tensor_is_a_model_error(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    save_model(build_model("tiny"), tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    state.pop(next(iter(state)))
+    save_file(state, tmp_path / "model.safetensors")
+    with pytest.raises(ModelError, match="does not match its config: missing"):
+        load_model(tmp_path)
+
+
 def test_not_a_checkpoint(tmp_path):
     with pytest.raises(ModelError, match="config.json"):
         load_model(tmp_path)
