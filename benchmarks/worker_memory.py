@@ -43,7 +43,7 @@ def memory(step):
         if line.startswith("VmHWM:"):
             fields["peak_rss"] = round(int(line.split()[1]) / 1024, 1)
     print(json.dumps({"step": step, **fields}), flush=True)
-model_dir, day_file = sys.argv[1], sys.argv[2]
+model_dir, day_file, pairs_per_batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
 import pandas, pyarrow, pyspark.worker
 memory("worker imports")
 import torch
@@ -51,9 +51,9 @@ torch.set_num_threads(1)
 memory("torch")
 import pickle
 import udfs.score
-from hcmrm.scoring import Scorer
+from hcmrm.scoring import Scorer, ScoringConfig
 memory("scoring code")
-scorer = Scorer.from_dir(model_dir, device="cpu")
+scorer = Scorer.from_dir(model_dir, ScoringConfig(pairs_per_batch=pairs_per_batch), device="cpu")
 memory("model loaded")
 day = pickle.loads(open(day_file, "rb").read())
 memory("day read")
@@ -84,8 +84,9 @@ def save_day(folder: Path, frames: int) -> Path:
     return path
 
 
-def measure(preset: str, folder: Path, day: Path) -> list[dict]:
-    done = subprocess.run([sys.executable, "-c", CHILD, str(save_preset(preset, folder)), str(day)],
+def measure(preset: str, folder: Path, day: Path, pairs_per_batch: int) -> list[dict]:
+    model = folder / preset if (folder / preset).exists() else save_preset(preset, folder)
+    done = subprocess.run([sys.executable, "-c", CHILD, str(model), str(day), str(pairs_per_batch)],
                           cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     if done.returncode != 0:
         raise SystemExit(f"{preset}: {done.stderr.strip().splitlines()[-1]}")
@@ -106,13 +107,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["tiny", "small", "base"])
     parser.add_argument("--frames", type=int, default=4, help="frames per framed ad (copies of its photo)")
+    parser.add_argument("--pairs-per-batch", type=int, nargs="+", default=[128],
+                        help="fusion batch sizes to compare (ScoringConfig.pairs_per_batch; score.yaml's is 128)")
     args = parser.parse_args()
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         day = save_day(Path(tmp), args.frames)
         for preset in args.presets:
-            results[preset] = measure(preset, Path(tmp), day)
-            report(preset, results[preset])
+            for batch in args.pairs_per_batch:
+                name = f"{preset}, {batch} pairs per batch"
+                results[name] = measure(preset, Path(tmp), day, batch)
+                report(name, results[name])
     print(json.dumps(results))
 
 

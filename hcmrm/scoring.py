@@ -160,16 +160,20 @@ class Scorer:
         return min(len(ad.frames or ()), self.max_frames)
 
     def _chunks(self, ads: Sequence[AdPairs], order: list[int]):
-        """Consecutive ads while their frames fit one vision pass and their pairs one sort window."""
+        """Consecutive ads (in order of frame count) while their padded frame slots fit one vision pass and
+        their pairs one sort window. Every ad of a chunk is padded to its widest video, so the budget counts
+        slots, not frames: text-only ads then never share a chunk with framed ones, where each would carry
+        (and its pairs cross-attend over) a framed neighbour's masked tokens."""
         max_pairs = self.config.pairs_per_batch * self.config.sort_window
-        chunk, frames, pairs = [], 0, 0
+        chunk, widest, pairs = [], 0, 0
         for i in order:
             f, q = self._frame_count(ads[i]), len(ads[i].queries)
-            if chunk and (frames + f > self.config.frames_per_chunk or pairs + q > max_pairs):
+            slots = (len(chunk) + 1) * max(widest, f)
+            if chunk and (slots > self.config.frames_per_chunk or (f > 0) != (widest > 0) or pairs + q > max_pairs):
                 yield chunk
-                chunk, frames, pairs = [], 0, 0
+                chunk, widest, pairs = [], 0, 0
             chunk.append(i)
-            frames, pairs = frames + f, pairs + q
+            widest, pairs = max(widest, f), pairs + q
         if chunk:
             yield chunk
 

@@ -64,17 +64,30 @@ def test_each_ad_is_encoded_once_however_many_queries(model):
     scorer.score(ADS)
     c = scorer.counters
     assert (c.vision_encodes, c.pairs_scored, c.ads_rejected) == (3, 6, 0)
-    assert c.batches == 4  # chunks of <= 2 frames, by frame count: (text-only, a2) 3 pairs in 2 batches; (a1) 3 in 2
+    assert c.batches == 4  # chunks of <= 2 frame slots: (text-only) 2 pairs in 1 batch; (a2) 1 in 1; (a1) 3 in 2
     naive = Scorer(model, Tokenizer.from_config(model.config))
     naive.score([AdPairs(ad.ad_id, ad.text, ad.frames, [q]) for ad in ADS for q in ad.queries])
     assert naive.counters.vision_encodes == 6  # the per-pair baseline the benchmark compares against
 
 
-def test_sorting_by_length_cuts_padding_and_changes_no_score(model):
+def test_chunks_count_padded_frame_slots_and_keep_text_only_ads_apart(model, monkeypatch):
+    """Every ad of a vision pass is padded to the chunk's widest video: a text-only ad next to a framed one
+    would carry its masked frame tokens into every pair's cross-attention."""
+    shapes = []
+    encode = model.encode_video
+    monkeypatch.setattr(model, "encode_video", lambda frames, mask: shapes.append(tuple(mask.shape)) or
+                        encode(frames, mask))
+    ads = [*ADS, AdPairs("text-only 2", "手机 壳", [], ["手机壳"]), AdPairs("a3", "红色", [png((250, 0, 0))], ["红"])]
+    Scorer(model, Tokenizer.from_config(model.config), ScoringConfig(frames_per_chunk=4)).score(ads)
+    # [ads, frame slots] per vision pass: the text-only ads alone; a2 + a3 (2 x 1 slots); a1 (2 + a1 = 3 x 2 > 4)
+    assert shapes == [(2, 0), (2, 1), (1, 2)]
+
     tokenizer = Tokenizer.from_config(model.config)
     sorted_ = Scorer(model, tokenizer, ScoringConfig(pairs_per_batch=2, sort_by_length=True))
     unsorted = Scorer(model, tokenizer, ScoringConfig(pairs_per_batch=2, sort_by_length=False))
-    a, b = sorted_.score(ADS), unsorted.score(ADS)
+    ads = [*ADS, AdPairs("t1", "英语 网课", [], ["短", "非常非常长的一个查询词语句子"]),
+           AdPairs("t2", "英语 网课", [], ["短的", "又一个非常非常长的查询词语"])]
+    a, b = sorted_.score(ads), unsorted.score(ads)
     for x, y in zip(a, b):
         np.testing.assert_allclose(x.probs, y.probs, atol=1e-5)
     assert sorted_.counters.padded_tokens < unsorted.counters.padded_tokens
