@@ -39,6 +39,34 @@ def test_summary_has_one_line_per_date_and_the_totals():
     assert lines[-1] == "1 scored, 0 skipped, 1 failed of 2 dates"
 
 
+def test_a_date_another_score_holds_is_skipped_with_its_reason_not_retried_and_a_conflict_is_retried(monkeypatch):
+    from hcmrm.errors import ClaimLost, ConcurrentWriteError
+    from jobs import backfill
+    from jobs.score import ModelRef, ScoreJobConfig
+
+    model = ModelRef("hcmrm", "2", "r", "/m", None, "/m")
+    outcomes = {DAY1: [ClaimLost(f"another score of {DAY1} is running: MLflow run abc (host h, pid 1); this run "
+                                 "stopped before reading anything")],
+                DAY2: [ConcurrentWriteError("ConcurrentAppendException"), DateResult(DAY2, "scored", "2")]}
+    calls = []
+
+    def score_date(spark, settings, config, date, *_):
+        calls.append(date)
+        outcome = outcomes[date].pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    monkeypatch.setattr(backfill, "score_date", score_date)
+    lost = backfill.score_with_retries(None, None, ScoreJobConfig(), 2, DAY1, model, "0", "parent")
+    assert calls == [DAY1] and (lost.status, lost.model_version) == ("skipped", "2")
+    lost.why = "never scored"
+    assert summary([lost]).splitlines()[1].endswith(f"never scored: another score of {DAY1} is running: MLflow run "
+                                                    "abc (host h, pid 1); this run stopped before reading anything")
+    assert backfill.score_with_retries(None, None, ScoreJobConfig(), 2, DAY2, model, "0", "parent").status == "scored"
+    assert calls == [DAY1, DAY2, DAY2]  # a Delta commit conflict is retried
+
+
 @pytest.mark.spark
 def test_backfill_resumes_after_a_failure_skips_done_days_and_force_rescores(spark, tmp_path, monkeypatch):
     from jobs import backfill, score
