@@ -242,3 +242,37 @@ def test_a_run_killed_before_its_commit_leaves_the_last_committed_run_and_a_reru
     for name in ("pretrain_pairs", "pretrain_rejects", "video_texts"):  # the other runs' rows are gone
         raw = spark.read.format("delta").load(settings.table(name)).where(F.col("dt") == DAY1)
         assert {r.pseudo_query_run_id for r in raw.collect()} == runs
+
+
+@pytest.mark.spark
+def test_a_second_build_of_a_date_exits_5_before_any_work_while_the_first_runs(spark, settings, tmp_path,
+                                                                               monkeypatch, capsys):
+    from hcmrm.tracking.store import configure
+    from jobs.common import run_command
+
+    source = str(tmp_path / "videos_parquet")
+    spark.createDataFrame(VIDEOS, VIDEOS_SCHEMA).write.parquet(source)
+
+    def no_work(*_):
+        raise AssertionError("the second build started working although the first holds its date")
+
+    monkeypatch.setattr(job, "resolve_idf", no_work)
+    monkeypatch.setattr(job, "spread", no_work)
+    argv = ["pseudo-queries", "--date", DAY2, "--date", DAY1, "--input", source, "--lake", settings.lake,
+            "--tracking-uri", settings.tracking_uri, "--artifact-root", settings.artifact_root, "--spark-profile", "test"]
+    with job.tracked_build(settings, job.JobConfig()) as claim:
+        claim([DAY1])  # the first build, of DAY1: running
+        first = configure(settings).MlflowClient().search_runs(
+            [configure(settings).get_experiment_by_name("hcmrm-pseudo-queries").experiment_id])[0].info.run_id
+        code = run_command(make_parser().parse_args(argv), "pseudo-queries")
+    assert code == 5
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"hcmrm pseudo-queries: another pseudo-queries of {DAY1} is running: MLflow run {first} "
+                           f"(host "), line
+    assert "; this run stopped before building anything; rerun when it has finished" in line
+    client = configure(settings).MlflowClient()
+    builds = {r.data.tags["hcmrm.date"]: r for r in client.search_runs(
+        [client.get_experiment_by_name("hcmrm-pseudo-queries").experiment_id])}
+    assert builds[DAY1].info.status == "FINISHED"  # the first, closed with its block
+    assert builds[f"{DAY1},{DAY2}"].info.status == "FAILED" and "another pseudo-queries" in builds[f"{DAY1},{DAY2}"].data.tags["error"]
+    assert not any((tmp_path / "lake" / name).exists() for name in ("pretrain_pairs", "keyword_idf"))
