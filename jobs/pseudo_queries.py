@@ -11,7 +11,9 @@ input) and the frames. Any other row goes to `pretrain_rejects` with a reason. E
 usable key also gets one row in `video_texts`: the text the model reads about it (the score job
 joins it), with the settings that made it. The tables are partitioned by `dt`; each row names its
 run, a row per dt in `pseudo_query_runs` commits the run (readers see a dt's committed run only, never
-pairs of one run with rejects of another), and a rerun of a date replaces it. The counts must
+pairs of one run with rejects of another), and a rerun of a date replaces it. Each build is an MLflow
+run tagged with its dates, and a second build of one of them stops at once (exit 5) while the first
+runs (hcmrm.tracking.runs.claim_dates, as for `hcmrm score`). The counts must
 reconcile, input = pairs + rejects and video texts = input - key rejects, or the job fails before
 writing.
 
