@@ -52,6 +52,13 @@ class ConcurrentWriteError(HcmrmError):
     hint = "another job wrote the same table at the same time; rerun when it has finished"
 
 
+class ClaimLost(ConcurrentWriteError):
+    """Another run of the same job holds the date (hcmrm.tracking.runs.claim_dates): stopped before any work.
+    Not a commit conflict: retrying at once would lose again; the other run does the day."""
+
+    hint = "rerun when it has finished"
+
+
 class Interrupted(BaseException):
     """SIGTERM or SIGINT, raised in the main thread so `finally` blocks run (a BaseException, like
     KeyboardInterrupt, so an `except Exception` that carries on past a bad item does not swallow it)."""

@@ -10,7 +10,9 @@ files when query_ad_pairs has moved on since); those are skipped unless --force.
 each other date is scored (never scored, another version, input changed), and so does the summary. There is no other state: each
 date is committed all or nothing by the score job, so after a kill the rerun of the same command
 picks up where it stopped. Dates run --parallel at a time (concurrent Spark jobs of one
-driver); a Delta write conflict between them is retried. Ends with one summary line per date.
+driver); a Delta write conflict between them is retried. A date that another score is running
+(`hcmrm score`, another backfill) is skipped at once, never retried, and the summary says which run
+has it. Ends with one summary line per date.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pyspark.sql import functions as F
 
 from hcmrm.config import load
 from hcmrm.settings import CONF_DIR, Settings
-from hcmrm.errors import classify, is_concurrent_write
+from hcmrm.errors import ClaimLost, classify, is_concurrent_write
 from hcmrm.tables import QUERY_AD_PAIRS, SCORING_RUNS
 from jobs.common import script_main
 from jobs.score import (
@@ -129,9 +131,14 @@ def rewritten_since(spark: SparkSession, settings: Settings, last: dict[str, Day
 
 def score_with_retries(spark, settings, config: ScoreJobConfig, retries: int, date, model, experiment_id,
                        parent) -> DateResult:
+    """score_date, retried after a Delta commit conflict; a date another score holds is skipped, not retried
+    (that run does the day, and a retry now would only lose the claim again)."""
     for attempt in range(retries + 1):
         try:
             return score_date(spark, settings, config, date, model, experiment_id, parent)
+        except ClaimLost as lost:
+            log.warning("%s: skipped, %s", date, lost)
+            return DateResult(date, "skipped", model.version, error=str(lost))
         except Exception as err:
             if attempt == retries or not is_concurrent_write(err):
                 raise

@@ -11,7 +11,9 @@ input) and the frames. Any other row goes to `pretrain_rejects` with a reason. E
 usable key also gets one row in `video_texts`: the text the model reads about it (the score job
 joins it), with the settings that made it. The tables are partitioned by `dt`; each row names its
 run, a row per dt in `pseudo_query_runs` commits the run (readers see a dt's committed run only, never
-pairs of one run with rejects of another), and a rerun of a date replaces it. The counts must
+pairs of one run with rejects of another), and a rerun of a date replaces it. Each build is an MLflow
+run tagged with its dates, and a second build of one of them stops at once (exit 5) while the first
+runs (hcmrm.tracking.runs.claim_dates, as for `hcmrm score`). The counts must
 reconcile, input = pairs + rejects and video texts = input - key rejects, or the job fails before
 writing.
 
@@ -23,6 +25,7 @@ The corpus IDF (`--idf corpus`, the default) is counted over this run's input an
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import re
@@ -70,6 +73,8 @@ class JobConfig:
     max_sequence_chars: int = 128  # length bound of the video keyword sequence (video_text)
     arrow_batch_rows: int = 512  # rows per Arrow batch into Python (frames make rows heavy), unless the profile sets it
     partitions: int = 0  # tasks per pass; 0 = max(cores, input partitions)
+    experiment: str = "hcmrm-pseudo-queries"  # MLflow experiment of the runs (one per build: its dates, its counts)
+    claim_hours: float = 24.0  # a RUNNING build of a shared dt younger than this makes a new one stop (exit 5)
 
     def text_settings(self) -> TextSettings:
         """How this job builds the model's text about a video (fine-tuning and evaluation use it too)."""
@@ -321,13 +326,17 @@ def labeled_texts(pairs, settings: Settings, spark: Callable[[], SparkSession], 
     return build_texts(pairs, idf, config.text_settings())
 
 
-def build(spark: SparkSession, settings: Settings, input_path: str, dates: list[str] | None, config: JobConfig) -> Counts:
+def build(spark: SparkSession, settings: Settings, input_path: str, dates: list[str] | None, config: JobConfig,
+          claim: Callable[[list[str]], None] | None = None) -> Counts:
     """The whole job: read, IDF, pairs and rejects, reconcile, write the tables; returns the counts.
 
-    The IDF table is written while the pairs are computed; pairs, rejects and video texts are written
-    as one run, all or nothing per dt (write_run).
+    `claim(dates)`, once the dates are known and before any other work, may stop the job (run: one build
+    of a dt at a time). The IDF table is written while the pairs are computed; pairs, rejects and video
+    texts are written as one run, all or nothing per dt (write_run).
     """
     videos, dates = select_dates(read_videos(spark, input_path), dates)
+    if claim is not None:
+        claim(dates)
     n_input = videos.count()
     if n_input == 0:
         raise ValueError(f"no videos in {input_path} for dt {dates}: nothing to build (existing output kept)")
@@ -369,7 +378,8 @@ def write_run(spark: SparkSession, settings: Settings, results: DataFrame, dates
     Its rows go into pretrain_pairs, pretrain_rejects and video_texts beside the committed run's (side by
     side, a few seconds of commit each); then one row per dt in pseudo_query_runs commits them (readers,
     jobs.tables.read_table, see a dt's committed run only); then the dates' rows of other runs are deleted.
-    One pseudo-queries run per dt at a time: a second one's rows would be deleted by the first's cleanup.
+    One pseudo-queries run per dt at a time (run claims its dates): a second one's rows would be deleted by
+    the first's cleanup.
     """
     run_id = uuid.uuid4().hex
     now = datetime.now(timezone.utc).replace(microsecond=0)
@@ -386,13 +396,44 @@ def write_run(spark: SparkSession, settings: Settings, results: DataFrame, dates
     return run_id
 
 
+@contextlib.contextmanager
+def tracked_build(settings: Settings, config: JobConfig):
+    """`claim(dates)` for build: opens the build's MLflow run, tagged with its dates, and stops the job
+    (ClaimLost, exit 5) while another build of one of them runs (hcmrm.tracking.runs.claim_dates, as
+    `hcmrm score` does for its date). The run ends FINISHED with the block, or FAILED with the error."""
+    from hcmrm.tracking.runs import DATE_TAG, JOB_TAG, adopt_run, claim_dates, date_tag
+    from hcmrm.tracking.store import configure, use_experiment
+
+    client = configure(settings).MlflowClient()
+    opened = []
+
+    def claim(dates: list[str]) -> None:
+        tags = {JOB_TAG: COMMAND, DATE_TAG: date_tag(dates)}
+        run_id = client.create_run(use_experiment(settings, config.experiment), tags=tags,
+                                   run_name=f"pseudo-queries {dates[0]}..{dates[-1]}" if dates else COMMAND).info.run_id
+        opened.append(run_id)
+        adopt_run(client, run_id)  # KILLED if the command is stopped; closes the same dates' runs a kill -9 left
+        claim_dates(client, client.get_run(run_id), config.claim_hours, "before building anything")
+
+    try:
+        yield claim
+    except BaseException as err:
+        for run_id in opened:
+            client.set_tag(run_id, "error", str(err)[:4000])
+            client.set_terminated(run_id, "FAILED")
+        raise
+    for run_id in opened:
+        client.set_terminated(run_id, "FINISHED")
+
+
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     flags = {"seed": args.seed, "keywords.top_k": args.top_k, "keywords.idf_source": args.idf}
     config = load(JobConfig, args.job_conf, flags)
     spark = spark_from_args(args, settings, COMMAND)
     input_path = args.input or settings.table(VIDEOS.name)
-    counts = build(spark, settings, input_path, None if args.all_dates else args.date, config)
+    with tracked_build(settings, config) as claim:
+        counts = build(spark, settings, input_path, None if args.all_dates else args.date, config, claim)
     print(f"pseudo-queries: {counts.summary()}")
     print(f"  pairs   -> {settings.table(PRETRAIN_PAIRS.name)}")
     print(f"  rejects -> {settings.table(PRETRAIN_REJECTS.name)}")

@@ -39,7 +39,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from hcmrm.config import load
-from hcmrm.errors import ConcurrentWriteError, InputDataError, ModelError, is_concurrent_write
+from hcmrm.errors import InputDataError, ModelError, is_concurrent_write
 from hcmrm.labels import IRRELEVANT_MAX_LABEL
 from hcmrm.scoring import AdPairs, Scorer, ScoringConfig
 from hcmrm.settings import CONF_DIR, Settings
@@ -73,7 +73,7 @@ class ScoreJobConfig:
     device: str = "auto"  # auto (the task's Spark GPU, else cuda:0, else CPU), cpu or cuda
     require_text: bool = True  # reject ads whose video has no text at all
     require_input: bool = True  # a day with no rows in query_ad_pairs is an error (exit 3), not an empty day
-    claim_hours: float = 24.0  # a RUNNING score of the same date younger than this makes a new one stop (claim_date)
+    claim_hours: float = 24.0  # a RUNNING score of the same date younger than this makes a new one stop (claim_dates)
     ads_per_arrow_batch: int = 128  # ad rows (frames included) per Arrow batch into a Python worker, unless the profile sets it
     pairs_per_row: int = 4096  # pairs of one ad per row: a hot ad is cut into rows of at most this many
     engine: ScoringConfig = field(default_factory=ScoringConfig)  # the engine's batching
@@ -331,17 +331,18 @@ def score_date(
     parent_run_id: str | None = None,
 ) -> DateResult:
     """Score `date` with `model` and write it; the MLflow run is closed FAILED if anything raises."""
-    from hcmrm.tracking.runs import adopt_run
+    from hcmrm.tracking.runs import DATE_TAG, JOB_TAG, adopt_run, claim_dates
     from hcmrm.tracking.store import configure
 
     client = configure(settings).MlflowClient()
-    tags = {"hcmrm.job": COMMAND, "hcmrm.date": date}
+    tags = {JOB_TAG: COMMAND, DATE_TAG: date}
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
     run_id = client.create_run(experiment_id, run_name=f"score {date}", tags=tags).info.run_id
     adopt_run(client, run_id)  # KILLED if the command is stopped; closes this date's runs a kill -9 left RUNNING
     try:
-        claim_date(client, experiment_id, run_id, date, config.claim_hours)
+        # One score of a date at a time (a backfill's dates included): the loser stops here, before reading.
+        claim_dates(client, client.get_run(run_id), config.claim_hours, "before reading anything")
         for key, value in {
             "date": date, "model_name": model.name, "model_version": model.version, "model_run_id": model.run_id,
             "device": config.device, "spark_profile": settings.spark_profile,
@@ -359,30 +360,6 @@ def score_date(
         client.set_tag(run_id, "error", str(err)[:4000])
         client.set_terminated(run_id, "FAILED")
         raise
-
-
-def claim_date(client, experiment_id: str, run_id: str, date: str, claim_hours: float) -> None:
-    """Fail fast (ConcurrentWriteError, before anything is read) when another score of `date` is running.
-
-    Every score of a date (`hcmrm score`, or a date of `hcmrm backfill`) is an MLflow run tagged with
-    the date, created RUNNING before this check: of the RUNNING ones started within `claim_hours`, the
-    first started (then the lowest run id) scores the day and the others stop here. Two runs that
-    start together both see each other, so exactly one goes on (given the hosts' clocks agree).
-    """
-    from hcmrm.tracking.runs import DATE_TAG, HOST_TAG, JOB_TAG, PID_TAG
-
-    since = int((time.time() - claim_hours * 3600) * 1000)
-    running = client.search_runs(
-        [experiment_id], f"tags.`{JOB_TAG}` = '{COMMAND}' and tags.`{DATE_TAG}` = '{date}' and "
-                         f"attributes.status = 'RUNNING' and attributes.start_time > {since}", max_results=1000)
-    first = min(running, key=lambda r: (r.info.start_time, r.info.run_id), default=None)
-    if first is not None and first.info.run_id != run_id:
-        tags = first.data.tags
-        raise ConcurrentWriteError(
-            f"another score of {date} is running: MLflow run {first.info.run_id} (host {tags.get(HOST_TAG)}, pid "
-            f"{tags.get(PID_TAG)}); this run stopped before reading anything",
-            hint="rerun when it has finished (a run dead on another host stops counting after "
-                 f"{claim_hours:g} h, or mark it KILLED in MLflow)")
 
 
 @dataclass

@@ -22,14 +22,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from hcmrm.errors import interruption
+from hcmrm.errors import ClaimLost, interruption
 
 JOB_TAG = "hcmrm.job"  # the command (score, backfill) or training run name (pretrain, finetune-hsoftmax)
-DATE_TAG = "hcmrm.date"  # the day a score run is for
+DATE_TAG = "hcmrm.date"  # the day(s) a run is for: yyyy-mm-dd, comma-separated when several (claim_dates)
 HOST_TAG = "hcmrm.host"
 PID_TAG = "hcmrm.pid"
 TEMP_TAG = "hcmrm.temp_dirs"  # the command's temporary folders, os.pathsep-separated
 CLOSED_BY_TAG = "hcmrm.closed_by"  # on a stale run: the run that closed it
+MAX_TAG_CHARS = 5000  # an MLflow tag value's limit (8000 in MLflow 2.x; 5000 in older stores)
 TEMP_PREFIX = "hcmrm-"  # only folders named so are ever removed on a tag's word
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,53 @@ def close_stale_runs(client, run) -> list[str]:
         log.warning("MLflow run %s (%s) was left RUNNING by process %s, which is gone: closed as KILLED",
                     other.info.run_id, tags[JOB_TAG], other.data.tags.get(PID_TAG))
     return closed
+
+
+def date_tag(dates) -> str:
+    """The DATE_TAG value of a run for `dates`: sorted and comma-separated, or `first..last` when the list
+    would not fit in an MLflow tag (a pseudo-queries --all-dates run over years of input)."""
+    days = sorted(set(dates))
+    listed = ",".join(days)
+    return listed if len(listed) <= MAX_TAG_CHARS else f"{days[0]}..{days[-1]}"
+
+
+def claim_dates(client, run, claim_hours: float, what: str = "") -> None:
+    """Fail fast (ClaimLost, exit 5) when an earlier run of `run`'s job holds any of its dates.
+
+    `run` (this command's, from client.get_run) was created RUNNING with its JOB_TAG and DATE_TAG
+    (date_tag), before this check and before any work. Of the RUNNING runs of the job, started within
+    `claim_hours` and sharing a date with it, the first started (then the lowest run id) goes on and
+    the others stop here: two runs that start together both see each other, so exactly one goes on
+    (given the hosts' clocks agree). A run whose process is gone from this host does not count.
+    `what` ("before reading anything") ends the message.
+    """
+    tags = run.data.tags
+    since = int((time.time() - claim_hours * 3600) * 1000)
+    running = client.search_runs(
+        [run.info.experiment_id], f"tags.`{JOB_TAG}` = '{_quote(tags[JOB_TAG])}' and attributes.status = 'RUNNING' "
+                                  f"and attributes.start_time > {since}", max_results=1000)
+    rivals = [r for r in running if r.info.run_id == run.info.run_id or (
+        _shared(tags[DATE_TAG], r.data.tags.get(DATE_TAG, "")) and not _process_gone(r.data.tags))]
+    first = min(rivals, key=lambda r: (r.info.start_time, r.info.run_id), default=run)
+    if first.info.run_id != run.info.run_id:
+        held = ", ".join(_shared(tags[DATE_TAG], first.data.tags[DATE_TAG]))
+        raise ClaimLost(
+            f"another {tags[JOB_TAG]} of {held} is running: MLflow run {first.info.run_id} (host "
+            f"{first.data.tags.get(HOST_TAG)}, pid {first.data.tags.get(PID_TAG)}); this run stopped {what}".rstrip(),
+            hint=f"rerun when it has finished (a run dead on another host stops counting after {claim_hours:g} h, "
+                 "or mark it KILLED in MLflow)")
+
+
+def _shared(a: str, b: str) -> list[str]:
+    """The dates two DATE_TAG values have in common (`lo..hi` when both are ranges)."""
+    span_a, span_b = (tuple(t.split("..")) if ".." in t else None for t in (a, b))
+    if span_a is None and span_b is None:
+        return sorted(set(a.split(",")) & set(b.split(",")) - {""})
+    if span_a and span_b:
+        lo, hi = max(span_a[0], span_b[0]), min(span_a[1], span_b[1])
+        return [f"{lo}..{hi}"] if lo <= hi else []
+    (lo, hi), listed = (span_a, b) if span_a else (span_b, a)
+    return sorted(d for d in listed.split(",") if d and lo <= d <= hi)  # yyyy-mm-dd sorts as dates do
 
 
 def _process_gone(tags: dict) -> bool:

@@ -39,6 +39,34 @@ def test_summary_has_one_line_per_date_and_the_totals():
     assert lines[-1] == "1 scored, 0 skipped, 1 failed of 2 dates"
 
 
+def test_a_date_another_score_holds_is_skipped_with_its_reason_not_retried_and_a_conflict_is_retried(monkeypatch):
+    from hcmrm.errors import ClaimLost, ConcurrentWriteError
+    from jobs import backfill
+    from jobs.score import ModelRef, ScoreJobConfig
+
+    model = ModelRef("hcmrm", "2", "r", "/m", None, "/m")
+    outcomes = {DAY1: [ClaimLost(f"another score of {DAY1} is running: MLflow run abc (host h, pid 1); this run "
+                                 "stopped before reading anything")],
+                DAY2: [ConcurrentWriteError("ConcurrentAppendException"), DateResult(DAY2, "scored", "2")]}
+    calls = []
+
+    def score_date(spark, settings, config, date, *_):
+        calls.append(date)
+        outcome = outcomes[date].pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    monkeypatch.setattr(backfill, "score_date", score_date)
+    lost = backfill.score_with_retries(None, None, ScoreJobConfig(), 2, DAY1, model, "0", "parent")
+    assert calls == [DAY1] and (lost.status, lost.model_version) == ("skipped", "2")
+    lost.why = "never scored"
+    assert summary([lost]).splitlines()[1].endswith(f"never scored: another score of {DAY1} is running: MLflow run "
+                                                    "abc (host h, pid 1); this run stopped before reading anything")
+    assert backfill.score_with_retries(None, None, ScoreJobConfig(), 2, DAY2, model, "0", "parent").status == "scored"
+    assert calls == [DAY1, DAY2, DAY2]  # a Delta commit conflict is retried
+
+
 @pytest.mark.spark
 def test_backfill_resumes_after_a_failure_skips_done_days_and_force_rescores(spark, tmp_path, monkeypatch):
     from jobs import backfill, score
@@ -100,3 +128,73 @@ def test_backfill_resumes_after_a_failure_skips_done_days_and_force_rescores(spa
     assert read(spark, settings, "relevance_scores", DAY3).count() == 2
     last = read(spark, settings, "scoring_runs", DAY3).orderBy("finished_at").toPandas().iloc[-1]
     assert last.input_pairs == 2 and last.input_version == table_version(spark, settings.table("query_ad_pairs"))
+
+
+# Each command holds a date it won for a while before scoring it, so that the other command, started at the
+# same time, makes its claim while the date is held (on a loaded machine one JVM may start much later).
+HOLD_AFTER_CLAIM = """
+import sys, time
+from hcmrm.tracking import runs
+
+claim = runs.claim_dates
+
+def held(*args, **kwargs):
+    claim(*args, **kwargs)
+    time.sleep(20)
+
+runs.claim_dates = held
+from jobs.cli import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.spark
+@pytest.mark.slow  # two commands with their own JVMs at once: ~1.5 min on the shared machine
+def test_a_backfill_and_a_score_of_the_same_date_at_once_leave_one_complete_run(spark, tmp_path):
+    import subprocess
+    import sys
+
+    from hcmrm.tracking.store import configure, use_experiment
+    from tests.jobs.test_clean_failures import environment, flags
+    from tests.jobs.test_score_commit import assert_one_whole_run, committed_day
+
+    settings = make_settings(tmp_path)
+    write_lake(spark, settings)
+    register_tiny_model(settings, tmp_path)
+    use_experiment(settings, "hcmrm-scoring")  # not created by both commands at once (a race of its own)
+    common = flags(settings)[2:]  # without --date
+    commands = {"score": ["score", "--date", DAY1, *common],
+                "backfill": ["backfill", "--start", DAY1, "--end", DAY1, *common]}
+    processes = {name: subprocess.Popen([sys.executable, "-c", HOLD_AFTER_CLAIM, *argv], env=environment(),
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for name, argv in commands.items()}
+    try:
+        done = {name: (p.communicate(timeout=400), p.returncode) for name, p in processes.items()}
+    finally:
+        for p in processes.values():
+            p.kill()
+    (_, score_err), score_code = done["score"]
+    (backfill_out, backfill_err), backfill_code = done["backfill"]
+    day = next(line for line in backfill_out.splitlines() if line.startswith(DAY1))
+
+    client = configure(settings).MlflowClient()
+    exp = client.get_experiment_by_name("hcmrm-scoring").experiment_id
+    finished = client.search_runs([exp], f"tags.`hcmrm.date` = '{DAY1}' and attributes.status = 'FINISHED'")
+    assert len(finished) == 1, (score_err[-2000:], backfill_err[-2000:])  # exactly one scored the day
+    winner = finished[0].info.run_id
+    held = f"another score of {DAY1} is running: MLflow run {winner} (host "
+    if score_code == 5:  # the backfill won; the score stopped before reading anything, in one line
+        line = score_err.strip().splitlines()[-1]
+        assert line.startswith(f"hcmrm score: {held}") and "this run stopped before reading anything" in line
+        assert backfill_code == 0 and day.split()[1] == "scored"
+    else:  # the score won; the backfill skipped the date, once, and says which run has it
+        assert score_code == 0 and backfill_code == 0, (score_err[-2000:], backfill_err[-2000:])
+        assert day.split()[1] == "skipped" and f"never scored: {held}" in day
+        assert backfill_err.count("is running: MLflow run") == 1  # logged once: the lost claim was not retried
+    runs = spark.read.format("delta").load(settings.table("scoring_runs")).collect()
+    assert [r.scoring_run_id for r in runs] == [winner]
+    scores, rejects = committed_day(spark, settings)
+    assert assert_one_whole_run(scores, rejects) == winner
+    assert len(set(zip(scores["query"], scores.ad_id))) == len(scores)
+    for name in ("relevance_scores", "scoring_rejects"):
+        assert {r.scoring_run_id for r in read(spark, settings, name, DAY1).collect()} == {winner}

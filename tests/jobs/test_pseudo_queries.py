@@ -197,22 +197,26 @@ def test_the_job_writes_reconciled_tables_and_a_rerun_replaces_its_date(spark, s
         job.build(spark, settings, source, ["2030-01-01"], job.JobConfig())
 
 
+def seen_by_readers(spark, settings, day=DAY1) -> dict:
+    """{table: {video_id: run}} as readers (jobs.tables.read_table) see `day`."""
+    from jobs.tables import read_table
+
+    return {name: {r.video_id: r.pseudo_query_run_id for r in read_table(spark, settings.table(name))
+                   .where(F.col("dt") == day).collect()}
+            for name in ("pretrain_pairs", "pretrain_rejects", "video_texts")}
+
+
 @pytest.mark.spark
 @pytest.mark.slow  # three job runs: ~1 min on the loaded shared machine
 def test_a_run_killed_before_its_commit_leaves_the_last_committed_run_and_a_rerun_heals(
         spark, settings, tmp_path, monkeypatch):
-    from jobs.tables import read_table
-
     source = str(tmp_path / "videos_parquet")
     day1 = [v for v in VIDEOS if v[-1] == DAY1]
     spark.createDataFrame(day1, VIDEOS_SCHEMA).write.parquet(source)
     job.build(spark, settings, source, [DAY1], job.JobConfig())
 
     def seen():
-        """{table: {video_id: run}} as readers see DAY1."""
-        return {name: {r.video_id: r.pseudo_query_run_id for r in read_table(spark, settings.table(name))
-                       .where(F.col("dt") == DAY1).collect()}
-                for name in ("pretrain_pairs", "pretrain_rejects", "video_texts")}
+        return seen_by_readers(spark, settings)
 
     first = seen()
     assert "v3" in first["pretrain_rejects"] and len({*first["pretrain_pairs"].values(),
@@ -242,3 +246,78 @@ def test_a_run_killed_before_its_commit_leaves_the_last_committed_run_and_a_reru
     for name in ("pretrain_pairs", "pretrain_rejects", "video_texts"):  # the other runs' rows are gone
         raw = spark.read.format("delta").load(settings.table(name)).where(F.col("dt") == DAY1)
         assert {r.pseudo_query_run_id for r in raw.collect()} == runs
+
+
+@pytest.mark.spark
+def test_a_second_build_of_a_date_exits_5_before_any_work_while_the_first_runs(spark, settings, tmp_path,
+                                                                               monkeypatch, capsys):
+    from hcmrm.tracking.store import configure
+    from jobs.common import run_command
+
+    source = str(tmp_path / "videos_parquet")
+    spark.createDataFrame(VIDEOS, VIDEOS_SCHEMA).write.parquet(source)
+
+    def no_work(*_):
+        raise AssertionError("the second build started working although the first holds its date")
+
+    monkeypatch.setattr(job, "resolve_idf", no_work)
+    monkeypatch.setattr(job, "spread", no_work)
+    argv = ["pseudo-queries", "--date", DAY2, "--date", DAY1, "--input", source, "--lake", settings.lake,
+            "--tracking-uri", settings.tracking_uri, "--artifact-root", settings.artifact_root, "--spark-profile", "test"]
+    with job.tracked_build(settings, job.JobConfig()) as claim:
+        claim([DAY1])  # the first build, of DAY1: running
+        first = configure(settings).MlflowClient().search_runs(
+            [configure(settings).get_experiment_by_name("hcmrm-pseudo-queries").experiment_id])[0].info.run_id
+        code = run_command(make_parser().parse_args(argv), "pseudo-queries")
+    assert code == 5
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"hcmrm pseudo-queries: another pseudo-queries of {DAY1} is running: MLflow run {first} "
+                           f"(host "), line
+    assert "; this run stopped before building anything; rerun when it has finished" in line
+    client = configure(settings).MlflowClient()
+    builds = {r.data.tags["hcmrm.date"]: r for r in client.search_runs(
+        [client.get_experiment_by_name("hcmrm-pseudo-queries").experiment_id])}
+    assert builds[DAY1].info.status == "FINISHED"  # the first, closed with its block
+    assert builds[f"{DAY1},{DAY2}"].info.status == "FAILED" and "another pseudo-queries" in builds[f"{DAY1},{DAY2}"].data.tags["error"]
+    assert not any((tmp_path / "lake" / name).exists() for name in ("pretrain_pairs", "keyword_idf"))
+
+
+@pytest.mark.spark
+@pytest.mark.slow  # an in-process build, one `hcmrm pseudo-queries` process, a rerun: ~1.5 min
+def test_the_driver_jvm_killed_at_its_first_commit_leaves_the_committed_run_and_a_rerun_heals(spark, settings,
+                                                                                              tmp_path):
+    import subprocess
+    import sys
+
+    from tests.jobs.test_clean_failures import environment
+    from tests.jobs.test_score_commit import kill_jvm_at_commit
+
+    source = str(tmp_path / "videos_parquet")
+    day1 = [v for v in VIDEOS if v[-1] == DAY1]
+    spark.createDataFrame(day1, VIDEOS_SCHEMA).write.parquet(source)
+    job.build(spark, settings, source, [DAY1], job.JobConfig())
+    first = seen_by_readers(spark, settings)
+    run_a = {*first["pretrain_pairs"].values()}
+    changed = [(v, "原神新角色 演示视频" if v == "v3" else t, o, a, f, d) for v, t, o, a, f, d in day1]  # v3: a pair now
+    spark.createDataFrame(changed, VIDEOS_SCHEMA).write.mode("overwrite").parquet(source)
+
+    argv = ["--date", DAY1, "--input", source, "--lake", settings.lake, "--tracking-uri", settings.tracking_uri,
+            "--artifact-root", settings.artifact_root, "--spark-profile", "test"]
+    process = subprocess.Popen([sys.executable, "-m", "jobs.cli", "pseudo-queries", *argv], env=environment(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        kill_jvm_at_commit(process, [settings.table(t) for t in ("pretrain_pairs", "pretrain_rejects", "video_texts")])
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 1, err[-3000:]
+    assert sum(line.startswith("hcmrm pseudo-queries: ") for line in err.splitlines()) == 1, err[-3000:]
+    log = spark.read.format("delta").load(settings.table("pseudo_query_runs")).where(F.col("dt") == DAY1).collect()
+    assert {r.pseudo_query_run_id for r in log} == run_a  # killed before its commit
+    assert seen_by_readers(spark, settings) == first  # v3 only rejected, one run across the three tables
+
+    job.build(spark, settings, source, [DAY1], job.JobConfig())
+    healed = seen_by_readers(spark, settings)
+    runs = {*healed["pretrain_pairs"].values(), *healed["pretrain_rejects"].values(), *healed["video_texts"].values()}
+    assert "v3" in healed["pretrain_pairs"] and "v3" not in healed["pretrain_rejects"] and len(runs) == 1
+    assert runs != run_a

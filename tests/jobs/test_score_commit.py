@@ -1,10 +1,17 @@
 """A scoring day is all or nothing across relevance_scores and scoring_rejects: a job killed between its
-commits leaves readers the last committed run, whole, and a rerun heals the day."""
+commits (simulated by an exception, then for real: the driver's JVM killed) leaves readers the last
+committed run, whole, and a rerun heals the day."""
 
 from __future__ import annotations
 
 import contextlib
 import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -102,5 +109,92 @@ def test_a_crash_between_the_commits_leaves_the_last_committed_run_and_a_rerun_h
     scores_c, rejects_c = committed_day(spark, settings)
     run_c = assert_one_whole_run(scores_c, rejects_c)
     assert run_c not in (run_a, run_b) and len(scores_c) == len(scores_b)
+    for name in ("relevance_scores", "scoring_rejects"):
+        assert {r.scoring_run_id for r in read(spark, settings, name, DAY1).collect()} == {run_c}
+
+
+# --- the driver's JVM killed for real --------------------------------------------------------------
+
+
+def jvm_of(pid: int) -> int:
+    """The pid of the Spark driver JVM that the command `pid` started: its java child (found by parent pid
+    in /proc, never by name across the machine)."""
+    for entry in Path("/proc").iterdir():
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == pid and (entry / "cmdline").read_bytes().split(b"\0")[0].endswith(b"java"):
+                return int(entry.name)
+        except (OSError, ValueError, IndexError):
+            continue
+    raise LookupError(f"process {pid} has no java child")
+
+
+def delta_versions(path: str) -> int:
+    """How many commits the Delta table at `path` has (0 when there is none)."""
+    log = Path(path) / "_delta_log"
+    return len(list(log.glob("*.json"))) if log.is_dir() else 0
+
+
+def kill_jvm_at_commit(process: subprocess.Popen, tables: list[str], timeout: float = 300) -> str:
+    """SIGKILL `process`'s driver JVM as soon as one of `tables` has a commit it did not have: the table
+    that moved. The JVM is looked up once it exists; the Python driver survives it."""
+    before = {t: delta_versions(t) for t in tables}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        moved = [t for t in tables if delta_versions(t) > before[t]]
+        if moved:
+            os.kill(jvm_of(process.pid), signal.SIGKILL)
+            return moved[0]
+        time.sleep(0.02)
+    raise AssertionError(f"no new commit in {tables} (exit {process.poll()}): {process.stderr.read()[-2000:]}")
+
+
+def test_the_driver_jvm_killed_after_the_first_commit_leaves_the_committed_run_and_a_rerun_heals(spark, tmp_path):
+    from hcmrm.tracking.store import configure
+    from jobs import score
+    from jobs.tables import overwrite_table
+    from tests.jobs.test_clean_failures import environment, flags
+
+    settings = make_settings(tmp_path)
+    write_lake(spark, settings)
+    register_tiny_model(settings, tmp_path)
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert score.run(job_args(settings, date=DAY1)) == 0
+    scores_a, rejects_a = committed_day(spark, settings)
+    run_a = assert_one_whole_run(scores_a, rejects_a)
+    ads = [(a, "gone" if a == "a2" else v, adv, ind) for a, v, adv, ind in ADS]  # a2's pairs: rejects from now on
+    overwrite_table(spark.createDataFrame(ads, "ad_id string, video_id string, advertiser string, industry string"),
+                    settings.table("ads"))
+
+    process = subprocess.Popen([sys.executable, "-m", "jobs.cli", "score", *flags(settings)], env=environment(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        moved = kill_jvm_at_commit(process, [settings.table("scoring_rejects"), settings.table("relevance_scores")])
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    lines = err.strip().splitlines()
+    assert moved.endswith("scoring_rejects") and process.returncode == 1, err[-3000:]
+    assert sum(x.startswith("hcmrm score: ") for x in lines) == 1, err[-3000:]  # one line, the Py4J error's
+    assert not [x for x in lines if x.startswith("\tat ")], err[-3000:]
+    runs = spark.read.format("delta").load(settings.table("scoring_runs")).where(f"dt = '{DAY1}'").collect()
+    assert [r.scoring_run_id for r in runs] == [run_a]  # killed before its commit (the run log's row)
+    killed = configure(settings).MlflowClient().search_runs(
+        [configure(settings).get_experiment_by_name("hcmrm-scoring").experiment_id],
+        order_by=["attributes.start_time DESC"])[0]
+    assert killed.info.run_id != run_a and killed.info.status == "FAILED"  # its Python driver closed it
+
+    # Readers see run A, whole; the killed run's rejects are in the table, shown to nobody.
+    assert {r.scoring_run_id for r in read(spark, settings, "scoring_rejects", DAY1).collect()} == {
+        run_a, killed.info.run_id}
+    scores, rejects = committed_day(spark, settings)
+    assert assert_one_whole_run(scores, rejects) == run_a and len(scores) == len(scores_a)
+    assert len(set(zip(scores["query"], scores.ad_id))) == len(scores)  # no (dt, query, ad_id) twice
+
+    with contextlib.redirect_stdout(io.StringIO()):  # a rerun completes the day
+        assert score.run(job_args(settings, date=DAY1)) == 0
+    scores_c, rejects_c = committed_day(spark, settings)
+    run_c = assert_one_whole_run(scores_c, rejects_c)
+    assert run_c not in (run_a, killed.info.run_id) and "a2" in set(rejects_c.ad_id) and "a2" not in set(scores_c.ad_id)
     for name in ("relevance_scores", "scoring_rejects"):
         assert {r.scoring_run_id for r in read(spark, settings, name, DAY1).collect()} == {run_c}

@@ -111,3 +111,57 @@ def test_a_running_run_of_a_live_process_or_another_host_is_left_alone(client, s
     client.set_tag(elsewhere, runs.PID_TAG, "999999")
     assert runs.adopt_run(client, new_run(client, settings)) == []
     assert {client.get_run(r).info.status for r in (alive, elsewhere)} == {"RUNNING"}
+
+
+def claimant(client, settings, dates, job="pseudo-queries", pid=None) -> str:
+    """A RUNNING run of `job` for `dates`, of this host and a live process (this one) unless `pid` says."""
+    import socket
+
+    run_id = new_run(client, settings, runs.date_tag(dates), job)
+    client.set_tag(run_id, runs.HOST_TAG, socket.gethostname())
+    client.set_tag(run_id, runs.PID_TAG, str(pid or os.getpid()))
+    time.sleep(0.005)  # distinct start times: the first started wins
+    return run_id
+
+
+def test_of_runs_sharing_a_date_the_first_started_goes_on_and_the_later_stops_naming_it(client, settings):
+    from hcmrm.errors import ClaimLost
+
+    first = claimant(client, settings, ["2024-08-18", "2024-08-19"])
+    later = claimant(client, settings, ["2024-08-19", "2024-08-20"])
+    elsewhere = claimant(client, settings, ["2024-08-21"])
+    other_job = claimant(client, settings, ["2024-08-18"], job="score")
+    for run_id in (first, elsewhere, other_job):
+        runs.claim_dates(client, client.get_run(run_id), 24)  # no earlier run of its job holds its dates
+    with pytest.raises(ClaimLost) as lost:
+        runs.claim_dates(client, client.get_run(later), 24, "before building anything")
+    assert lost.value.exit_code == 5
+    assert lost.value.line().startswith(f"another pseudo-queries of 2024-08-19 is running: MLflow run {first} (host ")
+    assert "this run stopped before building anything; rerun when it has finished" in lost.value.line()
+    client.set_terminated(first, "FINISHED")
+    runs.claim_dates(client, client.get_run(later), 24)  # the holder has finished: the date is free
+
+
+def test_a_claim_ignores_a_holder_whose_process_is_gone_or_older_than_claim_hours(client, settings):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    claimant(client, settings, ["2024-08-18"], pid=gone.pid)  # killed with -9: its process no longer exists
+    mine = claimant(client, settings, ["2024-08-18"])
+    runs.claim_dates(client, client.get_run(mine), 24)
+    live = claimant(client, settings, ["2024-08-19"])
+    later = claimant(client, settings, ["2024-08-19"])
+    time.sleep(0.05)
+    runs.claim_dates(client, client.get_run(later), 0.01 / 3600)  # the holder started over 10 ms ago: expired
+    client.set_terminated(live, "FINISHED")
+
+
+def test_a_date_list_too_long_for_a_tag_is_claimed_as_a_range_and_overlaps_as_one():
+    import datetime as dt
+
+    days = [(dt.date(2020, 1, 1) + dt.timedelta(days=i)).isoformat() for i in range(1000)]
+    tag = runs.date_tag(reversed(days))
+    assert tag == "2020-01-01..2022-09-26" and runs.date_tag(days[:3]) == "2020-01-01,2020-01-02,2020-01-03"
+    assert runs._shared(tag, "2019-12-31,2021-06-01") == ["2021-06-01"]
+    assert runs._shared(tag, "2022-09-01..2023-01-01") == ["2022-09-01..2022-09-26"]
+    assert runs._shared("2024-01-01,2024-01-02", "2024-01-02") == ["2024-01-02"]
+    assert runs._shared(tag, "2023-01-01") == [] and runs._shared("", "2024-01-01") == []
