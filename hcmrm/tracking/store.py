@@ -27,7 +27,13 @@ def use_experiment(settings: Settings, name: str) -> str:
     if found is None:
         location = Path(settings.artifact_root) / name if "://" not in settings.artifact_root else None
         artifact_location = location.as_uri() if location else f"{settings.artifact_root.rstrip('/')}/{name}"
-        experiment_id = mlflow.create_experiment(name, artifact_location=artifact_location)
+        try:
+            experiment_id = mlflow.create_experiment(name, artifact_location=artifact_location)
+        except mlflow.exceptions.MlflowException:  # another job created it first (two jobs starting at once)
+            found = mlflow.get_experiment_by_name(name)
+            if found is None:
+                raise
+            experiment_id = found.experiment_id
     else:
         experiment_id = found.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
