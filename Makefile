@@ -12,7 +12,7 @@ export PYSPARK_DRIVER_PYTHON  ?= $(abspath $(PY))
 export TOKENIZERS_PARALLELISM  = false
 export PYTHONUNBUFFERED        = 1
 
-.PHONY: setup demo test cluster-up cluster-down wheel dist bench bench-pseudo-query bench-scoring bench-scale bench-worker-memory bench-flops bench-gpu keyword-quality ablation params lock clean
+.PHONY: setup demo test cluster-up cluster-down wheel dist bench bench-pseudo-query bench-scoring bench-scale bench-compare bench-worker-memory bench-flops bench-gpu keyword-quality ablation params lock clean
 
 setup: $(STAMP) $(JARS_STAMP)
 
@@ -88,9 +88,16 @@ bench-scale: setup
 bench-worker-memory: setup
 	$(PY) benchmarks/worker_memory.py --presets tiny base
 
-# FLOP per pair, full vs cached text attention, for `base` at its length limits and at the sample's lengths.
+# Our Spark job against mlflow.pyfunc.spark_udf, predict_batch_udf and the plain engine, same weights, same day
+# (1,000 ads x 40 queries), interleaved rounds; the last line is one JSON object (docs/scoring.md). ~10 min.
+bench-compare: setup
+	$(PY) benchmarks/scoring_compare.py --preset small --text-attention cached --ads 1000 --rounds 3
+
+# FLOP per pair, full vs cached text attention, for `base` at its length limits and at the sample's lengths;
+# then the engine's achieved FLOP/s over a 1-thread matmul peak, per preset.
 bench-flops: setup
 	$(PY) benchmarks/flop_per_pair.py --preset base --queries-per-ad 40 --frames 4
+	$(PY) benchmarks/flop_per_pair.py --efficiency tiny small base --pairs 200
 
 # The Spark-free engine on the accelerator (bf16): pairs/s, FLOP per pair and MFU; needs no pyspark.
 bench-gpu: setup

@@ -8,7 +8,14 @@ per ad (--queries-per-ad, default 40, the bench day's shape) and --frames frames
 Per ad: the video encode (both modes) and, for cached, the video text's pass. Per pair: the rest.
 The last line is one JSON object (figures in FLOP).
 
+With --efficiency PRESET..., instead: how close the plain engine comes to the CPU's own peak, per preset,
+one torch thread. The first --pairs scoreable pairs of the sample day (its real lengths and photos,
+grouped by ad) are scored once under torch.utils.flop_counter (the FLOP the engine really runs: vision,
+text, fusion), then timed (best of --repeats); achieved FLOP/s over a 1-thread fp32 matmul peak
+(1024^3, best of 5) measured in the same run, before and after each preset (the larger one kept).
+
     .venv/bin/python benchmarks/flop_per_pair.py [--preset base] [--queries-per-ad 40] [--frames 4]
+    .venv/bin/python benchmarks/flop_per_pair.py --efficiency tiny small base [--pairs 200]
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,6 +34,7 @@ import torch  # noqa: E402
 from hcmrm.model.flops import pair_flops  # noqa: E402
 from hcmrm.model.network import build_model  # noqa: E402
 from hcmrm.model.tokenizer import Tokenizer  # noqa: E402
+from hcmrm.scoring import Scorer  # noqa: E402
 from scoring_engine import SAMPLE, group_ads, read_sample, video_texts  # noqa: E402
 
 
@@ -49,13 +58,69 @@ def gflop(row: dict) -> str:
             " without the video)")
 
 
+def matmul_peak(n: int = 1024, repeats: int = 5) -> float:
+    """FLOP/s of an n x n x n fp32 matmul on this thread, best of `repeats`: the kernel's ceiling."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+def engine_efficiency(preset: str, ads: list, repeats: int) -> dict:
+    """FLOP the engine runs on `ads` (counted) and the FLOP/s it achieves (timed, best of `repeats`)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    model = build_model(preset)
+    scorer = Scorer(model, Tokenizer.from_config(model.config))
+    scorer.score(ads[:2])  # warm-up
+    with FlopCounterMode(display=False) as counter:
+        scorer.score(ads)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        scorer.score(ads)
+        best = min(best, time.perf_counter() - start)
+    pairs = sum(len(ad.queries) for ad in ads)
+    return {"pairs": pairs, "gflop_per_pair": round(counter.get_total_flops() / pairs / 1e9, 3),
+            "seconds": round(best, 3), "achieved_gflop_s": round(counter.get_total_flops() / best / 1e9, 1)}
+
+
+def efficiency(presets: list[str], pairs: int, repeats: int, date: str) -> None:
+    torch.set_num_threads(1)
+    day = read_sample(SAMPLE, date)
+    ads = group_ads(*day, video_texts(day[2]), limit=pairs)
+    rows = {}
+    for preset in presets:
+        before = matmul_peak()
+        row = engine_efficiency(preset, ads, repeats)
+        peak = max(before, matmul_peak())
+        rows[preset] = {**row, "matmul_peak_gflop_s": round(peak / 1e9, 1),
+                        "efficiency": round(row["achieved_gflop_s"] * 1e9 / peak, 3)}
+        r = rows[preset]
+        print(f"{preset:6s} {r['pairs']} pairs, {r['gflop_per_pair']} GFLOP/pair: {r['achieved_gflop_s']} GFLOP/s"
+              f" achieved / {r['matmul_peak_gflop_s']} GFLOP/s matmul peak = {r['efficiency']}", flush=True)
+    print(json.dumps({"torch_threads": 1, "sample_date": date, **rows}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="base")
     parser.add_argument("--queries-per-ad", type=int, default=40)
     parser.add_argument("--frames", type=int, default=4)
     parser.add_argument("--date", default="2024-09-10", help="the sample day whose real lengths are used")
+    parser.add_argument("--efficiency", nargs="+", metavar="PRESET",
+                        help="instead: achieved FLOP/s of the engine over a 1-thread matmul peak, per preset")
+    parser.add_argument("--pairs", type=int, default=200, help="--efficiency: the sample day's first N pairs")
+    parser.add_argument("--repeats", type=int, default=2, help="--efficiency: timed runs per preset, best kept")
     args = parser.parse_args()
+    if args.efficiency:
+        efficiency(args.efficiency, args.pairs, args.repeats, args.date)
+        return
     torch.manual_seed(0)
     full = build_model(args.preset, max_frames=max(args.frames, 1)).eval()
     cached = build_model(args.preset, max_frames=max(args.frames, 1), text_attention="cached").eval()

@@ -78,10 +78,11 @@ def ad_sizes(pairs: int, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate([[hot], sizes])
 
 
-def synthetic_day(pairs: int, folder: Path) -> int:
-    """Write the day's parquet files (the build-lake sample layout) to `folder`; the pairs written."""
+def synthetic_day(pairs: int, folder: Path, sizes: np.ndarray | None = None) -> int:
+    """Write the day's parquet files (the build-lake sample layout) to `folder`; the pairs written.
+    `sizes` (queries per ad) replaces the hot ad + Zipf shape (benchmarks/scoring_compare.py: 40 each)."""
     rng = np.random.default_rng(pairs)
-    sizes = ad_sizes(pairs, rng)
+    sizes = ad_sizes(pairs, rng) if sizes is None else np.asarray(sizes)
     pool = np.array(query_pool(int(sizes.max())), dtype=object)
     videos_in = pd.read_parquet(SAMPLE / "videos.parquet")
     frames = jpegs()

@@ -41,7 +41,8 @@ os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 from scoring_engine import SAMPLE, group_ads, read_sample, video_texts  # noqa: E402
 
 
-def register(settings, preset: str, root: Path) -> None:
+def register(settings, preset: str, root: Path, **overrides) -> None:
+    """A random-weight `preset` model (+ hcmrm.model.config overrides, e.g. text_attention) as the champion."""
     import torch
 
     from hcmrm.model.checkpoint import save_model
@@ -50,12 +51,36 @@ def register(settings, preset: str, root: Path) -> None:
     from hcmrm.tracking.store import configure, use_experiment
 
     torch.manual_seed(0)
-    save_model(build_model(preset).eval(), root / "model")
+    save_model(build_model(preset, **overrides).eval(), root / "model")
     mlflow = configure(settings)
     use_experiment(settings, "benchmark")
     with mlflow.start_run() as run:
         source = log_model_dir(root / "model")
     set_alias(settings, register_version(settings, run.info.run_id, source).version)
+
+
+def write_lake(spark, settings, pairs, ads, videos, texts: dict) -> None:
+    """The day's input tables as the job reads them; `video_texts` from `texts` (built upstream, once).
+    Each with its contract's schema: a column that is null on every row would otherwise be typed void."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    from hcmrm.tables import ADS, QUERY_AD_PAIRS, VIDEO_TEXTS, VIDEOS
+    from jobs.tables import overwrite_table
+
+    rows = videos[["video_id", "dt"]].assign(video_text=videos.video_id.map(texts), text_settings="{}",
+                                             text_fingerprint="benchmark", pseudo_query_run_id=None)
+    videos = videos.assign(frames=[None if v is None else list(v) for v in videos.frames])
+    for table, df in ((QUERY_AD_PAIRS, pairs), (ADS, ads), (VIDEOS, videos), (VIDEO_TEXTS, rows)):
+        frame = spark.createDataFrame(df[table.schema.names], schema=from_arrow_schema(table.schema))
+        overwrite_table(frame, settings.table(table.name), table.partition)
+
+
+def job_model(spark, settings, config):
+    """The champion resolved, checked and shipped to the executors as `hcmrm score` does (jobs.score.prepare)."""
+    from hcmrm.tracking.model_uri import champion_uri
+    from jobs.score import resolve_model, ship_model
+
+    return ship_model(spark, resolve_model(settings, champion_uri(settings.model_name), config.engine))
 
 
 def engine_run(sample: Path, date: str, repeat: int, model_dir: Path, threads: int, texts: dict) -> dict:
@@ -88,13 +113,10 @@ def main() -> None:
     args = parser.parse_args()
 
     from hcmrm.settings import Settings
-    from hcmrm.tracking.model_uri import champion_uri, resolve
     from hcmrm.tracking.store import use_experiment
     from hcmrm.config import load
-    from hcmrm.tables import VIDEO_TEXTS
-    from jobs.score import CONF_FILE, ScoreJobConfig, resolve_model, score_date
+    from jobs.score import CONF_FILE, ScoreJobConfig, score_date
     from jobs.session import arrow_batch_rows, spark_session
-    from jobs.tables import overwrite_table
 
     root = Path(tempfile.mkdtemp(prefix="hcmrm-bench-"))
     settings = Settings(lake=str(root / "lake"), tracking_uri=f"sqlite:///{root / 'mlruns.db'}",
@@ -104,15 +126,11 @@ def main() -> None:
     cores = spark.sparkContext.defaultParallelism
     pairs, ads, videos = read_sample(args.sample, args.date, args.repeat)
     texts = video_texts(videos)
-    rows = videos[["video_id", "dt"]].assign(video_text=videos.video_id.map(texts), text_settings="{}",
-                                             text_fingerprint="benchmark")
-    for name, df, part in (("query_ad_pairs", pairs, "dt"), ("ads", ads, None), ("videos", videos, "dt"),
-                           (VIDEO_TEXTS.name, rows, "dt")):
-        overwrite_table(spark.createDataFrame(df), settings.table(name), part)
+    write_lake(spark, settings, pairs, ads, videos, texts)
 
     config = load(ScoreJobConfig, CONF_FILE)
     experiment = use_experiment(settings, config.experiment)
-    model = resolve_model(spark, settings, champion_uri(settings.model_name))
+    model = job_model(spark, settings, config)
     load_before = os.getloadavg()[0]
     with arrow_batch_rows(spark, config.ads_per_arrow_batch), contextlib.redirect_stderr(io.StringIO()):
         score_date(spark, settings, config, args.date, model, experiment)  # warm-up: workers load torch + model
@@ -125,7 +143,7 @@ def main() -> None:
         "job_pairs_per_s": round(result.scored_pairs / job_seconds, 1),
         "scoring_stage_pairs_per_s": round(result.pairs_per_second, 1), "python_workers": cores,
     }
-    model_dir = resolve(champion_uri(settings.model_name), settings).folder
+    model_dir = model.local_dir
     engine = engine_run(args.sample, args.date, args.repeat, model_dir, cores, texts)
     report = {
         "preset": args.preset, "profile": args.profile, "date": args.date, "repeat": args.repeat,

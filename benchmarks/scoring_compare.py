@@ -1,0 +1,283 @@
+"""Our Spark job against the stock ways to run the same model on Spark, and against the plain engine.
+
+    make bench-compare    # .venv/bin/python benchmarks/scoring_compare.py --preset small --ads 1000
+
+One synthetic day (benchmarks/scoring_scale.synthetic_day: the sample's real titles/OCR/ASR and queries,
+0-4 small JPEG frames per video) with --queries-per-ad queries for each of --ads ads, written as the
+job's Delta tables (benchmarks/scoring_spark_overhead.write_lake; `video_texts` built once, upstream).
+One random-weight model (--preset, --text-attention: speed does not depend on training), the same
+weights for all four contenders, each reading the same tables and writing its scores:
+- spark_job: `jobs.score.score_date`, the whole `hcmrm score` of the day (validation, ad-major rows,
+  mapInArrow scoring, relevance_scores + scoring_rejects in Delta, counts reconciled, MLflow run);
+- mlflow_spark_udf: the pairs joined to their ad, video and video text (one video per pair), scored by
+  `mlflow.pyfunc.spark_udf` over the shipped pyfunc flavor (hcmrm.tracking.pyfunc), written as Parquet;
+- predict_batch_udf: the same join, scored by `pyspark.ml.functions.predict_batch_udf` around
+  Scorer.score_pairs (what a user writes), written as Parquet. The stock paths run as a user runs them,
+  torch at its default thread count;
+- plain: the engine in as many processes as Spark has Python workers, one torch thread each, each
+  reading its share of the ads from the same Parquet files, grouping by ad, scoring, writing Parquet.
+A warm-up round (JVM, Python workers with torch and the model, the plain processes), then --rounds
+rounds, the contenders' order rotating each round. Every contender's scores must equal the job's to
+1e-4 (else exit 1). Prints each contender's median seconds and spread, the per-round ratios, and as
+the last line one JSON object: spark_over_plain, over_mlflow_spark_udf, over_predict_batch_udf (medians
+of the per-round pairs/s ratios) and flop_per_pair_full / flop_per_pair_cached (hcmrm.model.flops:
+`base`, query 32, text 128 tokens, 4 frames, per-ad work shared by --queries-per-ad pairs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import multiprocessing
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from scoring_engine import group_ads  # noqa: E402
+from scoring_scale import DATE, synthetic_day  # noqa: E402
+
+TOLERANCE = 1e-4
+KEY = ["query", "ad_id"]
+
+
+# --- plain: the engine in worker processes, Parquet in and out ----------------------------------
+
+_PLAIN: dict = {}
+
+
+def plain_init(model_dir: str) -> None:
+    """One Scorer per process, one torch thread (as the job's Python workers), warmed up once."""
+    import torch
+
+    from hcmrm.scoring import Scorer
+    from jobs.score import canary_batch
+
+    torch.set_num_threads(1)
+    _PLAIN["scorer"] = Scorer.from_dir(model_dir)
+    _PLAIN["scorer"].score(canary_batch())
+
+
+def plain_shard(task: tuple) -> int:
+    """Score the ads whose id hashes to `shard` from the lake's Parquet files; write them to `out`."""
+    lake, shard, shards, out = task
+    day = f"dt={DATE}"  # the day's partition: Delta's files carry the dt column themselves
+    pairs = pd.read_parquet(Path(lake, "query_ad_pairs", day))
+    pairs = pairs[pd.util.hash_array(pairs.ad_id.to_numpy(dtype=object)) % shards == shard]
+    ads = pd.read_parquet(Path(lake, "ads"))
+    videos = pd.read_parquet(Path(lake, "videos", day))
+    texts = pd.read_parquet(Path(lake, "video_texts", day))
+    grouped = group_ads(pairs, ads, videos, dict(zip(texts.video_id, texts.video_text)))
+    results = _PLAIN["scorer"].score(grouped)
+    scored = [(q, ad.ad_id, s) for ad, r in zip(grouped, results) if r.reason is None
+              for q, s in zip(ad.queries, r.score)]
+    frame = pd.DataFrame(scored, columns=[*KEY, "score"])
+    frame.to_parquet(Path(out, f"part-{shard}.parquet"))
+    return len(frame)
+
+
+def plain_run(pool, lake: str, shards: int, out: Path) -> pd.DataFrame:
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    pool.map(plain_shard, [(lake, i, shards, str(out)) for i in range(shards)])
+    return pd.read_parquet(out)
+
+
+# --- the stock Spark paths: one video per pair ------------------------------------------------------
+
+
+def pairs_with_videos(spark, settings):
+    """The day's pairs, each with its video's text and frames: the input a user hands a per-row UDF."""
+    from pyspark.sql import functions as F
+
+    def table(name):
+        return spark.read.format("delta").load(settings.table(name))
+
+    day = F.col("dt") == DATE
+    return (table("query_ad_pairs").where(day).select(*KEY)
+            .join(table("ads").select("ad_id", "video_id"), "ad_id")
+            .join(table("videos").where(day).select("video_id", "frames"), "video_id")
+            .join(table("video_texts").where(day).select("video_id", "video_text"), "video_id"))
+
+
+def mlflow_udf(spark, pyfunc_dir: Path):
+    import mlflow.pyfunc
+
+    from hcmrm.tracking.pyfunc import RESULT_TYPE
+
+    return mlflow.pyfunc.spark_udf(spark, str(pyfunc_dir), result_type=RESULT_TYPE)
+
+
+def batch_udf(model_dir: str, batch_size: int):
+    """predict_batch_udf around the engine, as its docs show: a loader returning a function of numpy columns."""
+    from pyspark.ml.functions import predict_batch_udf
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    from hcmrm.tables import PREDICTION
+
+    def make_predict_fn():
+        from hcmrm.scoring import Scorer
+
+        scorer = Scorer.from_dir(model_dir)
+
+        def predict(queries, texts, frames):
+            videos = [[bytes(f) for f in v] if v is not None else None for v in frames]
+            probs, score = scorer.score_pairs(list(queries), list(texts), videos)
+            columns = {f.name: probs[:, i].astype(np.float64) for i, f in enumerate(list(PREDICTION)[:4])}
+            return {**columns, "score": score.astype(np.float64), "label": probs.argmax(axis=1).astype(np.int32)}
+
+        return predict
+
+    # input_tensor_shapes None: the frames column is ragged (0-4 frames), passed through as it is.
+    return predict_batch_udf(make_predict_fn, return_type=from_arrow_schema(PREDICTION), batch_size=batch_size,
+                             input_tensor_shapes=[None, None, None])
+
+
+def stock_run(spark, frame, udf, out: Path) -> pd.DataFrame:
+    scored = frame.select(*KEY, udf("query", "video_text", "frames").alias("prediction"))
+    scored.write.mode("overwrite").parquet(str(out))
+    back = pd.read_parquet(out, columns=[*KEY, "prediction"])
+    return back.assign(score=[p["score"] for p in back.prediction]).drop(columns="prediction")
+
+
+# --- our job ------------------------------------------------------------------------------------------
+
+
+def job_run(spark, settings, config, model, experiment) -> pd.DataFrame:
+    from pyspark.sql import functions as F
+
+    from jobs.score import score_date
+
+    with contextlib.redirect_stderr(io.StringIO()):
+        result = score_date(spark, settings, config, DATE, model, experiment)
+    rows = spark.read.format("delta").load(settings.table("relevance_scores"))
+    return rows.where(F.col("scoring_run_id") == result.run_id).select(*KEY, "score").toPandas()
+
+
+# --- rounds, checks, report ---------------------------------------------------------------------------
+
+
+def max_difference(reference: pd.DataFrame, other: pd.DataFrame) -> float:
+    """Largest |score difference| over the job's pairs; inf when a pair is missing or extra."""
+    joined = reference.merge(other, on=KEY, how="outer", suffixes=("", "_other"))
+    if joined[["score", "score_other"]].isna().any().any() or len(joined) != len(reference):
+        return float("inf")
+    return float((joined.score - joined.score_other).abs().max())
+
+
+def rounds(contenders: dict, n: int) -> tuple[dict, dict]:
+    """A warm-up run of each, then `n` timed rounds, the order rotating; (seconds per contender, outputs)."""
+    names, seconds, outputs = list(contenders), {name: [] for name in contenders}, {}
+    for name in names:
+        outputs[name] = contenders[name]()
+    for r in range(n):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            start = time.perf_counter()
+            outputs[name] = contenders[name]()
+            seconds[name].append(time.perf_counter() - start)
+        print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in seconds.items()), flush=True)
+    return seconds, outputs
+
+
+def flop_keys(queries_per_ad: int) -> dict:
+    """Amortised FLOP per pair of `base` at its length limits, full and cached (hcmrm/model/flops.py)."""
+    import torch
+
+    from hcmrm.model.flops import pair_flops
+    from hcmrm.model.network import build_model
+
+    torch.manual_seed(0)
+    full = build_model("base", max_frames=4).eval()
+    cached = build_model("base", max_frames=4, text_attention="cached").eval()
+    row = pair_flops(full, cached, full.config.max_query_len, full.config.max_text_len, 4, queries_per_ad)
+    return {"flop_per_pair_full": round(row.full_amortised), "flop_per_pair_cached": round(row.cached_amortised)}
+
+
+def summary(seconds: dict, pairs: int, differences: dict) -> dict:
+    for name, runs in seconds.items():
+        print(f"{name:18s} median {statistics.median(runs):7.2f} s  spread {min(runs):.2f}-{max(runs):.2f} s  "
+              f"{pairs / statistics.median(runs):8.1f} pairs/s  max |score diff| vs job {differences[name]:.2e}")
+    ratios = {}
+    for key, other in (("spark_over_plain", "plain"), ("over_mlflow_spark_udf", "mlflow_spark_udf"),
+                       ("over_predict_batch_udf", "predict_batch_udf")):
+        per_round = [o / j for j, o in zip(seconds["spark_job"], seconds[other])]  # pairs/s ratio = time ratio
+        ratios[key] = round(statistics.median(per_round), 3)
+        print(f"{key:24s} median {ratios[key]:.3f}  rounds {[round(x, 3) for x in per_round]}")
+    return ratios
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="small", help="model preset: tiny, small, base")
+    parser.add_argument("--text-attention", default="cached", choices=["full", "cached"])
+    parser.add_argument("--ads", type=int, default=1000)
+    parser.add_argument("--queries-per-ad", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=1024, help="predict_batch_udf's batch_size")
+    parser.add_argument("--profile", default="local", help="Spark profile (hcmrm/conf/spark)")
+    args = parser.parse_args()
+
+    from hcmrm.config import load
+    from hcmrm.settings import Settings
+    from hcmrm.tracking.pyfunc import save_pyfunc
+    from hcmrm.tracking.store import use_experiment
+    from jobs.score import CONF_FILE, ScoreJobConfig
+    from jobs.session import arrow_batch_rows, spark_session
+    from scoring_engine import video_texts
+    from scoring_spark_overhead import job_model, register, write_lake
+
+    root = Path(tempfile.mkdtemp(prefix="hcmrm-compare-"))
+    synthetic_day(args.ads * args.queries_per_ad, root / "day", sizes=np.full(args.ads, args.queries_per_ad))
+    pairs, ads, videos = (pd.read_parquet(root / "day" / f"{n}.parquet") for n in ("query_ad_pairs", "ads", "videos"))
+    settings = Settings(lake=str(root / "lake"), tracking_uri=f"sqlite:///{root / 'mlruns.db'}",
+                        artifact_root=str(root / "mlartifacts"), model_name="bench", spark_profile=args.profile)
+    register(settings, args.preset, root, text_attention=args.text_attention)
+    spark = spark_session(args.profile, app_name="hcmrm-bench-compare")
+    workers = spark.sparkContext.defaultParallelism
+    write_lake(spark, settings, pairs, ads, videos, video_texts(videos))
+    config = load(ScoreJobConfig, CONF_FILE)
+    experiment = use_experiment(settings, config.experiment)
+    model = job_model(spark, settings, config)
+    pyfunc_dir = save_pyfunc(model.local_dir, root / "pyfunc")
+    frame = pairs_with_videos(spark, settings)
+    m_udf, b_udf = mlflow_udf(spark, pyfunc_dir), batch_udf(model.local_dir, args.batch_size)
+
+    def job():
+        with arrow_batch_rows(spark, config.ads_per_arrow_batch):  # the job's batch size, for the job only
+            return job_run(spark, settings, config, model, experiment)
+
+    context = {"preset": args.preset, "text_attention": args.text_attention, "ads": args.ads,
+               "queries_per_ad": args.queries_per_ad, "python_workers": workers, "lake": str(root),
+               "load_average_before": round(os.getloadavg()[0], 1)}
+    print(json.dumps(context), flush=True)
+    with multiprocessing.get_context("spawn").Pool(workers, plain_init, (model.local_dir,)) as pool:
+        seconds, outputs = rounds({
+            "spark_job": job,
+            "mlflow_spark_udf": lambda: stock_run(spark, frame, m_udf, root / "out" / "mlflow_spark_udf"),
+            "predict_batch_udf": lambda: stock_run(spark, frame, b_udf, root / "out" / "predict_batch_udf"),
+            "plain": lambda: plain_run(pool, settings.lake, workers, root / "out" / "plain"),
+        }, args.rounds)
+    spark.stop()
+    differences = {name: max_difference(outputs["spark_job"], out) for name, out in outputs.items()}
+    ratios = summary(seconds, len(outputs["spark_job"]), differences)
+    print(f"load average after {os.getloadavg()[0]:.1f}; pairs {len(outputs['spark_job'])}", flush=True)
+    print(json.dumps({**ratios, **flop_keys(args.queries_per_ad)}))
+    if max(differences.values()) > TOLERANCE:
+        sys.exit(f"scores differ from the job's by more than {TOLERANCE}: {differences}")
+
+
+if __name__ == "__main__":
+    main()
