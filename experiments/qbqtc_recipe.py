@@ -1,0 +1,134 @@
+"""Recipes toward the QBQTC target: more data (QBQTC v0 listwise train, through its label map), longer
+token budgets, more epochs, width. Trains here; the figures come from `hcmrm evaluate` (--evaluate).
+
+    .venv/bin/python experiments/qbqtc_recipe.py --rows kuake-long mix-long --seeds 0      # train (resumable)
+    .venv/bin/python experiments/qbqtc_recipe.py --evaluate                               # score what is trained
+    .venv/bin/python experiments/qbqtc_recipe.py --summary                                # the table
+
+Every row starts from the shipped recipe (hcmrm/conf/train/kuake_small_match.yaml) and changes what its
+entry in ROWS says. A run's model is .cache/qbqtc_recipe/<run>/model (its checkpoints beside it, so a
+cut-off run resumes); `--evaluate` writes experiments/results/qbqtc_recipe/<run>.json with `hcmrm evaluate`'s
+JSON per dev set and skips runs already scored. QBQTC v1 dev is never trained on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+
+from hcmrm.config import load  # noqa: E402
+from hcmrm.settings import CONF_DIR  # noqa: E402
+from hcmrm.train.finetune import FinetuneConfig, finetune  # noqa: E402
+from hcmrm.train.labeled_data import build_texts, read_sources, to_examples  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data"
+KUAKE = f"kuake={DATA / 'kuake_qtr' / 'KUAKE-QTR_train.json'}"
+QBQTC_V0 = f"qbqtc={DATA / 'qbqtc_v0_listwise' / 'train.json'}"
+DEV_SETS = {"kuake_qtr_dev": DATA / "kuake_qtr" / "KUAKE-QTR_dev.json", "qbqtc_dev": DATA / "qbqtc" / "dev.json"}
+RECIPE = CONF_DIR / "train" / "kuake_small_match.yaml"
+RESULTS = REPO / "experiments" / "results" / "qbqtc_recipe"
+CACHE = REPO / ".cache" / "qbqtc_recipe"
+
+LONG = {"max_query_len": 24, "max_text_len": 64}  # covers 99% / 97% of QBQTC dev queries / titles (40: 88%)
+ROWS = {  # row -> (training sources, overrides of the shipped recipe)
+    "kuake": ([KUAKE], {}),
+    "kuake-long": ([KUAKE], {"model": LONG}),
+    "mix": ([KUAKE, QBQTC_V0], {}),
+    "mix-long": ([KUAKE, QBQTC_V0], {"model": LONG}),
+    "mix-long-4ep": ([KUAKE, QBQTC_V0], {"model": LONG, "loop": {"epochs": 4}}),
+    "mix-long-wide": ([KUAKE, QBQTC_V0], {"model": {**LONG, "text": {"hidden": 128, "intermediate": 256}}}),
+}
+
+
+def run_name(row: str, seed: int) -> str:
+    return f"{row}-seed{seed}"
+
+
+def train(rows: list[str], seeds: list[int]) -> None:
+    for seed in seeds:
+        for row in rows:
+            name = run_name(row, seed)
+            if (CACHE / name / "model").exists():
+                continue
+            sources, overrides = ROWS[row]
+            config = load(FinetuneConfig, RECIPE, {**overrides, "loop.seed": seed})
+            pairs = read_sources(sources, config.label_maps)
+            examples = to_examples(build_texts(pairs.pairs))
+            started = time.time()
+            print(f"{name}: training on {len(examples)} pairs ({len(pairs.rejects)} rejected)", flush=True)
+            finetune(examples, None, config, out_dir=CACHE / name, progress=True)
+            (CACHE / name / "trained.json").write_text(json.dumps(
+                {"run": name, "row": row, "seed": seed, "sources": sources, "overrides": overrides,
+                 "train_pairs": len(examples), "seconds": round(time.time() - started, 1)}, indent=2) + "\n")
+
+
+def evaluate_all() -> None:
+    """`hcmrm evaluate` on both dev sets for every trained run not yet scored (the user's command)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for trained in sorted(CACHE.glob("*/trained.json")):
+        record = json.loads(trained.read_text())
+        out = RESULTS / f"{record['run']}.json"
+        if out.exists():
+            continue
+        model = trained.parent / "model"
+        for dev, path in DEV_SETS.items():
+            command = [str(REPO / ".venv" / "bin" / "hcmrm"), "evaluate", "--model", str(model), "--data", str(path),
+                       "--no-progress"]
+            result = subprocess.run(command, check=True, capture_output=True, text=True, cwd=REPO)
+            record[dev] = json.loads(result.stdout.strip().splitlines()[-1])
+        out.write_text(json.dumps(record, indent=2) + "\n")
+        print(json.dumps({k: record[k] for k in ("run", *DEV_SETS)}), flush=True)
+
+
+def summary_table() -> str:
+    """Mean +- std over the seeds of each row (experiments/results/qbqtc_recipe.md)."""
+    lines = ["| row | sources | seeds | KUAKE-QTR dev AUC | Spearman | QBQTC dev AUC | Spearman | train min |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row, (sources, _) in ROWS.items():
+        runs = [json.loads(p.read_text()) for p in sorted(RESULTS.glob(f"{row}-seed*.json"))]
+        if not runs:
+            continue
+        cells = []
+        for dev in DEV_SETS:
+            for metric in ("auc", "spearman"):
+                values = [r[dev][metric] for r in runs]
+                spread = statistics.stdev(values) if len(values) > 1 else 0.0
+                cells.append(f"{statistics.mean(values):.3f} +- {spread:.3f}")
+        names = " + ".join(s.split("=")[1].split("/shared/data/")[1] for s in sources)
+        minutes = statistics.mean(r["seconds"] for r in runs) / 60
+        lines.append(f"| {row} | {names} | {len(runs)} | " + " | ".join(cells) + f" | {minutes:.0f} |")
+    table = "\n".join(lines)
+    (RESULTS.parent / "qbqtc_recipe.md").write_text(table + "\n")
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=[])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--evaluate", action="store_true", help="score the trained runs with `hcmrm evaluate`")
+    parser.add_argument("--summary", action="store_true", help="print the table of the scored runs")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(1)
+    train(args.rows, args.seeds)
+    if args.evaluate:
+        evaluate_all()
+    if args.summary:
+        print(summary_table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
