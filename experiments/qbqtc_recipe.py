@@ -48,7 +48,47 @@ ROWS = {  # row -> (training sources, overrides of the shipped recipe)
     "mix-long": ([KUAKE, QBQTC_V0], {"model": LONG}),
     "mix-long-4ep": ([KUAKE, QBQTC_V0], {"model": LONG, "loop": {"epochs": 4}}),
     "mix-long-wide": ([KUAKE, QBQTC_V0], {"model": {**LONG, "text": {"hidden": 128, "intermediate": 256}}}),
+    "pt-mix-long": ([KUAKE, QBQTC_V0], {"model": LONG}),  # from the pre-trained model of PRETRAIN
 }
+# Text-only pre-training (ITC + ITM + MLM, no PQVM: no frames) on the query -> text pairs the corpora have,
+# before fine-tuning the `pt-` rows: KUAKE-QTR and QBQTC v0 train pairs graded above Bad, TNEWS keywords ->
+# headline, Bilibili tags -> title. THUCNews titles and Multi-CPR queries have no partner text.
+PRETRAIN = {"steps": 1000, "lr": 5.0e-4, "warmup_steps": 100}
+
+
+def pretrain_examples() -> list:
+    from hcmrm.train.batching import PretrainExample
+    from hcmrm.train.labeled_data import read_records
+
+    pairs = []
+    for path in (DATA / "kuake_qtr" / "KUAKE-QTR_train.json", DATA / "qbqtc_v0_listwise" / "train.json"):
+        rows = read_records(path)
+        graded = rows["label" if "label" in rows.columns else "relevant"].astype(int) >= 1
+        pairs += list(zip(rows["query"][graded], rows["title"][graded]))
+    for path in (DATA / "tnews_keywords" / "dev.json", DATA / "tnews_keywords" / "test.json"):
+        rows = read_records(path)
+        pairs += [(k.replace(",", " "), t) for k, t in zip(rows["keywords"], rows["sentence"]) if k]
+    rows = read_records(DATA / "bilibili_top100_titles" / "videos_dedup.jsonl")
+    pairs += [(" ".join(t.strip("[]").replace("'", "").split(", ")[:5]), title)
+              for t, title in zip(rows["tags"], rows["title"]) if isinstance(t, str) and len(t) > 2]
+    return [PretrainExample(q, t, None) for q, t in pairs if q.strip() and t.strip()]
+
+
+def pretrained(seed: int, model: dict) -> Path:
+    """The pre-trained model of PRETRAIN for this seed (trained once, resumable)."""
+    from hcmrm.config import from_dict
+    from hcmrm.train.pretrain import PretrainConfig, pretrain
+
+    out = CACHE / f"pretrain-seed{seed}"
+    if not (out / "model").exists():
+        config = from_dict(PretrainConfig, {
+            "preset": "small", "model": model, "weights": {"pqvm": 0.0},
+            "loop": {"max_steps": PRETRAIN["steps"], "batch_size": 32, "seed": seed, "log_every": 100,
+                     "optim": {"lr": PRETRAIN["lr"], "warmup_steps": PRETRAIN["warmup_steps"]}}})
+        examples = pretrain_examples()
+        print(f"pretrain-seed{seed}: {len(examples)} pairs, {PRETRAIN['steps']} steps", flush=True)
+        pretrain(examples, config, out_dir=out, progress=True)
+    return out / "model"
 
 
 def run_name(row: str, seed: int) -> str:
@@ -66,8 +106,9 @@ def train(rows: list[str], seeds: list[int]) -> None:
             pairs = read_sources(sources, config.label_maps)
             examples = to_examples(build_texts(pairs.pairs))
             started = time.time()
+            init = pretrained(seed, config.model) if row.startswith("pt-") else None
             print(f"{name}: training on {len(examples)} pairs ({len(pairs.rejects)} rejected)", flush=True)
-            finetune(examples, None, config, out_dir=CACHE / name, progress=True)
+            finetune(examples, None, config, out_dir=CACHE / name, init=init, progress=True)
             (CACHE / name / "trained.json").write_text(json.dumps(
                 {"run": name, "row": row, "seed": seed, "sources": sources, "overrides": overrides,
                  "train_pairs": len(examples), "seconds": round(time.time() - started, 1)}, indent=2) + "\n")
