@@ -13,8 +13,8 @@ split `train` to train, `dev` to evaluate), or from --train/--dev: a Delta table
 array or JSON lines, with `query`, a video text (`title` [+ `ocr_text`, `asr_text`] or `text`) or a
 `video_id` (its text from `video_texts`, its frames from `videos`), optional `frames`, and
 `label`/`relevant` 0..3, or on another scale read through a label map of the training YAML
-(`--train qbqtc=v0/train.json`: `label_maps.qbqtc`; --train repeats, the sources train as one set). A title [+ OCR/ASR] becomes the model's text as the pseudo-queries job
-builds `video_texts` (same function, same settings: --text-conf). Rows that cannot be used are
+(`--train qbqtc=v0/train.json`: `label_maps.qbqtc`; --train repeats, the sources train as one set).
+A title [+ OCR/ASR] becomes the model's text as the pseudo-queries job builds `video_texts` (same function, same settings: --text-conf). Rows that cannot be used are
 counted and logged to the MLflow run (`rejects.json`), never silently dropped.
 
 Each epoch ends with an evaluation on dev (AUC with label >= 2, Spearman, accuracy, per-query
@@ -255,7 +255,8 @@ def train_and_register(args: argparse.Namespace, settings: Settings) -> dict | N
     out = args.out or Path("runs") / "finetune"
     data_id = fingerprint(dev) if dev else None
     params = {**to_dict(config), "init": args.init or "none",
-              "data": {"train": ", ".join(args.train or [settings.table("labeled_pairs")]), "dev": args.dev or f"split={args.dev_split}",
+              "data": {"train": ", ".join(args.train or [settings.table("labeled_pairs")]),
+                       "dev": args.dev or f"split={args.dev_split}",
                        "train_pairs": len(train), "dev_pairs": len(dev or []), "rejected": rejected,
                        "dev_fingerprint": data_id or "none"},
               "processes": dist.world_size}
