@@ -15,7 +15,8 @@ array or JSON lines, with `query`, a video text (`title` [+ `ocr_text`, `asr_tex
 `label`/`relevant` 0..3, or on another scale read through a label map of the training YAML
 (`--train qbqtc=v0/train.json`: `label_maps.qbqtc`; --train repeats, the sources train as one set).
 A title [+ OCR/ASR] becomes the model's text as the pseudo-queries job builds `video_texts` (same
-function, same settings: --text-conf). Rows that cannot be used are counted and logged to the MLflow run (`rejects.json`), never silently dropped.
+function, same settings: --text-conf). Rows that cannot be used are counted and logged to the
+MLflow run (`rejects.json`), never silently dropped.
 
 Each epoch ends with an evaluation on dev (AUC with label >= 2, Spearman, accuracy, per-query
 NDCG), scored by the production engine (hcmrm.scoring.Scorer), as is the gate's. The model folder
