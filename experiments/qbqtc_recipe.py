@@ -143,10 +143,10 @@ def summary_table() -> str:
         cells = []
         for dev in DEV_SETS:
             for metric in ("auc", "spearman"):
-                values = [r[dev][metric] for r in runs]
-                spread = statistics.stdev(values) if len(values) > 1 else 0.0
-                cells.append(f"{statistics.mean(values):.3f} +- {spread:.3f}")
-        names = " + ".join(s.split("=")[1].split("/shared/data/")[1] for s in sources)
+                values = [r[dev][metric] for r in runs]  # one seed: no spread to show
+                spread = f" +- {statistics.stdev(values):.3f}" if len(values) > 1 else ""
+                cells.append(f"{statistics.mean(values):.3f}{spread}")
+        names = " + ".join(s.split("=")[0] for s in sources)
         minutes = statistics.mean(r["seconds"] for r in runs) / 60
         lines.append(f"| {row} | {names} | {len(runs)} | " + " | ".join(cells) + f" | {minutes:.0f} |")
     table = "\n".join(lines)
