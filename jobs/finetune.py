@@ -1,6 +1,6 @@
 """finetune: graded (query, video, 0..3) pairs -> a fine-tuned HCMRM, registered, and gated to `champion`.
 
-    hcmrm finetune [--train PATH] [--dev PATH] [--loss hierarchical_softmax|bce]
+    hcmrm finetune [--train [MAP=]PATH ...] [--dev [MAP=]PATH] [--loss hierarchical_softmax|bce]
                    [--init runs/pretrain/model | runs:/<id>/model | models:/hcmrm/3]
                    [--train-conf hcmrm/conf/train/finetune.yaml] [--epochs N] [--steps N] [--lr X] [--seed N]
                    [--gate-metric auc] [--no-register] [--out runs/finetune]
@@ -12,9 +12,11 @@ Labeled pairs come from the lake's Delta table `labeled_pairs` (query, title, la
 split `train` to train, `dev` to evaluate), or from --train/--dev: a Delta table, Parquet, a JSON
 array or JSON lines, with `query`, a video text (`title` [+ `ocr_text`, `asr_text`] or `text`) or a
 `video_id` (its text from `video_texts`, its frames from `videos`), optional `frames`, and
-`label`/`relevant` 0..3. A title [+ OCR/ASR] becomes the model's text as the pseudo-queries job
-builds `video_texts` (same function, same settings: --text-conf). Rows that cannot be used are
-counted and logged to the MLflow run (`rejects.json`), never silently dropped.
+`label`/`relevant` 0..3, or on another scale read through a label map of the training YAML
+(`--train qbqtc=v0/train.json`: `label_maps.qbqtc`; --train repeats, the sources train as one set).
+A title [+ OCR/ASR] becomes the model's text as the pseudo-queries job builds `video_texts` (same
+function, same settings: --text-conf). Rows that cannot be used are counted and logged to the
+MLflow run (`rejects.json`), never silently dropped.
 
 Each epoch ends with an evaluation on dev (AUC with label >= 2, Spearman, accuracy, per-query
 NDCG), scored by the production engine (hcmrm.scoring.Scorer), as is the gate's. The model folder
@@ -54,8 +56,11 @@ EXPERIMENT = "hcmrm-finetune"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--train", help="training pairs: Delta table, Parquet, JSON (default: the lake's labeled_pairs)")
-    parser.add_argument("--dev", help="dev pairs, same formats (default: --train's rows of --dev-split)")
+    parser.add_argument("--train", action="append", metavar="[MAP=]PATH",
+                        help="training pairs: Delta table, Parquet, JSON (default: the lake's labeled_pairs); repeat for "
+                             "several sources; MAP= reads the labels through the training YAML's label_maps[MAP]")
+    parser.add_argument("--dev", metavar="[MAP=]PATH",
+                        help="dev pairs, same formats (default: the --train sources' rows of --dev-split)")
     parser.add_argument("--train-split", default="train", help="rows of this split train (when there is a split column)")
     parser.add_argument("--dev-split", default="dev", help="rows of this split evaluate")
     parser.add_argument("--videos", help="videos table for pairs given by video_id (default: the lake's videos)")
@@ -128,22 +133,35 @@ def split_rows(frame, split: str):
     return frame[frame["split"] == split] if "split" in frame.columns else frame
 
 
+def read_source(value: str | None, args: argparse.Namespace, settings: Settings, label_maps: dict):
+    """(rows as pandas, the source's label map or None, its name) of one `--train`/`--dev` value."""
+    from hcmrm.train.labeled_data import parse_source
+
+    path, label_map = parse_source(value, label_maps) if value else (None, None)
+    return read_frame(path, args, settings), label_map, path or settings.table("labeled_pairs")
+
+
 def read_labeled_sets(args: argparse.Namespace, settings: Settings):
-    """(train pairs, dev pairs, rejects) after validation (hcmrm.train.labeled_data)."""
+    """(train pairs, dev pairs, rejects) after validation (hcmrm.train.labeled_data), each --train source
+    through its label map (`NAME=PATH`, the training YAML's `label_maps`)."""
     import pandas as pd
 
-    from hcmrm.train.labeled_data import normalize
+    from hcmrm.train.labeled_data import concat, normalize
     from jobs.common import spark_from_args
     from jobs.pseudo_queries import labeled_texts
 
-    train_frame = read_frame(args.train, args, settings)
-    dev_frame = read_frame(args.dev, args, settings) if args.dev else train_frame
-    train_raw = split_rows(train_frame, args.train_split)
-    dev_raw = split_rows(dev_frame, args.dev_split) if (args.dev is None or "split" in dev_frame.columns) else dev_frame
-    if args.dev is None and "split" not in train_frame.columns:
-        dev_raw = train_frame.iloc[0:0]  # no split column and no --dev: nothing to evaluate on
-    train = normalize(train_raw, source="train")
-    dev = normalize(dev_raw, source="dev") if len(dev_raw) else None
+    label_maps = load_config(args).label_maps
+    train_parts, dev_parts = [], []
+    for value in args.train or [None]:  # no --train: the lake's labeled_pairs, split train -> dev
+        frame, label_map, name = read_source(value, args, settings, label_maps)
+        train_parts.append(normalize(split_rows(frame, args.train_split), source=name, label_map=label_map))
+        if args.dev is None and "split" in frame.columns:
+            dev_parts.append(normalize(split_rows(frame, args.dev_split), source=name, label_map=label_map))
+    if args.dev:
+        frame, label_map, name = read_source(args.dev, args, settings, label_maps)
+        dev_parts = [normalize(split_rows(frame, args.dev_split), source=name, label_map=label_map)]
+    train = concat(train_parts)
+    dev = concat(dev_parts) if dev_parts else None
     if args.limit:
         train.pairs = train.pairs.head(args.limit)
     rejects = pd.concat([r.rejects.assign(set=name) for name, r in (("train", train), ("dev", dev)) if r is not None])
@@ -202,9 +220,9 @@ def run_distributor(args: argparse.Namespace, settings: Settings) -> dict | None
     train_pairs, dev_pairs, rejects = read_labeled_sets(args, settings)
     folder = Path(tempfile.mkdtemp(prefix="hcmrm-finetune-"))
     try:
-        overrides = {"train": str(folder / "train.parquet"), "dev": None, "limit": None, "num_processes": None,
+        overrides = {"train": [str(folder / "train.parquet")], "dev": None, "limit": None, "num_processes": None,
                      "upstream_rejects": int(len(rejects))}
-        train_pairs.drop(columns=["split"], errors="ignore").to_parquet(overrides["train"])
+        train_pairs.drop(columns=["split"], errors="ignore").to_parquet(overrides["train"][0])  # labels mapped
         if dev_pairs is not None:
             overrides["dev"] = str(folder / "dev.parquet")
             dev_pairs.drop(columns=["split"], errors="ignore").to_parquet(overrides["dev"])
@@ -238,7 +256,8 @@ def train_and_register(args: argparse.Namespace, settings: Settings) -> dict | N
     out = args.out or Path("runs") / "finetune"
     data_id = fingerprint(dev) if dev else None
     params = {**to_dict(config), "init": args.init or "none",
-              "data": {"train": args.train or settings.table("labeled_pairs"), "dev": args.dev or f"split={args.dev_split}",
+              "data": {"train": ", ".join(args.train or [settings.table("labeled_pairs")]),
+                       "dev": args.dev or f"split={args.dev_split}",
                        "train_pairs": len(train), "dev_pairs": len(dev or []), "rejected": rejected,
                        "dev_fingerprint": data_id or "none"},
               "processes": dist.world_size}

@@ -25,6 +25,7 @@ from hcmrm.config import override
 from hcmrm.labels import GRADE_NAMES
 from hcmrm.model.config import preset
 from hcmrm.train.distributed import DistInfo
+from hcmrm.train.labeled_data import check_label_map
 from hcmrm.model.losses import relevance_loss
 from hcmrm.train.metrics import POSITIVE_LABEL, Metrics, p_at_least, relevance_metrics
 from hcmrm.model.network import HCMRM
@@ -34,6 +35,9 @@ from hcmrm.train.loop import LoopConfig, LoopResult, latest_checkpoint, run_loop
 log = logging.getLogger(__name__)
 
 LOSSES = {"hierarchical_softmax": "hierarchical", "bce": "bce"}  # --loss name -> model head
+# QBQTC grades 0 not / 1 somewhat / 2 very relevant; "very" is the positive class on both scales
+# (docs/training.md), so 2 -> Excellent and "somewhat" stays below the line as Less.
+DEFAULT_LABEL_MAPS = {"kuake": {0: 0, 1: 1, 2: 2, 3: 3}, "qbqtc": {0: 0, 1: 1, 2: 3}}
 PROGRESS_BLOCK = 2048  # pairs scored between two progress reports of `score_examples`
 
 
@@ -48,10 +52,13 @@ class FinetuneConfig:
     gate_metric: str = "auc"  # dev metric the registry gate compares
     gate_min_delta: float = 0.0  # margin the candidate must beat the champion by
     num_threads: int = 0  # torch CPU threads (0 = torch's default)
+    # raw label -> the model's 0..3, per source scale; `--train NAME=PATH` reads PATH through NAME's map
+    label_maps: dict = field(default_factory=lambda: {name: dict(m) for name, m in DEFAULT_LABEL_MAPS.items()})
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {self.loss!r}")
+        self.label_maps = {name: check_label_map(name, m) for name, m in self.label_maps.items()}
 
 
 class RelevanceStep(nn.Module):

@@ -5,6 +5,12 @@ columns `query`, a video text (`text`, the ready keyword sequence, or `title` wi
 `ocr_text`/`asr_text`), a label column (`label` or `relevant`, int or string), and optionally
 `video_id`, `frames` (list of encoded images) and `split`. Rows that cannot be used are not
 dropped silently: they come back in `rejects` with a `reason`.
+
+Sources graded on another scale (QBQTC 0..2) are read through a label map, raw label -> the
+model's 0..3, named in the training YAML (`label_maps`) and picked per file as `NAME=PATH`:
+
+    maps = {"qbqtc": {0: 0, 1: 1, 2: 3}}
+    pairs = read_sources(["../shared/data/kuake_qtr/KUAKE-QTR_train.json", "qbqtc=qbqtc_v0/train.json"], maps)
 """
 
 from __future__ import annotations
@@ -65,7 +71,17 @@ def read_records(path: str | Path) -> pd.DataFrame:
 
 
 def _parse_label(value) -> tuple[int | None, str | None]:
-    """(label, None) or (None, reason)."""
+    """A grade of the model's scale: (label, None) or (None, reason)."""
+    number, reason = _parse_label_number(value)
+    if reason:
+        return None, reason
+    if not is_label(number):
+        return None, f"label {number} outside {LABEL_RANGE}"
+    return number, None
+
+
+def _parse_label_number(value) -> tuple[int | None, str | None]:
+    """An integer label on any scale (a source's raw grade): (value, None) or (None, reason)."""
     if value is None or (isinstance(value, float) and value != value):
         return None, "missing label"
     if isinstance(value, bool):
@@ -76,9 +92,33 @@ def _parse_label(value) -> tuple[int | None, str | None]:
         return None, f"label {value!r} is not an integer"
     if number != int(number):
         return None, f"label {value!r} is not an integer"
-    if not is_label(number):
-        return None, f"label {int(number)} outside {LABEL_RANGE}"
     return int(number), None
+
+
+def check_label_map(name: str, mapping) -> dict[int, int]:
+    """A label map as {raw int: model label}, or a one-line ValueError naming what is wrong with it."""
+    if not isinstance(mapping, dict) or not mapping:
+        raise ValueError(f"label map {name!r}: expected a non-empty mapping raw label -> {LABEL_RANGE}, got {mapping!r}")
+    out = {}
+    for raw, label in mapping.items():
+        raw_int, raw_reason = _parse_label_number(raw)
+        model_int, model_reason = _parse_label(label)
+        if raw_reason or model_reason:
+            raise ValueError(f"label map {name!r}: {raw!r} -> {label!r}: {raw_reason or model_reason}")
+        out[raw_int] = model_int
+    return out
+
+
+def _mapped_label(value, label_map: dict[int, int] | None) -> tuple[int | None, str | None]:
+    """The model's label of a raw cell: parsed as a grade, or read through the source's label map."""
+    if label_map is None:
+        return _parse_label(value)
+    raw, reason = _parse_label_number(value)
+    if reason:
+        return None, reason
+    if raw not in label_map:
+        return None, f"label {raw} not in the source's label map {sorted(label_map)}"
+    return label_map[raw], None
 
 
 def _text(value) -> str:
@@ -86,8 +126,9 @@ def _text(value) -> str:
     return "" if value is None or (isinstance(value, float) and value != value) else normalize_text(str(value))
 
 
-def normalize(df: pd.DataFrame, source: str = "input") -> LabeledPairs:
-    """Validate raw rows: pick the label column, parse labels, quarantine rows without query/title/label."""
+def normalize(df: pd.DataFrame, source: str = "input", label_map: dict[int, int] | None = None) -> LabeledPairs:
+    """Validate raw rows: pick the label column, parse labels (through `label_map` when the source is graded
+    on another scale), quarantine rows without query/title/label."""
     label_column = next((c for c in LABEL_COLUMNS if c in df.columns), None)
     missing = [c for c in ("query",) if c not in df.columns]
     if "text" not in df.columns and "title" not in df.columns:
@@ -101,7 +142,7 @@ def normalize(df: pd.DataFrame, source: str = "input") -> LabeledPairs:
     title_column = "title" if "title" in df.columns else "text"
     queries, titles = [_text(q) for q in df["query"]], [_text(t) for t in df[title_column]]
     for query, title, raw in zip(queries, titles, df[label_column]):
-        label, reason = _parse_label(raw)
+        label, reason = _mapped_label(raw, label_map)
         if not query:
             reason = "empty query"
         elif not title:
@@ -127,14 +168,43 @@ def normalize(df: pd.DataFrame, source: str = "input") -> LabeledPairs:
     return LabeledPairs(pairs.reset_index(drop=True), rejects.reset_index(drop=True))
 
 
-def read_labeled(path: str | Path, split: str | None = None) -> LabeledPairs:
+def read_labeled(path: str | Path, split: str | None = None, label_map: dict[int, int] | None = None) -> LabeledPairs:
     """Read and validate a labeled file; `split` keeps only rows of that split (when a `split` column exists)."""
     df = read_records(path)
     if split is not None:
         if "split" not in df.columns:
             raise ValueError(f"{path}: --split {split!r} given but the data has no `split` column")
         df = df[df["split"] == split]
-    return normalize(df, source=str(path))
+    return normalize(df, source=str(path), label_map=label_map)
+
+
+def parse_source(value: str, label_maps: dict) -> tuple[str, dict[int, int] | None]:
+    """`NAME=PATH` -> (PATH, the label map NAME), a plain PATH -> (PATH, None: labels are already 0..3).
+
+    Only a NAME of `label_maps` counts as a prefix, so a path holding `=` (a `dt=...` partition) stays a path.
+    """
+    name, sep, path = value.partition("=")
+    if sep and name in label_maps:
+        if not path:
+            raise ValueError(f"{value!r}: no path after the label map's name {name!r}")
+        return path, check_label_map(name, label_maps[name])
+    if sep and name.isidentifier() and not Path(value).exists():
+        raise ValueError(f"{value!r}: {name!r} is not a label map of the training YAML (label_maps: {sorted(label_maps)})")
+    return value, None
+
+
+def read_sources(values: list[str], label_maps: dict, split: str | None = None) -> LabeledPairs:
+    """Several labeled files (each `PATH` or `NAME=PATH`), each through its label map, as one set."""
+    if not values:
+        raise ValueError("no labeled sources given")
+    parts = [read_labeled(path, split, label_map) for path, label_map in (parse_source(v, label_maps) for v in values)]
+    return concat(parts)
+
+
+def concat(parts: list[LabeledPairs]) -> LabeledPairs:
+    """One LabeledPairs of several, rows in order (the sources' columns united; a missing one is null)."""
+    return LabeledPairs(pd.concat([p.pairs for p in parts], ignore_index=True),
+                        pd.concat([p.rejects for p in parts], ignore_index=True))
 
 
 def build_texts(pairs: pd.DataFrame, idf=None, settings=None) -> pd.DataFrame:

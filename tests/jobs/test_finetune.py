@@ -89,6 +89,18 @@ def test_bce_from_a_pretrained_folder_without_registering(settings, capsys, tmp_
     assert out["model_version"] is None and out["metrics"]["n"] == 16  # the dev split of the same file
 
 
+def test_train_repeats_each_source_through_its_label_map_and_dev_takes_their_dev_rows(settings, tmp_path):
+    kuake = write_jsonl(tmp_path / "kuake.jsonl", rows("train") + rows("dev"))
+    v0 = write_jsonl(tmp_path / "v0.jsonl", [{"query": "茶叶", "title": f"茶叶{r}", "relevant": str(r), "split": split}
+                                             for r in (0, 1, 2, 3) for split in ("train", "dev")])
+    args = build_parser(job).parse_args(["--train", kuake, "--train", f"qbqtc={v0}", "--lake", settings.lake])
+    train, dev, rejects = job.read_labeled_sets(args, settings)
+    assert train["label"].tolist()[16:] == [0, 1, 3]  # after KUAKE's 16 train rows; QBQTC's 2 is Excellent
+    assert len(dev) == 16 + 3 and dev["label"].tolist()[16:] == [0, 1, 3]
+    assert rejects["set"].tolist() == ["train", "dev"]  # QBQTC has no grade 3: quarantined, with its reason
+    assert set(rejects["reason"]) == {"label 3 not in the source's label map [0, 1, 2]"}
+
+
 @pytest.mark.spark
 def test_lake_labeled_pairs_by_split(spark, settings, capsys, tmp_path):
     from jobs.tables import overwrite_table

@@ -29,3 +29,13 @@ def test_the_shipped_recipe_is_the_match_ablations_match_aware_row():
 def test_the_ablation_file_is_an_experiment_not_a_train_conf():
     with pytest.raises(ConfigError, match="unknown keys .*'finetune'"):
         load(FinetuneConfig, CONF_DIR / "train" / "ablation.yaml")
+
+
+def test_label_maps_come_from_the_training_yaml_and_are_checked(tmp_path):
+    assert load(FinetuneConfig, RECIPE).label_maps["qbqtc"] == {0: 0, 1: 1, 2: 3}  # the default
+    conf = tmp_path / "conf.yaml"
+    conf.write_text("label_maps: {qbqtc: {0: 0, 1: 2, 2: 3}}\n")
+    assert load(FinetuneConfig, conf).label_maps == {"qbqtc": {0: 0, 1: 2, 2: 3}}
+    conf.write_text("label_maps: {qbqtc: {0: 0, 1: 5}}\n")
+    with pytest.raises(ValueError, match="label map 'qbqtc': 1 -> 5"):
+        load(FinetuneConfig, conf)

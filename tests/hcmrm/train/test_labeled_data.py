@@ -86,3 +86,39 @@ def test_texts_are_built_once_per_row_unless_given_and_only_ocr_asr_needs_an_idf
     assert needs_idf(with_ocr) and not needs_idf(with_ocr.iloc[1:])  # the second row's text is given
     built = build_texts(with_ocr)["text"].tolist()
     assert built == [build_video_text("原神纳塔交响音乐现场", "伦敦交响乐团演奏", None), "给定的文本"]
+
+
+QBQTC_MAP = {"qbqtc": {0: 0, 1: 1, 2: 3}}  # QBQTC's 0..2 onto the model's 0..3: "very relevant" is Excellent
+
+
+def test_sources_on_other_scales_train_as_one_set_through_their_label_maps(tmp_path):
+    from hcmrm.train.labeled_data import read_sources
+
+    kuake = tmp_path / "kuake.json"
+    kuake.write_text(json.dumps(ROWS, ensure_ascii=False), encoding="utf-8")
+    v0 = tmp_path / "v0.json"
+    v0.write_text("\n".join(json.dumps({"query": "三江", "title": f"三江{r}", "relevant": str(r)}, ensure_ascii=False)
+                            for r in (2, 1, 0, 3)) + "\n", encoding="utf-8")
+    both = read_sources([str(kuake), f"qbqtc={v0}"], QBQTC_MAP)
+    assert both.pairs["label"].tolist() == [3, 0, 2, 3, 1, 0]  # KUAKE as is, then QBQTC 2, 1, 0 mapped
+    assert both.rejects["reason"].tolist() == ["label 3 not in the source's label map [0, 1, 2]"]
+    # Without its map the same file reads QBQTC's "very relevant" as Good: the scale is the source's to say.
+    assert read_sources([str(v0)], QBQTC_MAP).pairs["label"].tolist() == [2, 1, 0, 3]
+
+
+def test_a_source_names_a_known_map_or_is_a_path(tmp_path):
+    from hcmrm.train.labeled_data import check_label_map, parse_source
+
+    partition = tmp_path / "dt=2024-05-01"
+    partition.mkdir()
+    assert parse_source(str(partition), QBQTC_MAP) == (str(partition), None)  # `=` inside a path is a path
+    assert parse_source("qbqtc=v0.json", QBQTC_MAP) == ("v0.json", {0: 0, 1: 1, 2: 3})
+    with pytest.raises(ValueError, match="'qbqtcv1' is not a label map of the training YAML"):
+        parse_source("qbqtcv1=v0.json", QBQTC_MAP)
+    with pytest.raises(ValueError, match="no path after"):
+        parse_source("qbqtc=", QBQTC_MAP)
+    assert check_label_map("m", {"0": "0", "1": 2}) == {0: 0, 1: 2}  # YAML or JSON keys may be strings
+    with pytest.raises(ValueError, match=r"label map 'm': 1 -> 4: label 4 outside 0..3"):
+        check_label_map("m", {0: 0, 1: 4})
+    with pytest.raises(ValueError, match="non-empty mapping"):
+        check_label_map("m", {})
