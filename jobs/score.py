@@ -638,9 +638,9 @@ def run(args: argparse.Namespace) -> int:
         release_model(model)
     rate = "n/a" if r.irrelevant_rate is None else f"{r.irrelevant_rate:.4f}"
     print(f"scored {r.dt} with {model.name} v{model.version}: {r.input_pairs} pairs = {r.scored_pairs} scored "
-          f"({r.carried_pairs} carried over from earlier days) + {r.rejected_pairs} rejected {r.rejects_by_reason}")
+          f"+ {r.rejected_pairs} rejected {r.rejects_by_reason}")
     print(f"  distinct ads {r.distinct_ads} in {r.ad_rows} rows, vision encodes {r.vision_encodes}; "
-          f"irrelevant rate {rate}; "
+          f"{r.carried_pairs} pairs carried over from earlier days; irrelevant rate {rate}; "
           f"{r.pairs_per_second:.1f} pairs/s; {r.seconds:.1f} s")
     for table in (RELEVANCE_SCORES, SCORING_REJECTS):
         print(f"  {table.name}: {settings.table(table.name)}")

@@ -209,7 +209,11 @@ def test_a_rerun_replaces_the_day_with_the_same_rows_and_leaves_other_days(spark
     assert sorted(read(spark, settings, "relevance_scores").select(*KEYS).collect()) == first_rows
     assert read(spark, settings, "scoring_rejects", DAY1).count() == 8
     runs = read(spark, settings, "scoring_runs").toPandas()
-    assert sorted(runs.dt) == [DAY1, DAY1, DAY2] and (runs.vision_encodes == runs.distinct_ads).all()
+    assert sorted(runs.dt) == [DAY1, DAY1, DAY2]
+    day1, day2 = runs[runs.dt == DAY1], runs[runs.dt == DAY2].iloc[0]
+    assert (day1.vision_encodes == day1.distinct_ads).all() and (day1.carried_pairs == 0).all()
+    # DAY2's (手机, a2) and (英语, a3) were scored on DAY1: carried over; only a1's pair went through the engine.
+    assert (day2.carried_pairs, day2.vision_encodes, day2.distinct_ads) == (2, 1, 3)
 
 
 def test_model_version_flag_picks_a_version_that_is_not_champion(spark, scored, tmp_path):
