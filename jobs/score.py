@@ -78,7 +78,7 @@ class ScoreJobConfig:
     ads_per_arrow_batch: int = 128  # ad rows (frames included) per Arrow batch into a Python worker, unless the profile sets it
     pairs_per_row: int = 4096  # pairs of one ad per row: a hot ad is cut into rows of at most this many
     # Incremental scoring: a pair whose (query, ad_fingerprint, model version) has a committed score in the
-    # this many days before the date is carried over, not scored again; 0 scores every pair (--full-rescore).
+    # carry_over_days before the date is carried over, not scored again; 0 scores every pair (--full-rescore).
     carry_over_days: int = 7
     engine: ScoringConfig = field(default_factory=ScoringConfig)  # the engine's batching
 
