@@ -12,7 +12,7 @@ export PYSPARK_DRIVER_PYTHON  ?= $(abspath $(PY))
 export TOKENIZERS_PARALLELISM  = false
 export PYTHONUNBUFFERED        = 1
 
-.PHONY: setup demo test cluster-up cluster-down wheel dist bench bench-pseudo-query bench-scoring bench-scale bench-compare bench-worker-memory bench-flops bench-gpu keyword-quality ablation params lock clean
+.PHONY: setup demo test cluster-up cluster-down wheel dist bench bench-pseudo-query bench-scoring bench-scale bench-compare bench-incremental bench-worker-memory bench-flops bench-gpu keyword-quality ablation params lock clean
 
 setup: $(STAMP) $(JARS_STAMP)
 
@@ -83,6 +83,10 @@ bench-scoring: setup
 # Many minutes: a bench, not a test (docs/scoring.md has its figures).
 bench-scale: setup
 	$(PY) benchmarks/scoring_scale.py --sizes 20000 200000 1000000
+
+# Incremental scoring: a day with 80% of its pairs scored on an earlier day against a fresh day, 3 interleaved rounds.
+bench-incremental: setup
+	$(PY) benchmarks/scoring_incremental.py --preset small --ads 120 --queries-per-ad 40 --rounds 3
 
 # A scoring Python worker's private memory by cause (imports, model, one day's batch), tiny and base.
 bench-worker-memory: setup

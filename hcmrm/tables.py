@@ -198,8 +198,11 @@ RELEVANCE_SCORES = Table(
                *((d, pa.string()) for d in DIMENSIONS), *PREDICTION,
                ("model_name", pa.string()), ("model_version", pa.string()),
                ("run_id", pa.string()),  # the MLflow run that trained the model
-               ("scoring_run_id", pa.string()), ("scored_at", TIMESTAMP)]),
-    key=("dt", "query", "ad_id"), partition="dt", optional=("impressions", *DIMENSIONS),
+               ("scoring_run_id", pa.string()), ("scored_at", TIMESTAMP),
+               # udfs.score.ad_fingerprint of what the model read for the ad: a later day reuses the score of
+               # an equal (query, ad_fingerprint, model version) instead of scoring it again (null: before this)
+               ("ad_fingerprint", pa.string())]),
+    key=("dt", "query", "ad_id"), partition="dt", optional=("impressions", *DIMENSIONS, "ad_fingerprint"),
     run_column="scoring_run_id", run_log="scoring_runs",
 )
 SCORING_REJECTS = Table(
@@ -218,8 +221,9 @@ SCORING_RUNS = Table(  # appended last, one row per finished scoring of a day: i
                *((c, pa.int64()) for c in ("input_pairs", "scored_pairs", "rejected_pairs", "distinct_ads",
                                            "vision_encodes")),
                ("irrelevant_rate", pa.float64()), ("seconds", pa.float64()), ("finished_at", TIMESTAMP),
-               ("input_version", pa.int64())]),  # the Delta version of query_ad_pairs read (null: Parquet input)
-    key=("scoring_run_id",), optional=("input_version",),
+               ("input_version", pa.int64()),  # the Delta version of query_ad_pairs read (null: Parquet input)
+               ("carried_pairs", pa.int64())]),  # of scored_pairs, those reused from earlier days (null: before this)
+    key=("scoring_run_id",), optional=("input_version", "carried_pairs"),
 )
 IRRELEVANT_RATE_DAILY = Table(
     "irrelevant_rate_daily",

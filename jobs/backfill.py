@@ -147,12 +147,13 @@ def score_with_retries(spark, settings, config: ScoreJobConfig, retries: int, da
 
 
 def summary(results: list[DateResult]) -> str:
-    lines = [f"{'dt':<10}  {'status':<7}  {'version':>7}  {'input':>8}  {'scored':>8}  {'rejected':>8}  "
-             f"{'ads':>6}  {'encodes':>7}  {'irrelevant':>10}  {'seconds':>7}  note"]
+    lines = [f"{'dt':<10}  {'status':<7}  {'version':>7}  {'input':>8}  {'scored':>8}  {'carried':>8}  "
+             f"{'rejected':>8}  {'ads':>6}  {'encodes':>7}  {'irrelevant':>10}  {'seconds':>7}  note"]
     for r in sorted(results, key=lambda r: r.dt):
         rate = "" if r.irrelevant_rate is None else f"{r.irrelevant_rate:.4f}"
-        counts = (f"{r.input_pairs:>8}  {r.scored_pairs:>8}  {r.rejected_pairs:>8}  {r.distinct_ads:>6}  "
-                  f"{r.vision_encodes:>7}  {rate:>10}  {r.seconds:>7.1f}" if r.status == "scored" else " " * 80)
+        counts = (f"{r.input_pairs:>8}  {r.scored_pairs:>8}  {r.carried_pairs:>8}  {r.rejected_pairs:>8}  "
+                  f"{r.distinct_ads:>6}  {r.vision_encodes:>7}  {rate:>10}  {r.seconds:>7.1f}"
+                  if r.status == "scored" else " " * 90)
         note = f"{r.why}: {r.error[:200]}" if r.why and r.error else r.why or r.error[:200]
         lines.append(f"{r.dt:<10}  {r.status:<7}  {r.model_version:>7}  {counts}  {note}".rstrip())
     totals = {s: sum(r.status == s for r in results) for s in ("scored", "skipped", "failed")}

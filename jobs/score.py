@@ -22,6 +22,7 @@ import argparse
 import dataclasses
 import datetime as dt_
 import io
+import json
 import logging
 import re
 import shutil
@@ -52,10 +53,10 @@ from hcmrm.text.normalize import SPARK_BLANK_PATTERN
 from jobs.common import script_main, settings_from_args, spark_from_args
 from jobs.session import arrow_batch_rows
 from jobs.tables import (
-    append_run, check_contract, check_output, conform, drop_superseded, read_table, reason_code, spark_schema,
-    table_version,
+    append_run, check_contract, check_output, conform, drop_superseded, is_delta_table, read_table, reason_code,
+    spark_schema, table_version,
 )
-from udfs.score import ModelRef, score_ads
+from udfs.score import ModelRef, ad_fingerprint, score_ads
 
 COMMAND = "score"
 HELP = "score one day's query_ad_pairs with a registered model -> relevance_scores (+ scoring_rejects)"
@@ -76,6 +77,9 @@ class ScoreJobConfig:
     claim_hours: float = 24.0  # a RUNNING score of the same date younger than this makes a new one stop (claim_dates)
     ads_per_arrow_batch: int = 128  # ad rows (frames included) per Arrow batch into a Python worker, unless the profile sets it
     pairs_per_row: int = 4096  # pairs of one ad per row: a hot ad is cut into rows of at most this many
+    # Incremental scoring: a pair whose (query, ad_fingerprint, model version) has a committed score in the
+    # carry_over_days before the date is carried over, not scored again; 0 scores every pair (--full-rescore).
+    carry_over_days: int = 7
     engine: ScoringConfig = field(default_factory=ScoringConfig)  # the engine's batching
 
 
@@ -99,7 +103,8 @@ class DateResult:
     error: str = ""  # why it failed
     input_version: int | None = None  # the Delta version of query_ad_pairs the day was read at (None: Parquet)
     why: str = ""  # why backfill scored the day (never scored, another version, input changed, forced)
-    ad_rows: int = 0  # rows the scored ads were cut into: distinct_ads + the extra rows of hot ads
+    ad_rows: int = 0  # rows the engine's ads were cut into: ads with a pair to score + the extra rows of hot ads
+    carried_pairs: int = 0  # of scored_pairs, those carried over from an earlier day's committed score
 
 
 # --- arguments -----------------------------------------------------------------------------------
@@ -127,6 +132,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     which.add_argument("--model-version", type=int, help="a version number of the registered model (--model-name)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where the workers score (default: conf)")
     parser.add_argument("--job-config", type=Path, default=CONF_FILE, help=f"job defaults (default {CONF_FILE})")
+    parser.add_argument("--full-rescore", action="store_true",
+                        help="score every pair, reusing no earlier day's score (carry_over_days: 0)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -291,16 +298,36 @@ def validate_pairs(pairs: DataFrame, ads: DataFrame, videos: DataFrame, video_te
     return df.withColumn("reason", reason).drop("_ad_rows", "_video_rows", "_dt", "_has_text", "_nth")
 
 
-def ad_major(valid: DataFrame, videos: DataFrame, video_texts: DataFrame, pair_columns: list[str],
-             ad_columns: list[str], pairs_per_row: int = 4096) -> DataFrame:
-    """One row per ad and slice of its pairs: its dimensions, its video's `video_text` and frames, and
-    `pairs` array<struct<query, ...>> of at most `pairs_per_row` pairs.
+def video_content(valid: DataFrame, videos: DataFrame, video_texts: DataFrame, salt: str = "") -> DataFrame:
+    """(video_id, video_text, frames, ad_fingerprint) of the videos the pairs `valid` need, and no others:
+    each video's frames with its text of the same dt, and the fingerprint of both (udfs.score.ad_fingerprint,
+    with `salt`: the job's settings that decide whether an ad is scored)."""
+    needed = valid.select("video_id").distinct()
+    return (
+        videos.select("video_id", "dt", "frames").join(F.broadcast(needed), "video_id", "left_semi")
+        .join(video_texts.select("video_id", "dt", "video_text"), ["video_id", "dt"])
+        .drop("dt")
+        .withColumn("ad_fingerprint", ad_fingerprint(F.col("video_text"), F.col("frames"), salt))
+    )
 
-    The pairs are grouped first, then the video content is joined to the (few) grouped rows, and
-    only the videos the day needs are read for it: frame bytes travel once per row. An ad with more
-    pairs than a row holds (a hot ad, millions of queries a day) is cut into several rows, spread over
-    the tasks by (ad_id, slice), so no row, Arrow batch or Python worker holds a hot ad whole; each row
-    encodes the ad's frames once (vision encodes = distinct ads + the extra rows of cut ads).
+
+def fingerprint_salt(config: "ScoreJobConfig") -> str:
+    """The settings besides the model and the ad's content that decide a pair's row: an ad with no text is
+    rejected or scored (require_text), a large frame decoded or rejected (frame_limits)."""
+    return json.dumps({"require_text": config.require_text,
+                       "frame_limits": dataclasses.asdict(config.engine.frame_limits)}, sort_keys=True)
+
+
+def ad_major(valid: DataFrame, content: DataFrame, pair_columns: list[str], ad_columns: list[str],
+             pairs_per_row: int = 4096) -> DataFrame:
+    """One row per ad and slice of its pairs: its dimensions, its video's content (video_content: text,
+    frames, fingerprint) and `pairs` array<struct<query, ...>> of at most `pairs_per_row` pairs.
+
+    The pairs are grouped first, then the video content is joined to the (few) grouped rows: frame
+    bytes travel once per row. An ad with more pairs than a row holds (a hot ad, millions of queries a
+    day) is cut into several rows, spread over the tasks by (ad_id, slice), so no row, Arrow batch or
+    Python worker holds a hot ad whole; each row encodes the ad's frames once (vision encodes = distinct
+    ads + the extra rows of cut ads).
     """
     nth = F.row_number().over(Window.partitionBy("ad_id").orderBy("query")) - 1
     grouped = (
@@ -308,14 +335,50 @@ def ad_major(valid: DataFrame, videos: DataFrame, video_texts: DataFrame, pair_c
         .groupBy("ad_id", "video_id", *ad_columns, "_slice")
         .agg(F.collect_list(F.struct(*pair_columns)).alias("pairs"))
     )
-    needed = valid.select("video_id").distinct()
-    content = (
-        videos.select("video_id", "dt", "frames").join(F.broadcast(needed), "video_id", "left_semi")
-        .join(video_texts.select("video_id", "dt", "video_text"), ["video_id", "dt"])
-        .drop("dt")
-    )
     # The join gathers each video's rows in one task; spread the slices of a hot ad over the tasks again.
     return grouped.join(content, "video_id").repartition("ad_id", "_slice").drop("_slice")
+
+
+# --- incremental scoring ------------------------------------------------------------------------------
+
+
+def earlier_scores(spark: SparkSession, settings: Settings, date: str, model: ModelRef, days: int) -> DataFrame | None:
+    """(query, ad_fingerprint, the prediction columns): one committed score per pair the `days` days
+    before `date` scored with `model` (the latest day's); None when there is nothing to reuse."""
+    path = settings.table(RELEVANCE_SCORES.name)
+    if days <= 0 or not is_delta_table(spark, path):
+        return None
+    scores = read_table(spark, path)  # committed runs only (jobs.tables.read_committed)
+    if "ad_fingerprint" not in scores.columns:  # a table written before fingerprints
+        return None
+    first = (dt_.date.fromisoformat(date) - dt_.timedelta(days=days)).isoformat()
+    latest = F.max_by(F.struct(*PREDICTION.names), F.col("dt"))
+    return (
+        scores.where((F.col("dt") >= first) & (F.col("dt") < date) & F.col("ad_fingerprint").isNotNull()
+                     & (F.col("model_name") == model.name) & (F.col("model_version") == model.version))
+        .groupBy("query", "ad_fingerprint").agg(latest.alias("_p"))
+        .select("query", "ad_fingerprint", "_p.*")
+    )
+
+
+def carry_over(valid: DataFrame, content: DataFrame, earlier: DataFrame | None) -> tuple[DataFrame, DataFrame | None]:
+    """(the valid pairs to score, the valid pairs with an earlier score: its prediction columns and their
+    ad_fingerprint); (valid, None) when there is nothing to reuse. Only the former go through the engine."""
+    if earlier is None:
+        return valid, None
+    keyed, keys = valid.join(content.select("video_id", "ad_fingerprint"), "video_id"), ["query", "ad_fingerprint"]
+    return keyed.join(earlier, keys, "left_anti"), keyed.join(earlier, keys)
+
+
+def with_carried(scored: DataFrame, carried: DataFrame | None) -> DataFrame:
+    """The engine's pair rows and the carried ones in the same columns, `carried` telling them apart."""
+    scored = scored.withColumn("carried", F.lit(False))
+    if carried is None:
+        return scored
+    filled = {"vision_encodes": F.lit(0).cast("int"), "carried": F.lit(True),
+              "reason": F.lit(None).cast("string")}
+    return scored.unionByName(carried.select(
+        [filled.get(f.name, F.col(f.name)).cast(f.dataType).alias(f.name) for f in scored.schema.fields]))
 
 
 # --- one day -----------------------------------------------------------------------------------------
@@ -369,7 +432,8 @@ class Tally:
     input_pairs: int  # rows read for the day
     scored_pairs: int  # pairs with probabilities
     distinct_ads: int  # distinct ads among them
-    ad_rows: int  # rows those ads were cut into (pairs_per_row each at most): one vision encode per row
+    ad_rows: int  # rows the engine's ads were cut into (pairs_per_row each at most): one vision encode per row
+    carried_pairs: int  # scored pairs carried over from an earlier day (never through the engine)
     vision_encodes: int  # the engine's count, summed over the workers
     irrelevant_pairs: int  # scored pairs with label <= 1
     rejects_by_reason: dict  # reason code -> pairs
@@ -394,6 +458,7 @@ def tally(date: str, pairs: DataFrame, validated: DataFrame, scored: DataFrame, 
             F.coalesce(F.sum("vision_encodes"), F.lit(0)).alias("vision_encodes"),
             F.countDistinct("ad_id").alias("distinct_ads"),
             F.count(F.when(F.col("label") <= IRRELEVANT_MAX_LABEL, 1)).alias("irrelevant"),
+            F.count(F.when(F.col("carried"), 1)).alias("carried"),
         ).collect()
     }
     seconds = time.perf_counter() - started
@@ -402,13 +467,14 @@ def tally(date: str, pairs: DataFrame, validated: DataFrame, scored: DataFrame, 
         if code is not None:
             rejects[code] = rejects.get(code, 0) + r["rows"]
     done = by_reason.get(None)
-    per_ad = scored.where(F.col("reason").isNull()).groupBy("ad_id").count()
+    per_ad = scored.where(F.col("reason").isNull() & ~F.col("carried")).groupBy("ad_id").count()
     ad_rows = per_ad.select(F.sum(F.ceil(F.col("count") / pairs_per_row))).first()[0] or 0
     t = Tally(
         input_pairs=input_pairs, scored_pairs=done["rows"] if done else 0,
         distinct_ads=done["distinct_ads"] if done else 0, ad_rows=int(ad_rows),
         vision_encodes=sum(r["vision_encodes"] for r in by_reason.values()),
         irrelevant_pairs=done["irrelevant"] if done else 0, rejects_by_reason=rejects, scoring_seconds=seconds,
+        carried_pairs=done["carried"] if done else 0,
     )
     came_out = sum(r["rows"] for r in by_reason.values())
     if came_out != checked.get(None, 0):
@@ -428,6 +494,7 @@ def output_rows(date: str, validated: DataFrame, scored: DataFrame, dims: list[s
              F.lit(model.run_id).alias("run_id"), F.lit(run_id).alias("scoring_run_id")]
     scores = scored.where(ok).select(
         F.lit(date).alias("dt"), "query", "ad_id", *dims, *PREDICTION.names, *stamp, F.lit(now).alias("scored_at"),
+        "ad_fingerprint",
     )
     rejected = (
         validated.where(~ok).select("query", "ad_id", "reason")
@@ -451,10 +518,11 @@ def _score_and_write(spark, settings, config, date, model, run_id) -> DateResult
 
     validated = validate_pairs(pairs, ads, videos, video_texts, config.dimensions).persist(StorageLevel.MEMORY_AND_DISK)
     valid = validated.where(F.col("reason").isNull())
-    ad_rows = ad_major(valid, videos, video_texts, ["query", *impressions, *from_pairs], from_ads,
-                       config.pairs_per_row)
+    content = video_content(valid, videos, video_texts, fingerprint_salt(config))
+    misses, carried = carry_over(valid, content, earlier_scores(spark, settings, date, model, config.carry_over_days))
+    ad_rows = ad_major(misses, content, ["query", *impressions, *from_pairs], from_ads, config.pairs_per_row)
     scored = score_ads(ad_rows, model, config.engine, config.device, config.require_text)
-    scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
+    scored = with_carried(scored, carried).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         scores, rejects = output_rows(date, validated, scored, [*impressions, *from_pairs, *from_ads], model,
                                       run_id, now)
@@ -473,7 +541,7 @@ def _score_and_write(spark, settings, config, date, model, run_id) -> DateResult
     result = DateResult(
         dt=date, status="scored", model_version=model.version, input_pairs=t.input_pairs,
         scored_pairs=t.scored_pairs, rejected_pairs=t.rejected_pairs, distinct_ads=t.distinct_ads,
-        ad_rows=t.ad_rows, vision_encodes=t.vision_encodes,
+        ad_rows=t.ad_rows, vision_encodes=t.vision_encodes, carried_pairs=t.carried_pairs,
         irrelevant_rate=t.irrelevant_pairs / t.scored_pairs if t.scored_pairs else None,
         seconds=time.perf_counter() - started,
         pairs_per_second=t.scored_pairs / t.scoring_seconds if t.scoring_seconds > 0 else 0.0,
@@ -482,9 +550,9 @@ def _score_and_write(spark, settings, config, date, model, run_id) -> DateResult
     append_run_log(spark, settings, result, model)  # the commit: from here readers see this run's rows
     drop_superseded_rows(spark, settings, date)
     log.info(
-        "%s: %d pairs -> %d scored + %d rejected; %d distinct ads in %d rows, %d vision encodes; %.1f pairs/s",
-        date, t.input_pairs, t.scored_pairs, t.rejected_pairs, t.distinct_ads, t.ad_rows, t.vision_encodes,
-        result.pairs_per_second,
+        "%s: %d pairs -> %d scored (%d carried over) + %d rejected; %d distinct ads, %d engine rows, %d vision "
+        "encodes; %.1f pairs/s", date, t.input_pairs, t.scored_pairs, t.carried_pairs, t.rejected_pairs,
+        t.distinct_ads, t.ad_rows, t.vision_encodes, result.pairs_per_second,
     )
     return result
 
@@ -505,7 +573,7 @@ def drop_superseded_rows(spark: SparkSession, settings: Settings, date: str) -> 
 def append_run_log(spark: SparkSession, settings: Settings, result: DateResult, model: ModelRef) -> None:
     """One row per finished scoring in Delta `scoring_runs`: the commit of the day's rows (appends never conflict)."""
     counts = ("input_pairs", "scored_pairs", "rejected_pairs", "distinct_ads", "vision_encodes", "irrelevant_rate",
-              "seconds", "input_version")
+              "seconds", "input_version", "carried_pairs")
     values = {
         "dt": result.dt, "model_name": model.name, "model_version": model.version, "model_run_id": model.run_id,
         "scoring_run_id": result.run_id, **{c: getattr(result, c) for c in counts},
@@ -524,8 +592,9 @@ def prepare(args: argparse.Namespace, command: str):
     from hcmrm.tracking.store import use_experiment
 
     settings = settings_from_args(args)
-    config = load(ScoreJobConfig, args.job_config, {"device": args.device,
-                                                     "require_input": getattr(args, "require_input", None)})
+    config = load(ScoreJobConfig, args.job_config, {
+        "device": args.device, "require_input": getattr(args, "require_input", None),
+        "carry_over_days": 0 if getattr(args, "full_rescore", False) else None})
     model = resolve_model(settings, model_uri_from_args(args, settings), config.engine)  # before Spark: seconds
     try:
         spark = spark_from_args(args, settings, command)
@@ -548,7 +617,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"scored {r.dt} with {model.name} v{model.version}: {r.input_pairs} pairs = {r.scored_pairs} scored "
           f"+ {r.rejected_pairs} rejected {r.rejects_by_reason}")
     print(f"  distinct ads {r.distinct_ads} in {r.ad_rows} rows, vision encodes {r.vision_encodes}; "
-          f"irrelevant rate {rate}; "
+          f"{r.carried_pairs} pairs carried over from earlier days; irrelevant rate {rate}; "
           f"{r.pairs_per_second:.1f} pairs/s; {r.seconds:.1f} s")
     for table in (RELEVANCE_SCORES, SCORING_REJECTS):
         print(f"  {table.name}: {settings.table(table.name)}")

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 from pyspark.sql.types import StructType
 
@@ -33,6 +34,17 @@ PAIRS_COLUMN = "pairs"
 # What scoring adds to each pair row: relevance_scores' prediction columns, the `reason` (null when
 # scored, else why not) and the engine's encode count (on one row per Arrow batch, 0 on the others).
 SCORED = PREDICTION.append(SCORING_REJECTS.schema.field("reason")).append(pa.field("vision_encodes", pa.int32()))
+
+
+def ad_fingerprint(video_text: Column, frames: Column, salt: str) -> Column:
+    """A stable hash (hex SHA-256) of what score_batch hands the engine for one ad: its video text (null
+    read as "", as score_batch does), each frame's bytes in order (null frames as null: the engine rejects
+    those) and `salt`, the settings that decide whether the ad is scored at all. Equal fingerprints, equal
+    query and model version: equal model input, so equal scores (incremental scoring reuses them)."""
+    no_frames = F.array().cast("array<binary>")
+    each = F.transform(F.coalesce(frames, no_frames), lambda f: F.coalesce(F.sha2(f, 256), F.lit("null")))
+    text = F.sha2(F.coalesce(video_text, F.lit("")), 256)
+    return F.sha2(F.concat_ws("|", F.lit(salt), text, F.array_join(each, ",")), 256)  # hex parts: no ambiguity
 
 
 @dataclass(frozen=True)

@@ -52,16 +52,16 @@ EXPECTED_REJECTS = {
 }
 
 
-def write_lake(spark, settings, pairs=PAIRS):
+def write_lake(spark, settings, pairs=PAIRS, videos=VIDEOS, texts=TEXTS):
     from hcmrm.tables import VIDEO_TEXTS
     from jobs.tables import overwrite_table, spark_schema
 
     videos = spark.createDataFrame(
-        [(*v, "2024-09-01") for v in VIDEOS],
+        [(*v, "2024-09-01") for v in videos],
         "video_id string, title string, ocr_text string, asr_text string, frames array<binary>, dt string",
     )
     overwrite_table(videos, settings.table("videos"), "dt")
-    texts = [(v, "2024-09-01", t, "{}", "test", None) for v, t in TEXTS.items()]
+    texts = [(v, "2024-09-01", t, "{}", "test", None) for v, t in texts.items()]
     texts.append(("v1", "2024-08-01", "an older date's text of v1", "{}", "test", None))  # not v1's dt in videos
     overwrite_table(spark.createDataFrame(texts, spark_schema(VIDEO_TEXTS)), settings.table(VIDEO_TEXTS.name), "dt")
     overwrite_table(spark.createDataFrame(ADS, "ad_id string, video_id string, advertiser string, industry string"),
@@ -163,7 +163,7 @@ def test_score_job_writes_the_models_scores_and_every_bad_row_to_rejects(spark, 
     scores = read(spark, settings, "relevance_scores", DAY1).toPandas()
     assert list(scores.columns) == [
         "dt", "query", "ad_id", "impressions", "advertiser", "industry", "p_bad", "p_less", "p_good", "p_excellent",
-        "score", "label", "model_name", "model_version", "run_id", "scoring_run_id", "scored_at"]
+        "score", "label", "model_name", "model_version", "run_id", "scoring_run_id", "scored_at", "ad_fingerprint"]
     assert len(scores) == 8 and set(scores.model_version) == {version} and set(scores.model_name) == {"hcmrm-test"}
     assert scores.run_id.str.len().min() == 32  # the training run that logged the model
 
@@ -209,7 +209,11 @@ def test_a_rerun_replaces_the_day_with_the_same_rows_and_leaves_other_days(spark
     assert sorted(read(spark, settings, "relevance_scores").select(*KEYS).collect()) == first_rows
     assert read(spark, settings, "scoring_rejects", DAY1).count() == 8
     runs = read(spark, settings, "scoring_runs").toPandas()
-    assert sorted(runs.dt) == [DAY1, DAY1, DAY2] and (runs.vision_encodes == runs.distinct_ads).all()
+    assert sorted(runs.dt) == [DAY1, DAY1, DAY2]
+    day1, day2 = runs[runs.dt == DAY1], runs[runs.dt == DAY2].iloc[0]
+    assert (day1.vision_encodes == day1.distinct_ads).all() and (day1.carried_pairs == 0).all()
+    # DAY2's (手机, a2) and (英语, a3) were scored on DAY1: carried over; only a1's pair went through the engine.
+    assert (day2.carried_pairs, day2.vision_encodes, day2.distinct_ads) == (2, 1, 3)
 
 
 def test_model_version_flag_picks_a_version_that_is_not_champion(spark, scored, tmp_path):
@@ -262,14 +266,14 @@ def test_validate_pairs_gives_each_bad_row_its_reason(spark):
 def test_ad_major_gives_one_row_per_ad_with_its_queries_and_frames(spark):
     from pyspark.sql import functions as F
 
-    from jobs.score import ad_major
+    from jobs.score import ad_major, video_content
 
     valid = spark.createDataFrame([("q1", "a1", "v1", "s"), ("q2", "a1", "v1", "s"), ("q3", "a2", "v1", "t")],
                                   "query string, ad_id string, video_id string, advertiser string")
     videos = spark.createDataFrame([("v1", "d1", [b"x"]), ("v9", "d1", [b"y"])],
                                    "video_id string, dt string, frames array<binary>")
     texts = spark.createDataFrame([("v1", "d1", "视频文本"), ("v9", "d1", "别的")], "video_id string, dt string, video_text string")
-    rows = ad_major(valid, videos, texts, ["query"], ["advertiser"]).select(
+    rows = ad_major(valid, video_content(valid, videos, texts), ["query"], ["advertiser"]).select(
         "ad_id", "advertiser", F.array_sort(F.col("pairs.query")).alias("queries"), "video_text", "frames"
     ).orderBy("ad_id").collect()
     assert [(r.ad_id, r.advertiser, r.queries, r.video_text, r.frames) for r in rows] == [
@@ -279,13 +283,13 @@ def test_ad_major_gives_one_row_per_ad_with_its_queries_and_frames(spark):
 def test_ad_major_cuts_a_hot_ad_into_rows_of_at_most_pairs_per_row_each_with_the_frames(spark):
     from pyspark.sql import functions as F
 
-    from jobs.score import ad_major
+    from jobs.score import ad_major, video_content
 
     valid = spark.createDataFrame([(f"q{i}", "hot", "v1") for i in range(5)] + [("q0", "cold", "v1")],
                                   "query string, ad_id string, video_id string")
     videos = spark.createDataFrame([("v1", "d1", [b"x"])], "video_id string, dt string, frames array<binary>")
     texts = spark.createDataFrame([("v1", "d1", "视频文本")], "video_id string, dt string, video_text string")
-    rows = ad_major(valid, videos, texts, ["query"], [], pairs_per_row=2).select(
+    rows = ad_major(valid, video_content(valid, videos, texts), ["query"], [], pairs_per_row=2).select(
         "ad_id", F.col("pairs.query").alias("queries"), "frames").collect()
     hot = [r for r in rows if r.ad_id == "hot"]
     assert sorted(len(r.queries) for r in hot) == [1, 2, 2] and all(r.frames == [b"x"] for r in hot)

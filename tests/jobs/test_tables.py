@@ -58,7 +58,8 @@ LAYOUTS_BEFORE = {
 # Columns (at the end only) and tables added since: lakes written before stay readable by schema evolution.
 ADDED = {
     "pretrain_pairs": "pseudo_query_run_id string", "pretrain_rejects": "pseudo_query_run_id string",
-    "video_texts": "pseudo_query_run_id string", "scoring_runs": "input_version bigint",
+    "video_texts": "pseudo_query_run_id string", "scoring_runs": "input_version bigint, carried_pairs bigint",
+    "relevance_scores": "ad_fingerprint string",
     "pseudo_query_runs": "dt string, pseudo_query_run_id string, finished_at timestamp",
 }
 LAYOUTS = {name: ", ".join(part for part in (LAYOUTS_BEFORE.get(name), ADDED.get(name)) if part)

@@ -120,3 +120,22 @@ def test_model_ref_prefers_the_unpacked_archive_and_fails_in_one_line_without_an
     gone = udf.ModelRef("m", "1", "run", str(tmp_path / "gone"), "m.zip")
     with pytest.raises(FileNotFoundError, match="m.zip is not unpacked"):
         gone.folder()
+
+
+@pytest.mark.spark
+def test_ad_fingerprint_changes_with_the_text_a_frame_their_order_and_the_salt_only(spark):
+    from pyspark.sql import functions as F
+
+    red, blue = png((200, 0, 0)), png((0, 0, 200))
+    ads = spark.createDataFrame(
+        [("base", "红色连衣裙", [red, blue]), ("same", "红色连衣裙", [red, blue]), ("text", "红色长裙", [red, blue]),
+         ("frame", "红色连衣裙", [red, red]), ("order", "红色连衣裙", [blue, red]),
+         ("null text", None, []), ("empty text", "", None), ("null frame", "", [None])],
+        "ad string, video_text string, frames array<binary>")
+    got = {r.ad: (r.fp, r.salted) for r in ads.select(
+        "ad", udf.ad_fingerprint(F.col("video_text"), F.col("frames"), "").alias("fp"),
+        udf.ad_fingerprint(F.col("video_text"), F.col("frames"), "other settings").alias("salted")).collect()}
+    assert got["base"] == got["same"]
+    assert len({got[k][0] for k in ("base", "text", "frame", "order", "null text", "null frame")}) == 6
+    assert got["null text"] == got["empty text"]  # score_batch reads both as an ad with no text and no frames
+    assert got["base"][0] != got["base"][1] and len(got["base"][0]) == 64

@@ -1,0 +1,96 @@
+"""Incremental scoring: a pair scored on an earlier day with the same ad content and model version is carried
+over, and the day's rows are those a full re-score writes; anything that changes the model input is scored."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import pytest
+
+from tests.jobs.test_score import DAY1, DAY2, PAIRS, TEXTS, VIDEOS, job_args, make_settings, png, \
+    register_tiny_model, write_lake
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]  # six scorings of a day: ~3 min on the shared machine
+
+PROBS = ["p_bad", "p_less", "p_good", "p_excellent", "score"]
+# DAY2 repeats four pairs DAY1 scored, adds one new pair and the same kinds of bad rows as DAY1.
+REPEATED = [("连衣裙", "a1", 5), ("手机", "a2", 2), ("英语", "a3", 1), ("连衣裙", "a2", 3)]
+DAY2_PAIRS = [*REPEATED, ("裙子", "a1", 2), ("手机", "a4", 1), ("手机", "a5", 1), ("手机", "a7", 1), (None, "a1", 1),
+              ("连衣裙", "a1", 1)]  # undecodable frames, empty text, no video text, null query, duplicate pair
+
+
+def score_day2(spark, settings, **flags):
+    """Score DAY2; (its committed scores by (query, ad_id), its rejects as a set, the run's carried_pairs)."""
+    from jobs import score
+    from jobs.tables import read_table
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert score.run(job_args(settings, date=DAY2, **flags)) == 0
+
+    def day(name):
+        df = read_table(spark, settings.table(name))
+        return df.where(df.dt == DAY2).toPandas()
+
+    scores, rejects, runs = day("relevance_scores"), day("scoring_rejects"), day("scoring_runs")
+    run = runs.sort_values("finished_at").iloc[-1]
+    assert set(scores.scoring_run_id) == set(rejects.scoring_run_id) == {run.scoring_run_id}
+    return ({(r.query, r.ad_id): r for r in scores.itertuples()},
+            set(zip(rejects["query"], rejects.ad_id, rejects.reason)), int(run.carried_pairs))
+
+
+def assert_same_rows(carried, full):
+    assert carried.keys() == full.keys()
+    for key, row in carried.items():
+        assert [getattr(row, c) for c in PROBS] == pytest.approx([getattr(full[key], c) for c in PROBS], abs=1e-6)
+        for column in ("label", "impressions", "advertiser", "industry", "model_name", "model_version", "run_id",
+                       "ad_fingerprint"):
+            assert getattr(row, column) == getattr(full[key], column), (key, column)
+
+
+@pytest.fixture(scope="module")
+def lake(spark, tmp_path_factory):
+    """DAY1 scored by the champion (the earlier day), DAY2 not yet: (settings, champion version)."""
+    from jobs import score
+
+    root = tmp_path_factory.mktemp("incremental")
+    settings = make_settings(root)
+    write_lake(spark, settings, {DAY1: PAIRS[DAY1], DAY2: DAY2_PAIRS})
+    version = register_tiny_model(settings, root)
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert score.run(job_args(settings, date=DAY1)) == 0
+    return settings, version
+
+
+def test_a_day_with_earlier_scores_carries_them_over_and_writes_the_rows_of_a_full_rescore(spark, lake):
+    from hcmrm.tracking.store import configure
+
+    settings, _ = lake
+    full, full_rejects, none_carried = score_day2(spark, settings, full_rescore=True)
+    carried, rejects, carried_pairs = score_day2(spark, settings)
+    assert none_carried == 0 and carried_pairs == len(REPEATED)
+    assert_same_rows(carried, full)
+    assert rejects == full_rejects  # the bad rows are rejected for the same reasons either way
+    assert {r.split(":")[0] for _, _, r in rejects} == {"undecodable_frames", "empty_text", "no_video_text",
+                                                        "null_query", "duplicate_pair"}
+
+    client = configure(settings).MlflowClient()
+    experiment = client.get_experiment_by_name("hcmrm-scoring").experiment_id
+    runs = client.search_runs([experiment], f"params.date = '{DAY2}'", order_by=["attributes.start_time DESC"])
+    assert runs[0].data.metrics["carried_pairs"] == len(REPEATED)
+    assert runs[0].data.metrics["vision_encodes"] == 1  # only a1 has a pair to score (裙子); a4 is rejected
+
+
+def test_a_changed_frame_or_text_or_another_model_version_is_scored_again(spark, lake, tmp_path):
+    settings, _ = lake
+    videos = [(v, *rest[:-1], [png((0, 250, 0))]) if v == "v2" else (v, *rest) for v, *rest in VIDEOS]
+    write_lake(spark, settings, {DAY1: PAIRS[DAY1], DAY2: DAY2_PAIRS}, videos, {**TEXTS, "v3": "考研英语网课 新版"})
+    full, full_rejects, _ = score_day2(spark, settings, full_rescore=True)
+    carried, rejects, carried_pairs = score_day2(spark, settings)
+    assert carried_pairs == 1  # (连衣裙, a1): a1's video is as DAY1 scored it; a2's frame and a3's text changed
+    assert_same_rows(carried, full)
+    assert rejects == full_rejects
+
+    other = register_tiny_model(settings, tmp_path, seed=1, alias=False)
+    by_other, _, carried_pairs = score_day2(spark, settings, model_version=int(other))
+    assert carried_pairs == 0 and {r.model_version for r in by_other.values()} == {other}
