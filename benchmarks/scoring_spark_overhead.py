@@ -87,7 +87,7 @@ def engine_run(sample: Path, date: str, repeat: int, model_dir: Path, threads: i
     import torch
 
     from hcmrm.config import load
-    from hcmrm.scoring import Scorer, ScoringConfig
+    from hcmrm.scoring import Scorer
     from jobs.score import CONF_FILE, ScoreJobConfig
 
     torch.set_num_threads(threads)

@@ -243,9 +243,9 @@ def read_inputs(spark: SparkSession, settings: Settings, date: str) -> tuple:
             raise InputDataError(f"input table {table.name} cannot be read at {path}{hint}: {detail}") from err
         frames[table.name] = check_contract(df, table, path)
     videos = frames[VIDEOS.name]
-    for field in spark_schema(VIDEOS).fields:
-        if field.name in VIDEOS.optional and field.name not in videos.columns:  # OCR, ASR: null when absent
-            videos = videos.withColumn(field.name, F.lit(None).cast(field.dataType))
+    for column in spark_schema(VIDEOS).fields:
+        if column.name in VIDEOS.optional and column.name not in videos.columns:  # OCR, ASR: null when absent
+            videos = videos.withColumn(column.name, F.lit(None).cast(column.dataType))
     pairs = frames[QUERY_AD_PAIRS.name].where(F.col("dt").cast("string") == date)
     return pairs, frames[ADS.name], videos, frames[VIDEO_TEXTS.name], version
 
