@@ -330,13 +330,16 @@ def ad_major(valid: DataFrame, content: DataFrame, pair_columns: list[str], ad_c
     ads + the extra rows of cut ads).
     """
     nth = F.row_number().over(Window.partitionBy("ad_id").orderBy("query")) - 1
+    # The misses of carry_over bring their video's fingerprint: taken from them, the content's is not
+    # computed (its frames are not hashed again).
+    known = [c for c in ("ad_fingerprint",) if c in valid.columns]
     grouped = (
         valid.withColumn("_slice", F.floor(nth / pairs_per_row))
-        .groupBy("ad_id", "video_id", *ad_columns, "_slice")
+        .groupBy("ad_id", "video_id", *known, *ad_columns, "_slice")
         .agg(F.collect_list(F.struct(*pair_columns)).alias("pairs"))
     )
     # The join gathers each video's rows in one task; spread the slices of a hot ad over the tasks again.
-    return grouped.join(content, "video_id").repartition("ad_id", "_slice").drop("_slice")
+    return grouped.join(content.drop(*known), "video_id").repartition("ad_id", "_slice").drop("_slice")
 
 
 # --- incremental scoring ------------------------------------------------------------------------------
@@ -361,12 +364,14 @@ def earlier_scores(spark: SparkSession, settings: Settings, date: str, model: Mo
     )
 
 
-def carry_over(valid: DataFrame, content: DataFrame, earlier: DataFrame | None) -> tuple[DataFrame, DataFrame | None]:
-    """(the valid pairs to score, the valid pairs with an earlier score: its prediction columns and their
-    ad_fingerprint); (valid, None) when there is nothing to reuse. Only the former go through the engine."""
+def carry_over(valid: DataFrame, fingerprints: DataFrame | None,
+               earlier: DataFrame | None) -> tuple[DataFrame, DataFrame | None]:
+    """(the valid pairs to score, the valid pairs with an earlier score: its prediction columns), both with
+    their ad_fingerprint (from `fingerprints`: video_id, ad_fingerprint); (valid, None) when there is
+    nothing to reuse. Only the former go through the engine."""
     if earlier is None:
         return valid, None
-    keyed, keys = valid.join(content.select("video_id", "ad_fingerprint"), "video_id"), ["query", "ad_fingerprint"]
+    keyed, keys = valid.join(fingerprints, "video_id"), ["query", "ad_fingerprint"]
     return keyed.join(earlier, keys, "left_anti"), keyed.join(earlier, keys)
 
 
@@ -519,7 +524,12 @@ def _score_and_write(spark, settings, config, date, model, run_id) -> DateResult
     validated = validate_pairs(pairs, ads, videos, video_texts, config.dimensions).persist(StorageLevel.MEMORY_AND_DISK)
     valid = validated.where(F.col("reason").isNull())
     content = video_content(valid, videos, video_texts, fingerprint_salt(config))
-    misses, carried = carry_over(valid, content, earlier_scores(spark, settings, date, model, config.carry_over_days))
+    earlier = earlier_scores(spark, settings, date, model, config.carry_over_days)
+    # The lookup's misses and carried rows (and through the misses, the engine's rows) share one hash of
+    # each video's frames: only the small (video_id, fingerprint) rows are kept, not the frames.
+    fingerprints = None if earlier is None else content.select("video_id", "ad_fingerprint").persist(
+        StorageLevel.MEMORY_AND_DISK)
+    misses, carried = carry_over(valid, fingerprints, earlier)
     ad_rows = ad_major(misses, content, ["query", *impressions, *from_pairs], from_ads, config.pairs_per_row)
     scored = score_ads(ad_rows, model, config.engine, config.device, config.require_text)
     scored = with_carried(scored, carried).persist(StorageLevel.MEMORY_AND_DISK)
@@ -535,8 +545,9 @@ def _score_and_write(spark, settings, config, date, model, run_id) -> DateResult
         append_run(rejects, settings.table(SCORING_REJECTS.name))
         append_run(scores, settings.table(RELEVANCE_SCORES.name))
     finally:
-        scored.unpersist()
-        validated.unpersist()
+        for df in (scored, fingerprints, validated):
+            if df is not None:
+                df.unpersist()
 
     result = DateResult(
         dt=date, status="scored", model_version=model.version, input_pairs=t.input_pairs,

@@ -94,3 +94,29 @@ def test_a_changed_frame_or_text_or_another_model_version_is_scored_again(spark,
     other = register_tiny_model(settings, tmp_path, seed=1, alias=False)
     by_other, _, carried_pairs = score_day2(spark, settings, model_version=int(other))
     assert carried_pairs == 0 and {r.model_version for r in by_other.values()} == {other}
+
+
+def test_a_day_with_earlier_scores_hashes_each_needed_video_once(spark, lake, monkeypatch):
+    """The fingerprint keys the lookup of earlier scores (its misses and carried rows) and goes into the
+    engine's rows; the frames behind it are hashed once a day, not once per use."""
+    from pyspark.sql import functions as F
+
+    from jobs import score
+    from udfs.score import ad_fingerprint
+
+    settings, _ = lake
+    pairs, ads, videos, texts, _ = score.read_inputs(spark, settings, DAY2)
+    valid = score.validate_pairs(pairs, ads, videos, texts).where(F.col("reason").isNull())
+    needed = score.video_content(valid, videos, texts).count()
+    hashed = spark.sparkContext.accumulator(0)
+
+    def counted(video_text, frames, salt):  # the job's fingerprint, each evaluation counted
+        def seen(fingerprint):
+            hashed.add(1)
+            return fingerprint
+        return F.udf(seen, "string")(ad_fingerprint(video_text, frames, salt))
+
+    monkeypatch.setattr(score, "ad_fingerprint", counted)
+    _, _, carried_pairs = score_day2(spark, settings)
+    assert carried_pairs > 0 and needed > 0
+    assert hashed.value == needed
