@@ -6,9 +6,12 @@ Each cell scores --ads synthetic ads of --queries-per-ad queries (--query-len to
 common Chinese characters, one token each) with real encoded JPEG frames, so frame decoding counts too.
 FLOP per pair are counted by torch.utils.flop_counter (hcmrm.model.flops, amortised over the ad's queries);
 MFU = pairs/s x FLOP per pair / peak, the peak being a square bf16 matmul (fp32 on CPU) measured in the
-same run, or --peak-tflops. A warm-up pass, then the best of --rounds timed passes per cell. Last line: JSON.
+same run, or --peak-tflops. Each cell runs once per --prepare-threads setting (0: frames decoded and text
+tokenised in line; N: the next chunk prepared on N threads while the device runs this one), the settings
+interleaved over --rounds timed passes after a warm-up: best pairs/s per setting, and the median (min-max)
+ratio of each setting over the first. Last line: JSON.
 
-    .venv/bin/python benchmarks/engine_gpu.py [--device auto] [--preset base] [--ads 256] [--rounds 3]
+    .venv/bin/python benchmarks/engine_gpu.py [--device auto] [--preset base] [--ads 512] [--rounds 3]
     .venv/bin/python benchmarks/engine_gpu.py --device cpu --preset tiny --ads 4 --rounds 1   # smoke test
 """
 
@@ -18,6 +21,7 @@ import argparse
 import io
 import json
 import random
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -73,17 +77,34 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_cell(scorer: Scorer, ads: list[AdPairs], rounds: int) -> float:
-    """Best pairs/s of `rounds` timed passes after a warm-up."""
-    scorer.score(ads[: max(1, len(ads) // 8)])
-    pairs, best = sum(len(a.queries) for a in ads), float("inf")
+def run_cell(scorers: dict[int, Scorer], ads: list[AdPairs], rounds: int) -> dict[int, list[float]]:
+    """pairs/s of each scorer over `rounds` timed passes, the scorers interleaved within a round, after a warm-up."""
+    pairs = sum(len(a.queries) for a in ads)
+    for scorer in scorers.values():
+        scorer.score(ads[: max(1, len(ads) // 8)])
+    rates: dict[int, list[float]] = {key: [] for key in scorers}
     for _ in range(rounds):
-        sync(scorer.device)
-        start = time.perf_counter()
-        scorer.score(ads)
-        sync(scorer.device)
-        best = min(best, time.perf_counter() - start)
-    return pairs / best
+        for key, scorer in scorers.items():
+            sync(scorer.device)
+            start = time.perf_counter()
+            scorer.score(ads)
+            sync(scorer.device)
+            rates[key].append(pairs / (time.perf_counter() - start))
+    return rates
+
+
+def prepare_rate(scorer: Scorer, ads: list[AdPairs]) -> float:
+    """pairs/s of the CPU work alone (decode every ad's frames, tokenise its pairs) on the calling thread."""
+    start = time.perf_counter()
+    for ad in ads:
+        scorer._decode(ad)
+    scorer._tokenize(ads)
+    return sum(len(a.queries) for a in ads) / (time.perf_counter() - start)
+
+
+def ratio_text(over: list[float], base: list[float]) -> str:
+    ratios = [a / b for a, b in zip(over, base)]
+    return f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -93,10 +114,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--text-lens", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--frames", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--modes", nargs="+", default=["full", "cached"], choices=["full", "cached"])
-    parser.add_argument("--ads", type=int, default=256)
+    parser.add_argument("--ads", type=int, default=512)
     parser.add_argument("--queries-per-ad", type=int, default=40)
     parser.add_argument("--query-len", type=int, default=8)
     parser.add_argument("--pairs-per-batch", type=int, default=512)
+    parser.add_argument("--frames-per-chunk", type=int, default=256, help="a vision pass's frame slots")
+    parser.add_argument("--prepare-threads", type=int, nargs="+", default=[0, 8],
+                        help="settings compared in each cell; the first is the ratio's base")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--peak-tflops", type=float, help="the device's peak; default: a matmul measured here")
@@ -115,8 +139,8 @@ def main(argv: list[str] | None = None) -> dict:
         model.load_state_dict(next(iter(models.values())).state_dict())
     full_ref = models.get("full") or build_model(args.preset, max_frames=max_frames).eval()
     cached_ref = models.get("cached") or build_model(args.preset, max_frames=max_frames, text_attention="cached").eval()
-    scoring = ScoringConfig(pairs_per_batch=args.pairs_per_batch, frames_per_chunk=1024, bf16=True,
-                            cpu_threads=args.threads)
+    configs = {n: ScoringConfig(pairs_per_batch=args.pairs_per_batch, frames_per_chunk=args.frames_per_chunk,
+                                bf16=True, cpu_threads=args.threads, prepare_threads=n) for n in args.prepare_threads}
     tokenizer = Tokenizer.from_config(full_ref.config)
     cells = []
     query_len = min(args.query_len, full_ref.config.max_query_len)
@@ -126,11 +150,17 @@ def main(argv: list[str] | None = None) -> dict:
                                args.queries_per_ad)
             ads = synthetic_ads(args.ads, args.queries_per_ad, query_len, text_len, frames)
             for mode in args.modes:
-                pairs_per_s = run_cell(Scorer(models[mode], tokenizer, scoring, device), ads, args.rounds)
+                scorers = {n: Scorer(models[mode], tokenizer, config, device) for n, config in configs.items()}
+                rates = run_cell(scorers, ads, args.rounds)
                 per_pair = flops.full_amortised if mode == "full" else flops.cached_amortised
-                cells.append({"text_len": text_len, "frames": frames, "mode": mode, "pairs_per_s": round(pairs_per_s, 1),
+                base = args.prepare_threads[0]
+                cells.append({"text_len": text_len, "frames": frames, "mode": mode,
+                              "pairs_per_s": {n: round(max(r), 1) for n, r in rates.items()},
+                              "prepare_only_pairs_per_s": round(prepare_rate(scorers[base], ads), 1),
+                              "over_prepare_threads_" + str(base): {n: ratio_text(r, rates[base]) for n, r in rates.items()
+                                                                     if n != base},
                               "gflop_per_pair": float(f"{per_pair / 1e9:.4g}"),
-                              "mfu": float(f"{pairs_per_s * per_pair / peak:.3g}")})
+                              "mfu": {n: float(f"{max(r) * per_pair / peak:.3g}") for n, r in rates.items()}})
                 print(json.dumps(cells[-1]), flush=True)
     report = {"preset": args.preset, "device": str(device),
               "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",

@@ -9,7 +9,10 @@ little padding. No Spark here (udfs/score.py adapts it), so its raw speed is mea
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +35,10 @@ class ScoringConfig:
     bf16: bool = True  # bf16 autocast on CUDA; CPU always runs float32
     cpu_threads: int = 1  # torch threads per Python worker on CPU (Spark runs one worker per core)
     frame_limits: FrameLimits = field(default_factory=FrameLimits)  # caps checked before a frame is decoded
+    # Threads that decode and tokenise the next chunk while the device runs this one. None: 0 on CPU, where
+    # Spark already runs a worker per core and no core is spare; up to 8 on an accelerator, which would
+    # otherwise wait on the CPU (4 JPEG frames per ad cost more CPU time than the ad's pairs cost a GPU).
+    prepare_threads: int | None = None
 
 
 @dataclass
@@ -76,6 +83,33 @@ class ScoringCounters:
         return ScoringCounters(**{k: v - getattr(before, k) for k, v in vars(self).items()})
 
 
+@dataclass
+class PreparedChunk:
+    """A chunk's CPU work, maybe still running on the prepare threads: each ad's decoded frames (or the reason
+    they are unusable) and the tokens of all its pairs (Scorer._tokenize)."""
+
+    videos: list[Future]  # per ad: (frames [f, 3, H, W] | None, reason | None)
+    tokens: Future  # dict of token tensors, every ad's pairs in order
+
+
+class _InlineExecutor:
+    """submit() runs the call at once: the prepare path without threads, with the same Futures."""
+
+    def submit(self, fn, *args) -> Future:
+        future = Future()
+        try:
+            future.set_result(fn(*args))
+        except Exception as error:  # re-raised by future.result(), as from a thread
+            future.set_exception(error)
+        return future
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
 def check_finite(results: Sequence[AdScores]) -> None:
     """Raise ModelError when any probability or score is NaN or infinite: a broken model (NaN weights,
     an overflow) must fail the day before anything is written, never be written as label 0."""
@@ -97,6 +131,7 @@ class Scorer:
     config: ScoringConfig = field(default_factory=ScoringConfig)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     counters: ScoringCounters = field(default_factory=ScoringCounters)
+    _tokenizer_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self):
         self.device = torch.device(self.device)
@@ -122,11 +157,33 @@ class Scorer:
         """
         order = sorted(range(len(ads)), key=lambda i: self._frame_count(ads[i]))
         results: list[AdScores | None] = [None] * len(ads)
-        for chunk in self._chunks(ads, order):
-            for i, result in zip(chunk, self._score_chunk([ads[i] for i in chunk])):
+        for chunk, prepared in self._prepared(ads, list(self._chunks(ads, order))):
+            for i, result in zip(chunk, self._score_chunk([ads[i] for i in chunk], prepared)):
                 results[i] = result
         check_finite(results)
         return results
+
+    @property
+    def prepare_threads(self) -> int:
+        if self.config.prepare_threads is not None:
+            return self.config.prepare_threads
+        return 0 if self.device.type == "cpu" else min(8, os.cpu_count() or 1)
+
+    def _prepared(self, ads: Sequence[AdPairs], chunks: list[list[int]]) -> Iterator[tuple[list[int], PreparedChunk]]:
+        """Each chunk with its CPU work submitted one chunk ahead: while the device runs chunk k, the prepare
+        threads decode and tokenise chunk k + 1 (in line, without threads, when prepare_threads is 0)."""
+        threads = self.prepare_threads
+        with ThreadPoolExecutor(threads, thread_name_prefix="hcmrm-prepare") if threads else _InlineExecutor() as pool:
+            ahead = None
+            for chunk in chunks:
+                chunk_ads = [ads[i] for i in chunk]
+                submitted = (chunk, PreparedChunk([pool.submit(self._decode, ad) for ad in chunk_ads],
+                                                  pool.submit(self._tokenize, chunk_ads)))
+                if ahead is not None:
+                    yield ahead
+                ahead = submitted
+            if ahead is not None:
+                yield ahead
 
     def score_pairs(self, queries: Sequence[str], texts: Sequence[str],
                     frames: Sequence[Sequence[bytes] | None] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -179,31 +236,28 @@ class Scorer:
 
     # -- one chunk of ads: one vision pass, then their pairs in length-sorted batches --
 
-    def _score_chunk(self, ads: Sequence[AdPairs]) -> list[AdScores]:
-        videos, reasons = [], []
-        for ad in ads:
-            video, reason = self._decode(ad)
-            videos.append(video)
-            reasons.append(reason)
+    def _score_chunk(self, ads: Sequence[AdPairs], prepared: PreparedChunk) -> list[AdScores]:
+        videos, reasons = zip(*(future.result() for future in prepared.videos))
         kept = [i for i, r in enumerate(reasons) if r is None]
         self.counters.ads_rejected += len(ads) - len(kept)
         results = [AdScores(ad.ad_id, None, None, reason) for ad, reason in zip(ads, reasons)]
         if not kept:
             return results
+        tokens = prepared.tokens.result()
+        first = np.cumsum([0] + [len(ad.queries) for ad in ads])  # each ad's first pair in `tokens`
+        pair_rows = torch.from_numpy(np.concatenate([np.arange(first[i], first[i + 1]) for i in kept]))
 
         with self._inference():
             frames, frame_mask = stack_videos([videos[i] for i in kept], self.max_frames)
             memory = self.model.encode_video(frames.to(self.device), frame_mask.to(self.device))
             self.counters.vision_encodes += len(kept)
-
-            # Flatten to pairs: pair j belongs to the row ad_row[j] of `memory`.
+            # Pair j of the kept ads belongs to the row ad_row[j] of `memory`.
             ad_row = np.concatenate([np.full(len(ads[i].queries), row, dtype=np.int64) for row, i in enumerate(kept)])
-            queries = [normalize_text(q) for i in kept for q in ads[i].queries]  # as training read them
             if getattr(self.model, "cached_text", False):
-                probs, score = self._score_pairs_cached(queries, [ads[i].text for i in kept], ad_row, memory)
+                probs, score = self._score_pairs_cached(_rows(tokens["query"], pair_rows),
+                                                        _rows(tokens["text"], torch.tensor(kept)), ad_row, memory)
             else:
-                texts = [ads[i].text for i in kept for _ in ads[i].queries]
-                probs, score = self._score_pairs(queries, texts, ad_row, memory)
+                probs, score = self._score_pairs(_rows(tokens["pair"], pair_rows), ad_row, memory)
 
         offset = 0
         for i in kept:
@@ -211,6 +265,16 @@ class Scorer:
             results[i] = AdScores(ads[i].ad_id, probs[offset : offset + n], score[offset : offset + n])
             offset += n
         return results
+
+    def _tokenize(self, ads: Sequence[AdPairs]) -> dict[str, dict[str, torch.Tensor]]:
+        """The tokens of every pair of `ads` (rejected ads too: they are rare, and this may run before their
+        frames are decoded). One tokenisation at a time: the fast tokenizer is not safe across threads."""
+        queries = [normalize_text(q) for ad in ads for q in ad.queries]  # as training read them
+        with self._tokenizer_lock:
+            if getattr(self.model, "cached_text", False):
+                return {"query": self.tokenizer.encode_texts(queries, self.model.config.max_query_len),
+                        "text": self.tokenizer.encode_text_segments([ad.text for ad in ads])}
+            return {"pair": self.tokenizer.encode_pairs(queries, [ad.text for ad in ads for _ in ad.queries])}
 
     def _decode(self, ad: AdPairs):
         """The ad's frames as a [f, 3, H, W] tensor (f may be 0), or the reason they are unusable."""
@@ -223,72 +287,55 @@ class Scorer:
         except FrameDecodeError as err:
             return None, UNDECODABLE_FRAMES.detail(err)
 
-    def _score_pairs(self, queries, texts, ad_row: np.ndarray, memory):
-        n = len(queries)
-        probs = np.empty((n, len(GRADE_NAMES)), dtype=np.float32)
-        score = np.empty(n, dtype=np.float32)
-        window = self.config.pairs_per_batch * self.config.sort_window
-        for w0 in range(0, n, window):
-            w1 = min(n, w0 + window)
-            enc = self.tokenizer.encode_pairs(list(queries[w0:w1]), list(texts[w0:w1]))
-            if not bool(enc["attention_mask"][:, 0].all()):
-                raise ValueError("the tokenizer must pad on the right: batches are cut to their longest row")
-            lengths = enc["attention_mask"].sum(dim=1)
-            order = torch.argsort(lengths, stable=True) if self.config.sort_by_length else torch.arange(w1 - w0)
-            for b0 in range(0, len(order), self.config.pairs_per_batch):
-                rows = order[b0 : b0 + self.config.pairs_per_batch]
-                width = int(lengths[rows].max())  # padding is on the right: the first `width` columns suffice
-                batch = {k: v[rows, :width].to(self.device) for k, v in enc.items()}
-                video = memory.index_select(torch.as_tensor(ad_row[w0 + rows.numpy()], device=self.device))
-                out = self.model.relevance(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], video)
-                self._record(out, w0 + rows.numpy(), probs, score, len(rows) * width, int(lengths[rows].sum()))
-        self.counters.pairs_scored += n
-        return probs, score
+    def _score_pairs(self, enc: dict[str, torch.Tensor], ad_row: np.ndarray, memory):
+        """The full text attention: each pair's `[CLS] query [SEP] text [SEP]`, in batches sorted by length."""
+        if not bool(enc["attention_mask"][:, 0].all()):
+            raise ValueError("the tokenizer must pad on the right: batches are cut to their longest row")
+        outputs = _Outputs(len(ad_row), self.counters)
+        lengths = enc["attention_mask"].sum(dim=1)
+        order = torch.argsort(lengths, stable=True) if self.config.sort_by_length else torch.arange(len(ad_row))
+        for b0 in range(0, len(order), self.config.pairs_per_batch):
+            rows = order[b0 : b0 + self.config.pairs_per_batch]
+            width = int(lengths[rows].max())  # padding is on the right: the first `width` columns suffice
+            batch = {k: v[rows, :width].to(self.device) for k, v in enc.items()}
+            video = memory.index_select(torch.as_tensor(ad_row[rows.numpy()], device=self.device))
+            out = self.model.relevance(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], video)
+            outputs.add(out, rows, len(rows) * width, int(lengths[rows].sum()))
+        return outputs.collect()
 
-    def _score_pairs_cached(self, queries, ad_texts, ad_row: np.ndarray, memory):
+    def _score_pairs_cached(self, query_enc: dict[str, torch.Tensor], texts: dict[str, torch.Tensor],
+                            ad_row: np.ndarray, memory):
         """The cached text attention: each ad's video text runs through every layer once (its keys and values
         kept), then only `[CLS] query [SEP]` runs per pair. Ads go in groups of pairs_per_batch // 4, in order of
         text length, which bounds the cached keys and values held at once (base: ~9.5 MB per 129-token ad)."""
-        n = len(queries)
-        probs = np.empty((n, len(GRADE_NAMES)), dtype=np.float32)
-        score = np.empty(n, dtype=np.float32)
-        texts = self.tokenizer.encode_text_segments(list(ad_texts))
+        outputs = _Outputs(len(ad_row), self.counters)
         text_len = texts["attention_mask"].sum(dim=1)
-        query_enc = self.tokenizer.encode_texts(list(queries), self.model.config.max_query_len)
         query_len = query_enc["attention_mask"].sum(dim=1)
         group = max(1, self.config.pairs_per_batch // 4)
-        ad_order = torch.argsort(text_len, stable=True) if self.config.sort_by_length else torch.arange(len(ad_texts))
-        for g0 in range(0, len(ad_order), group):
+        n_ads = len(text_len)
+        ad_order = torch.argsort(text_len, stable=True) if self.config.sort_by_length else torch.arange(n_ads)
+        for g0 in range(0, n_ads, group):
             ads = ad_order[g0 : g0 + group]
             width = int(text_len[ads].max())
             cache = self.model.encode_video_text(texts["input_ids"][ads, :width].to(self.device),
                                                  texts["attention_mask"][ads, :width].to(self.device),
                                                  memory.index_select(ads.to(self.device)))
-            slot = np.full(len(ad_texts), -1, dtype=np.int64)  # ad row -> its row in `cache`
+            slot = np.full(n_ads, -1, dtype=np.int64)  # ad row -> its row in `cache`
             slot[ads.numpy()] = np.arange(len(ads))
             pairs = torch.from_numpy(np.flatnonzero(slot[ad_row] >= 0))
             if self.config.sort_by_length:
                 pairs = pairs[torch.argsort(query_len[pairs], stable=True)]
             for b0 in range(0, len(pairs), self.config.pairs_per_batch):
-                rows = pairs[b0 : b0 + self.config.pairs_per_batch].numpy()
-                cache_rows = torch.from_numpy(slot[ad_row[rows]])
+                rows = pairs[b0 : b0 + self.config.pairs_per_batch]
+                cache_rows = torch.from_numpy(slot[ad_row[rows.numpy()]])
                 q_width = int(query_len[rows].max())  # both halves are padded on the right
                 text = cache.select(cache_rows.to(self.device), int(text_len[ads][cache_rows].max()))
-                video = memory.index_select(torch.as_tensor(ad_row[rows], device=self.device))
+                video = memory.index_select(torch.as_tensor(ad_row[rows.numpy()], device=self.device))
                 out = self.model.relevance_cached(query_enc["input_ids"][rows, :q_width].to(self.device),
                                                   query_enc["attention_mask"][rows, :q_width].to(self.device),
                                                   text, video)
-                self._record(out, rows, probs, score, len(rows) * q_width, int(query_len[rows].sum()))
-        self.counters.pairs_scored += n
-        return probs, score
-
-    def _record(self, out, idx, probs: np.ndarray, score: np.ndarray, token_slots: int, real_tokens: int) -> None:
-        """One fusion batch's outputs into the pairs' rows `idx`, and its counts (both serving paths)."""
-        probs[idx] = out.probs.float().cpu().numpy()
-        score[idx] = out.score.float().cpu().numpy()
-        self.counters.batches += 1
-        self.counters.padded_tokens += token_slots
-        self.counters.real_tokens += real_tokens
+                outputs.add(out, rows, len(rows) * q_width, int(query_len[rows].sum()))
+        return outputs.collect()
 
     def _inference(self):
         stack = contextlib.ExitStack()
@@ -296,3 +343,32 @@ class Scorer:
         if self.device.type == "cuda" and self.config.bf16:
             stack.enter_context(torch.autocast("cuda", dtype=torch.bfloat16))
         return stack
+
+
+def _rows(enc: dict[str, torch.Tensor], rows: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {k: v[rows] for k, v in enc.items()}
+
+
+class _Outputs:
+    """A chunk's fusion outputs, kept on the device until the chunk ends: copying each batch back would make the
+    host wait for the device once per batch, and leave it idle while the next batch is cut."""
+
+    def __init__(self, n: int, counters: ScoringCounters):
+        self.n, self.counters, self.parts = n, counters, []
+
+    def add(self, out, rows: torch.Tensor, token_slots: int, real_tokens: int) -> None:
+        self.parts.append((rows, out.probs, out.score))
+        self.counters.batches += 1
+        self.counters.padded_tokens += token_slots
+        self.counters.real_tokens += real_tokens
+
+    def collect(self) -> tuple[np.ndarray, np.ndarray]:
+        """(probs [n, 4], score [n]) as float32, row i of the chunk's pairs at i."""
+        probs = np.empty((self.n, len(GRADE_NAMES)), dtype=np.float32)
+        score = np.empty(self.n, dtype=np.float32)
+        if self.parts:
+            rows = torch.cat([r for r, _, _ in self.parts]).numpy()
+            probs[rows] = torch.cat([p.float() for _, p, _ in self.parts]).cpu().numpy()
+            score[rows] = torch.cat([s.float() for _, _, s in self.parts]).cpu().numpy()
+        self.counters.pairs_scored += self.n
+        return probs, score

@@ -1,6 +1,7 @@
 """The ad-major engine gives what the model gives pair by pair, encoding each ad's frames once."""
 
 import io
+import threading
 
 import numpy as np
 import pytest
@@ -111,6 +112,48 @@ def test_undecodable_frames_reject_the_ad_and_spare_the_others(model):
     assert results[0].probs is None and results[0].reason.startswith("undecodable_frames: frame 1")
     assert results[1].reason is None and results[1].probs.shape == (1, 4)
     assert (scorer.counters.vision_encodes, scorer.counters.ads_rejected) == (1, 1)
+
+
+@pytest.mark.parametrize("text_attention", ["full", "cached"])
+def test_prepare_threads_give_the_same_scores_as_preparing_in_line(text_attention):
+    """On an accelerator the next chunk is decoded and tokenised on threads while this one runs: same rows,
+    same counters, a rejected ad still rejected alone, whatever the order the threads finish in."""
+    torch.manual_seed(0)
+    model = build_model("tiny", text_attention=text_attention).eval()
+    bad = AdPairs("bad", "文本", [png((1, 2, 3)), b"not an image"], ["查询"])
+    ads = [*ADS, bad, *[AdPairs(f"c{i}", f"红色 {i}", [png((i, 0, 0))], ["红", f"红色{i}"]) for i in range(6)]]
+    config = {"frames_per_chunk": 2, "pairs_per_batch": 2}  # 6 chunks: several prepared ahead
+    inline = Scorer(model, Tokenizer.from_config(model.config), ScoringConfig(prepare_threads=0, **config))
+    threaded = Scorer(model, Tokenizer.from_config(model.config), ScoringConfig(prepare_threads=3, **config))
+    decoded_on = set()
+    decode = threaded._decode
+    threaded._decode = lambda ad: decoded_on.add(threading.current_thread().name) or decode(ad)
+    for a, b in zip(inline.score(ads), threaded.score(ads)):
+        assert (a.ad_id, a.reason) == (b.ad_id, b.reason)
+        if a.probs is not None:
+            np.testing.assert_array_equal(a.probs, b.probs)
+    assert vars(inline.counters) == vars(threaded.counters) and threaded.counters.ads_rejected == 1
+    assert decoded_on and all(name.startswith("hcmrm-prepare") for name in decoded_on)
+
+
+def test_prepare_threads_default_to_none_on_cpu_and_some_on_an_accelerator(model):
+    tokenizer = Tokenizer.from_config(model.config)
+    assert Scorer(model, tokenizer).prepare_threads == 0  # a CPU worker has no spare core
+    on_gpu = Scorer(model, tokenizer)
+    on_gpu.device = torch.device("cuda")  # not moved: the property reads only the device's type
+    assert 1 <= on_gpu.prepare_threads <= 8
+    assert Scorer(model, tokenizer, ScoringConfig(prepare_threads=2)).prepare_threads == 2
+
+
+def test_an_error_on_a_prepare_thread_reaches_the_caller(model, monkeypatch):
+    scorer = Scorer(model, Tokenizer.from_config(model.config), ScoringConfig(prepare_threads=2, frames_per_chunk=2))
+
+    def broken(texts, max_len, offsets=False):
+        raise RuntimeError("tokenizer broke")
+
+    monkeypatch.setattr(scorer.tokenizer, "tokenize", broken)
+    with pytest.raises(RuntimeError, match="tokenizer broke"):
+        scorer.score(ADS)
 
 
 def test_from_dir_loads_a_saved_model(model, tmp_path):
