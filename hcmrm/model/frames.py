@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 from PIL import Image
@@ -103,8 +104,15 @@ def sample_indices(count: int, max_frames: int) -> list[int]:
 def image_to_tensor(image: Image.Image, image_size: int, mean=DEFAULT_MEAN, std=DEFAULT_STD) -> torch.Tensor:
     image = image.convert("RGB").resize((image_size, image_size), Image.Resampling.BICUBIC)
     pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
-    pixels = pixels.view(image_size, image_size, 3).permute(2, 0, 1).float().div_(255.0)
-    return (pixels - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    scale, shift = _normalization(tuple(mean), tuple(std))
+    # (p / 255 - mean) / std as one multiply and one subtract in place: a third of a frame's decode time was here
+    return pixels.view(image_size, image_size, 3).permute(2, 0, 1).float().mul_(scale).sub_(shift)
+
+
+@lru_cache(maxsize=8)
+def _normalization(mean: tuple, std: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    std_ = torch.tensor(std).view(3, 1, 1)
+    return 1.0 / (255.0 * std_), torch.tensor(mean).view(3, 1, 1) / std_
 
 
 def decode_frames(frames: list[bytes] | None, image_size: int, max_frames: int,

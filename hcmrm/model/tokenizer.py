@@ -7,8 +7,10 @@ text never pushes the query out. The vocabulary ships inside the package (hcmrm/
 from __future__ import annotations
 
 from functools import lru_cache
+from itertools import chain
 from pathlib import Path
 
+import numpy as np
 import torch
 
 VOCAB_PATH = Path(__file__).resolve().parents[1] / "assets" / "vocab.txt"
@@ -58,40 +60,41 @@ class Tokenizer:
             return ids, [row[:max_len] for row in enc["offset_mapping"]]
         return ids
 
-    def _pad(self, rows: list[list[int]], types: list[list[int]]) -> dict[str, torch.Tensor]:
-        length = max((len(r) for r in rows), default=0)
-        input_ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
-        token_type_ids = torch.zeros((len(rows), length), dtype=torch.long)
-        for i, (row, type_row) in enumerate(zip(rows, types)):
-            input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-            attention_mask[i, : len(row)] = 1
-            token_type_ids[i, : len(row)] = torch.tensor(type_row, dtype=torch.long)
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+    def _pad(self, rows: list[list[int]], type_from) -> dict[str, torch.Tensor]:
+        """Rows padded on the right to the longest; token type 1 from column type_from[i] of row i on.
+
+        Filled through one flat array, not row by row: tokenising the next chunk must keep up with a GPU."""
+        lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+        columns = np.arange(int(lengths.max(initial=0)))
+        attention_mask = columns[None, :] < lengths[:, None]
+        input_ids = np.full(attention_mask.shape, self.pad_id, dtype=np.int64)
+        input_ids[attention_mask] = np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum()))
+        token_type_ids = attention_mask & (columns[None, :] >= np.asarray(type_from, dtype=np.int64)[:, None])
+        return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask).long(),
+                "token_type_ids": torch.from_numpy(token_type_ids).long()}
 
     def encode_pairs(self, queries: list[str], texts: list[str]) -> dict[str, torch.Tensor]:
-        """`[CLS] query [SEP] text [SEP]`, padded to the longest row; token_type_ids 0 = query, 1 = text."""
+        """`[CLS] query [SEP] text [SEP]`, padded to the longest row; token_type_ids 0 = query, 1 = text.
+        Each distinct text is tokenised once (an ad's text comes with every one of its queries)."""
         if len(queries) != len(texts):
             raise ValueError(f"{len(queries)} queries but {len(texts)} texts")
         q_ids = self.tokenize(queries, self.max_query_len)
-        t_ids = self.tokenize(texts, self.max_text_len)
-        rows, types = [], []
-        for q, t in zip(q_ids, t_ids):
-            rows.append([self.cls_id, *q, self.sep_id, *t, self.sep_id])
-            types.append([0] * (len(q) + 2) + [1] * (len(t) + 1))
-        return self._pad(rows, types)
+        distinct = dict.fromkeys(texts)
+        for text, ids in zip(distinct, self.tokenize(list(distinct), self.max_text_len)):
+            distinct[text] = ids
+        rows = [[self.cls_id, *q, self.sep_id, *distinct[t], self.sep_id] for q, t in zip(q_ids, texts)]
+        return self._pad(rows, [len(q) + 2 for q in q_ids])
 
     def encode_texts(self, texts: list[str], max_len: int) -> dict[str, torch.Tensor]:
         """`[CLS] text [SEP]`, the text cut to max_len tokens (special tokens excluded)."""
-        ids = self.tokenize(texts, max_len)
-        rows = [[self.cls_id, *t, self.sep_id] for t in ids]
-        return self._pad(rows, [[0] * len(r) for r in rows])
+        rows = [[self.cls_id, *t, self.sep_id] for t in self.tokenize(texts, max_len)]
+        return self._pad(rows, [max_len + 2] * len(rows))  # token type 0 throughout
 
     def encode_text_segments(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """`text [SEP]`, token_type_ids 1: the video-text half of encode_pairs' rows (the cached text attention
         encodes it once per ad; encode_texts(queries, max_query_len) is the `[CLS] query [SEP]` half)."""
         rows = [[*t, self.sep_id] for t in self.tokenize(texts, self.max_text_len)]
-        return self._pad(rows, [[1] * len(r) for r in rows])
+        return self._pad(rows, [0] * len(rows))
 
     def decode(self, ids) -> str:
         return self.hf.decode([int(i) for i in ids], skip_special_tokens=True)
