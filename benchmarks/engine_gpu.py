@@ -11,7 +11,7 @@ tokenised in line; N: the next chunk prepared on N threads while the device runs
 interleaved over --rounds timed passes after a warm-up: best pairs/s per setting, and the median (min-max)
 ratio of each setting over the first. Last line: JSON.
 
-    .venv/bin/python benchmarks/engine_gpu.py [--device auto] [--preset base] [--ads 512] [--rounds 3]
+    .venv/bin/python benchmarks/engine_gpu.py [--device auto] [--preset base] [--ads 256] [--rounds 3]
     .venv/bin/python benchmarks/engine_gpu.py --device cpu --preset tiny --ads 4 --rounds 1   # smoke test
 """
 
@@ -114,11 +114,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--text-lens", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--frames", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--modes", nargs="+", default=["full", "cached"], choices=["full", "cached"])
-    parser.add_argument("--ads", type=int, default=512)
+    parser.add_argument("--ads", type=int, default=256)
     parser.add_argument("--queries-per-ad", type=int, default=40)
     parser.add_argument("--query-len", type=int, default=8)
     parser.add_argument("--pairs-per-batch", type=int, default=512)
-    parser.add_argument("--frames-per-chunk", type=int, default=256, help="a vision pass's frame slots")
+    parser.add_argument("--frames-per-chunk", type=int, default=128, help="a vision pass's frame slots")
     parser.add_argument("--prepare-threads", type=int, nargs="+", default=[0, 8],
                         help="settings compared in each cell; the first is the ratio's base")
     parser.add_argument("--rounds", type=int, default=3)
