@@ -51,13 +51,18 @@ class Tokenizer:
         return len(self.hf)
 
     def tokenize(self, texts: list[str], max_len: int, offsets: bool = False):
-        """Token ids per text without special tokens, cut to max_len (and their character spans)."""
+        """Token ids per text without special tokens, cut to max_len (and their character spans).
+        Each distinct text is tokenised once: scoring packs an ad's text with every one of its queries, and
+        a day's popular query with many ads."""
         texts = [t if isinstance(t, str) else "" for t in texts]  # None (a null column) = empty text
-        enc = self.hf(texts, add_special_tokens=False, return_offsets_mapping=offsets,
+        distinct = {text: row for row, text in enumerate(dict.fromkeys(texts))}
+        if not distinct:
+            return ([], []) if offsets else []
+        enc = self.hf(list(distinct), add_special_tokens=False, return_offsets_mapping=offsets,
                       return_attention_mask=False, return_token_type_ids=False)
-        ids = [row[:max_len] for row in enc["input_ids"]]
+        ids = [enc["input_ids"][distinct[t]][:max_len] for t in texts]
         if offsets:
-            return ids, [row[:max_len] for row in enc["offset_mapping"]]
+            return ids, [enc["offset_mapping"][distinct[t]][:max_len] for t in texts]
         return ids
 
     def _pad(self, rows: list[list[int]], type_from) -> dict[str, torch.Tensor]:
@@ -74,15 +79,12 @@ class Tokenizer:
                 "token_type_ids": torch.from_numpy(token_type_ids).long()}
 
     def encode_pairs(self, queries: list[str], texts: list[str]) -> dict[str, torch.Tensor]:
-        """`[CLS] query [SEP] text [SEP]`, padded to the longest row; token_type_ids 0 = query, 1 = text.
-        Each distinct text is tokenised once (an ad's text comes with every one of its queries)."""
+        """`[CLS] query [SEP] text [SEP]`, padded to the longest row; token_type_ids 0 = query, 1 = text."""
         if len(queries) != len(texts):
             raise ValueError(f"{len(queries)} queries but {len(texts)} texts")
         q_ids = self.tokenize(queries, self.max_query_len)
-        distinct = dict.fromkeys(texts)
-        for text, ids in zip(distinct, self.tokenize(list(distinct), self.max_text_len)):
-            distinct[text] = ids
-        rows = [[self.cls_id, *q, self.sep_id, *distinct[t], self.sep_id] for q, t in zip(q_ids, texts)]
+        t_ids = self.tokenize(texts, self.max_text_len)
+        rows = [[self.cls_id, *q, self.sep_id, *t, self.sep_id] for q, t in zip(q_ids, t_ids)]
         return self._pad(rows, [len(q) + 2 for q in q_ids])
 
     def encode_texts(self, texts: list[str], max_len: int) -> dict[str, torch.Tensor]:

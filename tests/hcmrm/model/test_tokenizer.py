@@ -52,15 +52,17 @@ def test_query_and_text_segments_are_the_two_halves_of_a_pair():
     assert t["token_type_ids"][0].tolist() == [1] * 6
 
 
-def test_an_ads_text_is_tokenised_once_for_all_its_queries(monkeypatch):
-    """Scoring packs every query of an ad with the same text: the text's tokens are reused, rows unchanged."""
+def test_each_distinct_text_is_tokenised_once(monkeypatch):
+    """Scoring packs every query of an ad with the same text, and a popular query with many ads: each distinct
+    string goes through the tokenizer once, and the rows are those of the pairs encoded one by one."""
     tok = Tokenizer(max_query_len=4, max_text_len=6)
-    queries, texts = ["红色", "长裙子", "手机", "拍照"], ["红色 连衣裙", "红色 连衣裙", "手机 新款", "红色 连衣裙"]
+    queries, texts = ["红色", "长裙子", "红色", "拍照"], ["红色 连衣裙", "红色 连衣裙", "手机 新款", "红色 连衣裙"]
     one_by_one = [tok.encode_pairs([q], [t])["input_ids"][0].tolist() for q, t in zip(queries, texts)]
     calls = []
-    tokenize = tok.tokenize
-    monkeypatch.setattr(tok, "tokenize", lambda batch, max_len: calls.append(list(batch)) or tokenize(batch, max_len))
+    hf = tok.hf
+    monkeypatch.setattr(tok, "hf", lambda batch, **kwargs: calls.append(list(batch)) or hf(batch, **kwargs))
     enc = tok.encode_pairs(queries, texts)
-    assert calls == [queries, ["红色 连衣裙", "手机 新款"]]
+    assert calls == [["红色", "长裙子", "拍照"], ["红色 连衣裙", "手机 新款"]]
     for row, mask, alone in zip(enc["input_ids"], enc["attention_mask"], one_by_one):
         assert row[mask.bool()].tolist() == alone
+    assert tok.tokenize([], 4) == [] and tok.tokenize([], 4, offsets=True) == ([], [])
