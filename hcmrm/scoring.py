@@ -327,10 +327,11 @@ class Scorer:
                 pairs = pairs[torch.argsort(query_len[pairs], stable=True)]
             for b0 in range(0, len(pairs), self.config.pairs_per_batch):
                 rows = pairs[b0 : b0 + self.config.pairs_per_batch]
-                cache_rows = torch.from_numpy(slot[ad_row[rows.numpy()]])
+                pair_ads = ad_row[rows.numpy()]  # each pair's row in `memory`
+                cache_rows = torch.from_numpy(slot[pair_ads])
                 q_width = int(query_len[rows].max())  # both halves are padded on the right
                 text = cache.select(cache_rows.to(self.device), int(text_len[ads][cache_rows].max()))
-                video = memory.index_select(torch.as_tensor(ad_row[rows.numpy()], device=self.device))
+                video = memory.index_select(torch.as_tensor(pair_ads, device=self.device))
                 out = self.model.relevance_cached(query_enc["input_ids"][rows, :q_width].to(self.device),
                                                   query_enc["attention_mask"][rows, :q_width].to(self.device),
                                                   text, video)

@@ -332,7 +332,7 @@ def ad_major(valid: DataFrame, content: DataFrame, pair_columns: list[str], ad_c
     nth = F.row_number().over(Window.partitionBy("ad_id").orderBy("query")) - 1
     # The misses of carry_over bring their video's fingerprint: taken from them, the content's is not
     # computed (its frames are not hashed again).
-    known = [c for c in ("ad_fingerprint",) if c in valid.columns]
+    known = ["ad_fingerprint"] if "ad_fingerprint" in valid.columns else []
     grouped = (
         valid.withColumn("_slice", F.floor(nth / pairs_per_row))
         .groupBy("ad_id", "video_id", *known, *ad_columns, "_slice")
