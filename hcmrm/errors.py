@@ -59,6 +59,28 @@ class ClaimLost(ConcurrentWriteError):
     hint = "rerun when it has finished"
 
 
+class TrackingStoreError(HcmrmError):
+    """The MLflow tracking store cannot be written: read-only, locked by another process, or unreachable."""
+
+    exit_code = 6
+
+    def __init__(self, message: str, hint: str | None = None, store: str = ""):
+        super().__init__(message, hint)
+        self.store = store  # the store's URI, when the raiser knows it (jobs.common fills it in otherwise)
+
+    hint = "make the store writable (or wait for the process holding it), or point --tracking-uri at another; rerun"
+
+    def line(self) -> str:
+        where = f"the MLflow tracking store {self.store}" if self.store else "the MLflow tracking store"
+        return f"{where} {super().line()}"
+
+
+class DiskFullError(HcmrmError):
+    exit_code = 7
+    hint = ("free space on the disk named (else the lake's, Spark's local dirs (spark.local.dir) and the temp "
+            "folder, TMPDIR), then rerun")
+
+
 class Interrupted(BaseException):
     """SIGTERM or SIGINT, raised in the main thread so `finally` blocks run (a BaseException, like
     KeyboardInterrupt, so an `except Exception` that carries on past a bad item does not swallow it)."""
@@ -98,6 +120,10 @@ def classify(error: BaseException) -> HcmrmError:
     raised = _worker_error(chain[0])
     if raised is not None:  # an hcmrm error raised in a Spark Python worker reaches the driver as text
         return raised
+    for recognise in (_unreadable_file, _disk_full, _store_failure):
+        found = recognise(chain, text)
+        if found is not None:
+            return found
     summary = _summary(chain[0])
     if any(name in text for name in DELTA_CONFLICTS):
         return ConcurrentWriteError(summary)
@@ -108,6 +134,50 @@ def classify(error: BaseException) -> HcmrmError:
     if any(name in text for name in CORRUPT_WEIGHTS):
         return ModelError(f"the model's weights cannot be read: {summary}")
     return HcmrmError(f"{type(chain[0]).__name__}: {summary}")
+
+
+# A data file Spark could not read (corrupt, truncated, not Parquet): the file named in the condition's message.
+_UNREADABLE_FILE = re.compile(r"\[(?:FAILED_READ_FILE|CANNOT_READ_FILE_FOOTER)[.\w]*\][^\n]*?"
+                              r"((?:[a-z][\w+.-]*:)?/\S+?)\.?(?:\s|$)")
+_CAUSED_BY = re.compile(r"Caused by: ([\w.$]+): ([^\n]+)")
+# What an MLflow store says when it cannot be written, in the words of sqlite, SQLAlchemy or the HTTP client.
+STORE_FAILURES = (("readonly database", "is read-only"), ("read-only file system", "is read-only"),
+                  ("database is locked", "is locked by another process"),
+                  ("unable to open database file", "cannot be opened (a missing folder or no permission)"),
+                  ("Max retries exceeded", "is unreachable"), ("Connection refused", "is unreachable"))
+
+
+def _unreadable_file(chain: list[BaseException], text: str) -> InputDataError | None:
+    """A data file that cannot be read, named with its table and partition (from its path)."""
+    found = _UNREADABLE_FILE.search(text)
+    if found is None:
+        return None
+    path = found.group(1)
+    parts = path.split("/")
+    keyed = [i for i, part in enumerate(parts) if "=" in part]  # dt=2024-09-10
+    table = parts[keyed[0] - 1] if keyed else parts[-2]
+    partition = "/".join(parts[i] for i in keyed) or "unpartitioned"
+    causes = _CAUSED_BY.findall(text)
+    why = f" ({causes[-1][0].rsplit('.', 1)[-1]}: {causes[-1][1].strip()})" if causes else ""
+    return InputDataError(
+        f"table {table}, partition {partition}: data file {path} cannot be read{why}",
+        hint="the file is corrupt or truncated: restore it, RESTORE the table to a version before it or rewrite the "
+             "partition, then rerun")
+
+
+def _disk_full(chain: list[BaseException], text: str) -> DiskFullError | None:
+    if "No space left on device" not in text and "ENOSPC" not in text:
+        return None
+    where = next((link.filename for link in chain if isinstance(link, OSError) and link.filename), None)
+    return DiskFullError(f"out of disk space{f' writing {where}' if where else ''}: No space left on device")
+
+
+def _store_failure(chain: list[BaseException], text: str) -> TrackingStoreError | None:
+    """The tracking store cannot be written (sqlite, SQLAlchemy and MLflow's REST client say it so)."""
+    if not any(n in text for n in ("OperationalError", "sqlite3", "MlflowException", "ConnectionError")):
+        return None
+    said = next((what for words, what in STORE_FAILURES if words in text), None)
+    return None if said is None else TrackingStoreError(said)
 
 
 def interruption(error: BaseException) -> BaseException | None:
@@ -161,4 +231,5 @@ def _summary(error: BaseException) -> str:
     return _SQLSTATE.sub("", text.splitlines()[0]).strip()
 
 
-_CLASSES = {cls.__name__: cls for cls in (HcmrmError, UsageError, InputDataError, ModelError, ConcurrentWriteError)}
+_CLASSES = {cls.__name__: cls for cls in (HcmrmError, UsageError, InputDataError, ModelError, ConcurrentWriteError,
+                                          TrackingStoreError, DiskFullError)}

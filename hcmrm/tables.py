@@ -106,7 +106,7 @@ class Table:
     optional: tuple[str, ...] = ()  # columns a reader must do without (absent from some inputs or configs)
     reasons: tuple[RejectReason, ...] = ()  # a rejects table: every reason its job writes
     # A table written run by run: each row names its run in `run_column`, and a run's rows are the table's
-    # content only once `run_log` (a runs table) holds the run, the latest for the row's dt (docs/reliability.md).
+    # content only once `run_log` (a runs table) holds the run, the last committed for its dt (docs/reliability.md).
     run_column: str | None = None
     run_log: str | None = None
 

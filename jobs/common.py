@@ -13,7 +13,7 @@ import time
 import traceback
 from types import ModuleType
 
-from hcmrm.errors import INTERNAL, Interrupted, UsageError, classify, interruption
+from hcmrm.errors import INTERNAL, Interrupted, TrackingStoreError, UsageError, classify, interruption
 from hcmrm.settings import Settings
 from hcmrm.tracking.runs import CommandScope
 
@@ -117,7 +117,15 @@ def run_command(args: argparse.Namespace, command: str) -> int:
             return _fail(command, f"{stop}; {runs}temporary folders removed; rerun the command to redo it",
                          stop.exit_code, debug)
         failure = classify(error)
+        if isinstance(failure, TrackingStoreError) and not failure.store:
+            failure.store = _tracking_uri()
         return _fail(command, failure.line(), failure.exit_code, debug)
+
+
+def _tracking_uri() -> str:
+    """The MLflow store the command was using, if it got as far as configuring one."""
+    mlflow = sys.modules.get("mlflow")
+    return mlflow.get_tracking_uri() if mlflow is not None else ""
 
 
 def _fail(command: str, line: str, code: int, debug: bool) -> int:

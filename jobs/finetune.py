@@ -129,8 +129,17 @@ def read_frame(path: str | None, args: argparse.Namespace, settings: Settings):
     return df.toPandas()
 
 
-def split_rows(frame, split: str):
-    return frame[frame["split"] == split] if "split" in frame.columns else frame
+def split_rows(frame, split: str, source: str, flag: str):
+    """The rows of `split` (every row when there is no split column); a filter that keeps none is named."""
+    from hcmrm.train.labeled_data import LabeledDataError
+
+    if "split" not in frame.columns:
+        return frame
+    rows = frame[frame["split"] == split]
+    if rows.empty:
+        found = sorted(str(v) for v in frame["split"].dropna().unique())[:10]
+        raise LabeledDataError(f"{source}: no rows of split {split!r} ({flag} {split}); its splits are {found}")
+    return rows
 
 
 def read_source(value: str | None, args: argparse.Namespace, settings: Settings, label_maps: dict):
@@ -154,12 +163,14 @@ def read_labeled_sets(args: argparse.Namespace, settings: Settings):
     train_parts, dev_parts = [], []
     for value in args.train or [None]:  # no --train: the lake's labeled_pairs, split train -> dev
         frame, label_map, name = read_source(value, args, settings, label_maps)
-        train_parts.append(normalize(split_rows(frame, args.train_split), source=name, label_map=label_map))
+        train = split_rows(frame, args.train_split, name, "--train-split")
+        train_parts.append(normalize(train, source=name, label_map=label_map))
         if args.dev is None and "split" in frame.columns:
-            dev_parts.append(normalize(split_rows(frame, args.dev_split), source=name, label_map=label_map))
+            dev = split_rows(frame, args.dev_split, name, "--dev-split")
+            dev_parts.append(normalize(dev, source=name, label_map=label_map))
     if args.dev:
         frame, label_map, name = read_source(args.dev, args, settings, label_maps)
-        dev_parts = [normalize(split_rows(frame, args.dev_split), source=name, label_map=label_map)]
+        dev_parts = [normalize(split_rows(frame, args.dev_split, name, "--dev-split"), source=name, label_map=label_map)]
     train = concat(train_parts)
     dev = concat(dev_parts) if dev_parts else None
     if args.limit:

@@ -50,9 +50,10 @@ from hcmrm.text.keywords import Idf, KeywordConfig
 from hcmrm.text.video_text import TextSettings, describe, fingerprint
 from hcmrm.settings import CONF_DIR, Settings
 from jobs.common import script_main, settings_from_args, spark_from_args
+from jobs.commit import append_run, commit_run
 from jobs.session import arrow_batch_rows
 from jobs.tables import (
-    append_run, check_contract, conform, drop_superseded, is_delta_table, overwrite_table, read_table, reason_code, spark_schema,
+    check_contract, conform, is_delta_table, overwrite_table, read_table, reason_code, spark_schema,
 )
 from udfs.pseudo_query import document_terms_frame, pretrain_rows_frame
 
@@ -388,11 +389,10 @@ def write_run(spark: SparkSession, settings: Settings, results: DataFrame, dates
     pending += [pool.submit(append_run, df, settings.table(table.name)) for table, df in outputs]
     for write in pending:
         write.result()  # the IDF the pairs were made with is in the lake before the commit, too
-    log_rows = [(d, run_id, datetime.now(timezone.utc).replace(tzinfo=None)) for d in dates]
-    spark.createDataFrame(log_rows, spark_schema(PSEUDO_QUERY_RUNS)).write.format("delta").mode("append").save(
-        settings.table(PSEUDO_QUERY_RUNS.name))  # the commit
-    for table, _ in outputs:
-        drop_superseded(spark, settings.table(table.name), table, dates)
+    log_rows = spark.createDataFrame([(d, run_id, datetime.now(timezone.utc).replace(tzinfo=None)) for d in dates],
+                                     spark_schema(PSEUDO_QUERY_RUNS))
+    commit_run(spark, log_rows, settings.table(PSEUDO_QUERY_RUNS.name), "pseudo_query_run_id", run_id,
+               [(table, settings.table(table.name)) for table, _ in outputs])
     return run_id
 
 

@@ -36,15 +36,19 @@ def run(args: argparse.Namespace) -> int:
     import mlflow
 
     from hcmrm.model.checkpoint import load_model
+    from hcmrm.model.folder import model_files
     from hcmrm.tracking import registry
+    from hcmrm.tracking.runs import adopt_run
     from hcmrm.tracking.store import configure, use_experiment
 
     settings = settings_from_args(args)
+    model_files(args.path)  # regular files only, under the size cap: checked before anything is read
     model = load_model(args.path)  # refuse a folder that is not a loadable model before registering it
     configure(settings)
     experiment_id = use_experiment(settings, EXPERIMENT)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"register {args.path.name}",
                           tags={"hcmrm.job": COMMAND}) as run:
+        adopt_run(mlflow.MlflowClient(), run.info.run_id)  # KILLED, not FAILED, if the command is stopped
         mlflow.log_params({"path": str(args.path.resolve()), "parameters": sum(p.numel() for p in model.parameters())})
         source = registry.log_model_dir(args.path)
         description = args.description or f"registered from {args.path.name}"

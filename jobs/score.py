@@ -40,8 +40,9 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from hcmrm.config import load
-from hcmrm.errors import InputDataError, ModelError, is_concurrent_write
+from hcmrm.errors import InputDataError, ModelError, UsageError, classify
 from hcmrm.labels import IRRELEVANT_MAX_LABEL
+from hcmrm.model.folder import model_files
 from hcmrm.scoring import AdPairs, Scorer, ScoringConfig
 from hcmrm.settings import CONF_DIR, Settings
 from hcmrm.tables import (
@@ -51,10 +52,10 @@ from hcmrm.tables import (
 )
 from hcmrm.text.normalize import SPARK_BLANK_PATTERN
 from jobs.common import script_main, settings_from_args, spark_from_args
+from jobs.commit import append_run, commit_run
 from jobs.session import arrow_batch_rows
 from jobs.tables import (
-    append_run, check_contract, check_output, conform, drop_superseded, is_delta_table, read_table, reason_code,
-    spark_schema, table_version,
+    check_contract, check_output, conform, is_delta_table, read_table, reason_code, spark_schema, table_version,
 )
 from udfs.score import ModelRef, ad_fingerprint, score_ads
 
@@ -88,7 +89,7 @@ class DateResult:
     """What scoring one day did (one line of the backfill summary)."""
 
     dt: str  # the day
-    status: str  # scored, skipped or failed
+    status: str  # scored, empty (no input rows), skipped or failed
     model_version: str = ""  # the version that scored (or had scored) the day
     input_pairs: int = 0  # rows of query_ad_pairs for the day
     scored_pairs: int = 0  # rows written to relevance_scores
@@ -105,6 +106,7 @@ class DateResult:
     why: str = ""  # why backfill scored the day (never scored, another version, input changed, forced)
     ad_rows: int = 0  # rows the engine's ads were cut into: ads with a pair to score + the extra rows of hot ads
     carried_pairs: int = 0  # of scored_pairs, those carried over from an earlier day's committed score
+    warning: str = ""  # the day is committed, but something after the commit failed (the MLflow run's update)
 
 
 # --- arguments -----------------------------------------------------------------------------------
@@ -121,7 +123,7 @@ def day(text: str) -> str:
 def days_between(start: str, end: str) -> list[str]:
     first, last = dt_.date.fromisoformat(start), dt_.date.fromisoformat(end)
     if last < first:
-        raise ValueError(f"--end {end} is before --start {start}")
+        raise UsageError(f"--end {end} is before --start {start}", hint="swap them, or check the dates")
     return [(first + dt_.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
 
 
@@ -160,12 +162,12 @@ def model_uri_from_args(args: argparse.Namespace, settings: Settings) -> str:
 
 
 def pack_folder(folder: Path, archive: Path) -> Path:
-    """`folder`'s files into the zip `archive`, paths relative to `folder` (so it unpacks as the folder).
+    """`folder`'s files into the zip `archive`, paths relative to `folder` (so it unpacks as the folder);
+    a link or special file in it is refused (hcmrm.model.folder.model_files).
     Stored, not deflated: weights barely compress and a big model would take long to deflate."""
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                zf.write(path, path.relative_to(folder).as_posix())
+        for path in model_files(folder):  # regular files only, under the size cap
+            zf.write(path, path.relative_to(folder).as_posix())
     return archive
 
 
@@ -226,10 +228,10 @@ def release_model(model: ModelRef) -> None:
 # --- read --------------------------------------------------------------------------------------------
 
 
-def read_inputs(spark: SparkSession, settings: Settings, date: str) -> tuple:
+def read_inputs(spark: SparkSession, settings: Settings, date: str, dimensions=()) -> tuple:
     """(the day's pairs, ads, videos, video texts, the Delta version of query_ad_pairs read), each checked
     against its contract (columns and types) before any scoring: InputDataError names the table, the
-    column and both types."""
+    column and both types. Only the contracts' columns and the `dimensions` are read on."""
     frames, version = {}, None
     for table in (QUERY_AD_PAIRS, ADS, VIDEOS, VIDEO_TEXTS):
         path = settings.table(table.name)
@@ -241,13 +243,23 @@ def read_inputs(spark: SparkSession, settings: Settings, date: str) -> tuple:
             hint = " (run `hcmrm pseudo-queries` for the videos' dates)" if table is VIDEO_TEXTS else ""
             detail = SQLSTATE.sub("", str(err).strip().splitlines()[0])
             raise InputDataError(f"input table {table.name} cannot be read at {path}{hint}: {detail}") from err
-        frames[table.name] = check_contract(df, table, path)
+        frames[table.name] = contract_columns(check_contract(df, table, path), table, dimensions)
     videos = frames[VIDEOS.name]
     for column in spark_schema(VIDEOS).fields:
         if column.name in VIDEOS.optional and column.name not in videos.columns:  # OCR, ASR: null when absent
             videos = videos.withColumn(column.name, F.lit(None).cast(column.dataType))
     pairs = frames[QUERY_AD_PAIRS.name].where(F.col("dt").cast("string") == date)
     return pairs, frames[ADS.name], videos, frames[VIDEO_TEXTS.name], version
+
+
+def contract_columns(df: DataFrame, table, dimensions=()) -> DataFrame:
+    """`df` with only its contract's columns and the `dimensions` it has: an extra column passes unread, so
+    one named like a column the job makes (`score`, `label`, `reason`) cannot clash with it."""
+    keep = [c for c in df.columns if c in table.columns or c in dimensions]
+    extra = [c for c in df.columns if c not in keep]
+    if extra:
+        log.info("%s: columns %s are not in its contract and are not read", table.name, extra)
+    return df.select(*keep)
 
 
 # --- transforms ---------------------------------------------------------------------------------------
@@ -407,10 +419,12 @@ def score_date(
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
     run_id = client.create_run(experiment_id, run_name=f"score {date}", tags=tags).info.run_id
-    adopt_run(client, run_id)  # KILLED if the command is stopped; closes this date's runs a kill -9 left RUNNING
     try:
-        # One score of a date at a time (a backfill's dates included): the loser stops here, before reading.
-        claim_dates(client, client.get_run(run_id), config.claim_hours, "before reading anything")
+        adopt_run(client, run_id)  # KILLED if the command is stopped; closes this date's runs a kill -9 left RUNNING
+        # One score of a date at a time (a backfill's dates included): the loser stops here, before reading. A
+        # rival whose run id is in scoring_runs has committed the day (its MLflow run was left open): not a rival.
+        claim_dates(client, client.get_run(run_id), config.claim_hours, "before reading anything",
+                    committed=lambda ids: logged_runs(spark, settings, ids))
         for key, value in {
             "date": date, "model_name": model.name, "model_version": model.version, "model_run_id": model.run_id,
             "device": config.device, "spark_profile": settings.spark_profile,
@@ -418,16 +432,40 @@ def score_date(
         }.items():
             client.log_param(run_id, key, value)
         result = _score_and_write(spark, settings, config, date, model, run_id)
+    except BaseException as err:
+        close_run(client, run_id, "FAILED", str(err))
+        raise
+    try:  # the day is committed: a tracking failure now is a warning, not a failed day
         metrics = {k: v for k, v in dataclasses.asdict(result).items() if isinstance(v, (int, float)) and v is not None}
         metrics.update({f"rejected.{k}": v for k, v in result.rejects_by_reason.items()})
         for key, value in metrics.items():
             client.log_metric(run_id, key, float(value))
         client.set_terminated(run_id, "FINISHED")
-        return result
-    except BaseException as err:
-        client.set_tag(run_id, "error", str(err)[:4000])
-        client.set_terminated(run_id, "FAILED")
-        raise
+    except Exception as err:
+        result.warning = (f"{date} is committed (run {run_id} in scoring_runs), but its MLflow run was not "
+                          f"updated: {classify(err).line()}")
+        log.warning("%s", result.warning)
+    return result
+
+
+def close_run(client, run_id: str, status: str, error: str = "") -> None:
+    """End the MLflow run as `status` (with its `error` tag); a store that fails here is logged, so the
+    error that ended the run is the one reported."""
+    try:
+        if error:
+            client.set_tag(run_id, "error", error[:4000])
+        client.set_terminated(run_id, status)
+    except Exception as err:
+        log.warning("MLflow run %s not closed as %s: %s", run_id, status, classify(err).line())
+
+
+def logged_runs(spark: SparkSession, settings: Settings, run_ids: list[str]) -> set[str]:
+    """The runs among `run_ids` that have a row in scoring_runs: they committed their day."""
+    path = settings.table(SCORING_RUNS.name)
+    if not run_ids or not is_delta_table(spark, path):
+        return set()
+    rows = spark.read.format("delta").load(path).where(F.col("scoring_run_id").isin(run_ids))
+    return {r[0] for r in rows.select("scoring_run_id").distinct().collect()}
 
 
 @dataclass
@@ -512,7 +550,7 @@ def output_rows(date: str, validated: DataFrame, scored: DataFrame, dims: list[s
 def _score_and_write(spark, settings, config, date, model, run_id) -> DateResult:
     started = time.perf_counter()
     now = dt_.datetime.now(dt_.timezone.utc).replace(tzinfo=None)
-    pairs, ads, videos, video_texts, input_version = read_inputs(spark, settings, date)
+    pairs, ads, videos, video_texts, input_version = read_inputs(spark, settings, date, config.dimensions)
     if config.require_input and pairs.limit(1).count() == 0:
         raise InputDataError(f"query_ad_pairs has no rows for dt {date} at {settings.table(QUERY_AD_PAIRS.name)}: "
                              f"the day's partition is empty or missing",
@@ -541,7 +579,7 @@ def _score_and_write(spark, settings, config, date, model, run_id) -> DateResult
         # The next action runs the scorer; tally raises before anything is written.
         t = tally(date, pairs, validated, scored, config.pairs_per_row)
         # The day's rows of this run are added next to the last committed run's; readers see them once
-        # the run's row is in scoring_runs (append_run_log below, the commit).
+        # the run's row is in scoring_runs (commit_day below, the commit).
         append_run(rejects, settings.table(SCORING_REJECTS.name))
         append_run(scores, settings.table(RELEVANCE_SCORES.name))
     finally:
@@ -558,8 +596,7 @@ def _score_and_write(spark, settings, config, date, model, run_id) -> DateResult
         pairs_per_second=t.scored_pairs / t.scoring_seconds if t.scoring_seconds > 0 else 0.0,
         rejects_by_reason=t.rejects_by_reason, run_id=run_id, input_version=input_version,
     )
-    append_run_log(spark, settings, result, model)  # the commit: from here readers see this run's rows
-    drop_superseded_rows(spark, settings, date)
+    commit_day(spark, settings, result, model)  # from here readers see this run's rows
     log.info(
         "%s: %d pairs -> %d scored (%d carried over) + %d rejected; %d distinct ads, %d engine rows, %d vision "
         "encodes; %.1f pairs/s", date, t.input_pairs, t.scored_pairs, t.carried_pairs, t.rejected_pairs,
@@ -568,31 +605,19 @@ def _score_and_write(spark, settings, config, date, model, run_id) -> DateResult
     return result
 
 
-def drop_superseded_rows(spark: SparkSession, settings: Settings, date: str) -> None:
-    """After the commit, remove the day's rows of earlier runs and of runs killed before their commit
-    (readers already ignore them). A conflict here leaves them for the next run: the day is committed."""
-    for table in (SCORING_REJECTS, RELEVANCE_SCORES):
-        try:
-            drop_superseded(spark, settings.table(table.name), table, [date])
-        except Exception as err:
-            if not is_concurrent_write(err):
-                raise
-            log.warning("%s: %s of superseded runs not removed (%s); the next run removes them", date, table.name,
-                        str(err).splitlines()[0])
-
-
-def append_run_log(spark: SparkSession, settings: Settings, result: DateResult, model: ModelRef) -> None:
-    """One row per finished scoring in Delta `scoring_runs`: the commit of the day's rows (appends never conflict)."""
+def commit_day(spark: SparkSession, settings: Settings, result: DateResult, model: ModelRef) -> None:
+    """The run's row in Delta `scoring_runs` commits the day's rows (jobs.commit), then the day's rows of
+    other runs are deleted."""
     counts = ("input_pairs", "scored_pairs", "rejected_pairs", "distinct_ads", "vision_encodes", "irrelevant_rate",
               "seconds", "input_version", "carried_pairs")
     values = {
         "dt": result.dt, "model_name": model.name, "model_version": model.version, "model_run_id": model.run_id,
         "scoring_run_id": result.run_id, **{c: getattr(result, c) for c in counts},
-        "finished_at": dt_.datetime.now(dt_.timezone.utc).replace(tzinfo=None),
+        "finished_at": dt_.datetime.now(dt_.timezone.utc).replace(tzinfo=None),  # for people: order is the commit's
     }
-    row = tuple(values[c] for c in SCORING_RUNS.columns)
-    df = spark.createDataFrame([row], spark_schema(SCORING_RUNS))
-    df.write.format("delta").mode("append").option("mergeSchema", "true").save(settings.table(SCORING_RUNS.name))
+    row = spark.createDataFrame([tuple(values[c] for c in SCORING_RUNS.columns)], spark_schema(SCORING_RUNS))
+    commit_run(spark, row, settings.table(SCORING_RUNS.name), SCORING_RUNS.key[0], result.run_id,
+               [(t, settings.table(t.name)) for t in (SCORING_REJECTS, RELEVANCE_SCORES)])
 
 
 # --- the command -------------------------------------------------------------------------------------
@@ -633,6 +658,8 @@ def run(args: argparse.Namespace) -> int:
     for table in (RELEVANCE_SCORES, SCORING_REJECTS):
         print(f"  {table.name}: {settings.table(table.name)}")
     print(f"  MLflow run {r.run_id} at {settings.tracking_uri}")
+    if r.warning:
+        print(f"hcmrm score: warning: {r.warning}", file=sys.stderr)
     return 0
 
 

@@ -65,8 +65,8 @@ def load_profile(name: str) -> dict:
 
 
 def log_level() -> str:
-    """The driver JVM's log level: HCMRM_SPARK_LOG_LEVEL, else ERROR (--debug sets WARN, Spark's default)."""
-    return os.environ.get(SPARK_LOG_LEVEL, "ERROR").upper()
+    """The driver JVM's log level: HCMRM_SPARK_LOG_LEVEL, else OFF (--debug sets WARN, Spark's default)."""
+    return os.environ.get(SPARK_LOG_LEVEL, "OFF").upper()
 
 
 def builder_conf(profile: dict, overrides: dict | None = None, level: str = "WARN") -> dict[str, str]:

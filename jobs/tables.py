@@ -1,5 +1,5 @@
-"""Delta table I/O shared by the jobs: the contracts as Spark schemas, atomic per-date replacement, reads,
-and the run-by-run writes of tables with a run log (a day is all or nothing across the tables a job writes)."""
+"""Delta table I/O shared by the jobs: the contracts as Spark schemas, atomic per-date replacement, reads
+(a table with a run log shows each day's committed run; the writer's side is jobs.commit)."""
 
 from __future__ import annotations
 
@@ -94,13 +94,6 @@ def table_version(spark: SparkSession, path: str) -> int | None:
     return DeltaTable.forPath(spark, path).history(1).first()["version"]
 
 
-def partition_files(spark: SparkSession, path: str, date: str, version: int) -> set[str]:
-    """The data files of the `date` partition of the Delta table at `path`, at `version`. Delta files are
-    never changed in place: the same files are the same rows."""
-    df = spark.read.format("delta").option("versionAsOf", version).load(path).where(F.col("dt") == date)
-    return {r[0] for r in df.select(F.col("_metadata.file_path")).distinct().collect()}
-
-
 def read_table(spark: SparkSession, path: str, version: int | None = None) -> DataFrame:
     """A Delta table by path (at `version` when given), or Parquet when the folder is not a Delta table.
 
@@ -121,13 +114,26 @@ def run_log_path(path: str, contract: Table) -> str:
     return posixpath.join(posixpath.dirname(path.rstrip("/")), contract.run_log)
 
 
+COMMIT_VERSION = "_metadata.row_commit_version"  # the Delta version that added a row (row tracking)
+ROW_TRACKING = "delta.enableRowTracking"
+
+
+def has_row_tracking(spark: SparkSession, path: str) -> bool:
+    """True when the Delta table at `path` records each row's commit version (jobs.commit turns it on)."""
+    from delta.tables import DeltaTable
+
+    return DeltaTable.forPath(spark, path).detail().first()["properties"].get(ROW_TRACKING) == "true"
+
+
 def committed_runs(spark: SparkSession, log_path: str, run_column: str) -> DataFrame | None:
-    """(dt, committed run): the latest run the log holds for each dt (by finished_at, then run id); None
-    when there is no log yet."""
+    """(dt, committed run): for each dt, the run whose log row was committed last, by commit order (the Delta
+    version that added the row), never by a clock; None when there is no log yet. Rows committed before the
+    log recorded versions tie on the version that turned it on and are told apart by finished_at, then id."""
     if not is_delta_table(spark, log_path):
         return None
     log = spark.read.format("delta").load(log_path)
-    latest = F.max_by(F.col(run_column), F.struct("finished_at", run_column))
+    order = [F.col(COMMIT_VERSION)] if has_row_tracking(spark, log_path) else []
+    latest = F.max_by(F.col(run_column), F.struct(*order, F.col("finished_at"), F.col(run_column)))
     return log.groupBy("dt").agg(latest.alias("_committed_run"))
 
 
@@ -148,7 +154,7 @@ def read_committed(spark: SparkSession, path: str, contract: Table) -> DataFrame
 
 
 def _in_list(column: str, values: Iterable[str]) -> str:
-    quoted = ", ".join(_quote(v) for v in sorted(set(values)))
+    quoted = ", ".join(sql_string(v) for v in sorted(set(values)))
     return f"{column} IN ({quoted})"
 
 
@@ -171,31 +177,8 @@ def replace_partitions(df: DataFrame, path: str, dates: Iterable[str], column: s
     )
 
 
-def append_run(df: DataFrame, path: str, column: str = "dt") -> None:
-    """Add one run's rows (stamped with its run id) to the table at `path` in one commit; earlier runs'
-    rows stay until `drop_superseded`, so readers keep the committed run's rows meanwhile."""
-    df.write.format("delta").mode("append").option("mergeSchema", "true").partitionBy(column).save(path)
-
-
-def drop_superseded(spark: SparkSession, path: str, contract: Table, dates: Iterable[str]) -> None:
-    """Delete the rows of `dates` that are not of the dt's committed run (the latest in the run log):
-    superseded runs, runs killed before their commit, rows that name no run. One commit, reading only the
-    rows of `dates`; a dt with no committed run is left alone."""
-    from delta.tables import DeltaTable
-
-    runs = committed_runs(spark, run_log_path(path, contract), contract.run_column)
-    if runs is None or not is_delta_table(spark, path):
-        return
-    committed = runs.where(F.col("dt").isin(list(dates))).collect()
-    if not committed:
-        return
-    column = contract.run_column
-    condition = " OR ".join(f"(dt = {_quote(r['dt'])} AND ({column} IS NULL OR {column} <> {_quote(r[1])}))"
-                            for r in committed)
-    DeltaTable.forPath(spark, path).delete(condition)
-
-
-def _quote(value: str) -> str:
+def sql_string(value: str) -> str:
+    """`value` as a SQL string literal."""
     return "'" + str(value).replace("'", "''") + "'"
 
 

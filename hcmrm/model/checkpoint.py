@@ -39,10 +39,17 @@ def load_config_json(directory: str | Path) -> HCMRMConfig:
     path = Path(directory) / CONFIG
     if not path.exists():
         raise ModelError(f"no {CONFIG} in {directory}: not an HCMRM checkpoint")
-    meta = json.loads(path.read_text(encoding="utf-8"))
-    if meta.get("format") != FORMAT:
-        raise ModelError(f"{path} has format {meta.get('format')!r}, expected {FORMAT!r}")
-    return from_dict(HCMRMConfig, meta["config"], str(path))
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ModelError(f"{path} is not valid JSON: {err}") from err
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ModelError(f"{path} has format {found!r}, expected {FORMAT!r}")
+    try:
+        return from_dict(HCMRMConfig, meta.get("config") or {}, str(path))
+    except ValueError as err:  # ConfigError: an unknown key, a wrong type
+        raise ModelError(f"{path} does not describe an HCMRM model: {err}") from err
 
 
 def load_model(directory: str | Path, map_location="cpu") -> HCMRM:
@@ -55,13 +62,21 @@ def load_model(directory: str | Path, map_location="cpu") -> HCMRM:
     weights = Path(directory) / WEIGHTS
     if not weights.exists():
         raise ModelError(f"no {WEIGHTS} in {directory}")
-    with torch.device("meta"):
-        model = HCMRM(config)
+    try:
+        with torch.device("meta"):
+            model = HCMRM(config)
+    except (AssertionError, ValueError, RuntimeError) as err:  # sizes that do not fit (hidden % heads)
+        raise ModelError(f"{Path(directory) / CONFIG} describes a model that cannot be built: "
+                         f"{type(err).__name__}: {err or 'its sizes do not fit together'}") from err
     try:
         state = load_file(str(weights), device=str(map_location))
     except Exception as err:  # safetensors' SafetensorError (a bad header), OSError
         raise ModelError(f"{weights} cannot be read, the file is corrupt or truncated: {err}") from err
-    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    except RuntimeError as err:  # a tensor of another shape than the config says (a hidden-size mismatch)
+        detail = " ".join(str(err).split())[:300]
+        raise ModelError(f"{weights} does not match its config ({Path(directory) / CONFIG}): {detail}") from err
     if missing or unexpected:
         raise ModelError(f"{weights} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}")
     return model.to(map_location).eval()

@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from hcmrm.errors import ModelError
+from hcmrm.errors import ModelError, UsageError
 from hcmrm.settings import Settings
 from hcmrm.tracking.store import configure
 
@@ -52,7 +52,7 @@ def is_mlflow_uri(uri: str) -> bool:
 def registered_version(settings: Settings, uri: str):
     """The ModelVersion behind models:/<name>@<alias> or models:/<name>/<version>."""
     if not uri.startswith(MODELS):
-        raise ValueError(f"expected models:/<name>@<alias> or models:/<name>/<version>, got {uri!r}")
+        raise UsageError(f"expected models:/<name>@<alias> or models:/<name>/<version>, got {uri!r}")
     name, alias, version = _split_models_uri(uri)
     _check_store_exists(uri, settings)
     mlflow = configure(settings)
@@ -96,7 +96,8 @@ def _split_models_uri(uri: str) -> tuple[str, str | None, str | None]:
         name, _, version = ref.partition("/")
         if name and version.isdigit():
             return name, None, version
-    raise ValueError(f"model URI {uri!r} is neither models:/<name>@<alias> nor models:/<name>/<version>")
+    raise UsageError(f"model URI {uri!r} is neither models:/<name>@<alias> nor models:/<name>/<version>",
+                     hint="write it as models:/hcmrm@champion or models:/hcmrm/3 (or pass --model-version)")
 
 
 def _local_folder(path: str) -> Path:

@@ -17,11 +17,32 @@ MODEL_ARTIFACT = "model"
 
 
 def log_model_dir(model_dir: str | Path, artifact_path: str = MODEL_ARTIFACT) -> str:
-    """Upload a saved model folder to the active run; returns its artifact URI."""
+    """Upload a saved model folder to the active run, file by file (regular files only, under the size cap:
+    hcmrm.model.folder.model_files); returns its artifact URI. A failure or a stop part way removes what
+    was uploaded, so no half model stays in the artifacts."""
     import mlflow
 
-    mlflow.log_artifacts(str(model_dir), artifact_path=artifact_path)
+    from hcmrm.model.folder import model_files
+
+    model_dir = Path(model_dir)
+    files = model_files(model_dir)
+    try:
+        for path in files:
+            parent = path.parent.relative_to(model_dir).as_posix()
+            mlflow.log_artifact(str(path), artifact_path=artifact_path if parent == "." else f"{artifact_path}/{parent}")
+    except BaseException:
+        _discard_artifacts(mlflow.get_artifact_uri(artifact_path))
+        raise
     return mlflow.get_artifact_uri(artifact_path)
+
+
+def _discard_artifacts(artifact_uri: str) -> None:
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    try:
+        get_artifact_repository(artifact_uri).delete_artifacts()
+    except Exception:  # a store that cannot delete keeps the partial folder; the run's status says it is not whole
+        pass
 
 
 def register_version(settings: Settings, run_id: str, source: str, description: str = ""):

@@ -132,7 +132,7 @@ def date_tag(dates) -> str:
     return listed if len(listed) <= MAX_TAG_CHARS else f"{days[0]}..{days[-1]}"
 
 
-def claim_dates(client, run, claim_hours: float, what: str = "") -> None:
+def claim_dates(client, run, claim_hours: float, what: str = "", committed=None) -> None:
     """Fail fast (ClaimLost, exit 5) when an earlier run of `run`'s job holds any of its dates.
 
     `run` (this command's, from client.get_run) was created RUNNING with its JOB_TAG and DATE_TAG
@@ -140,7 +140,9 @@ def claim_dates(client, run, claim_hours: float, what: str = "") -> None:
     `claim_hours` and sharing a date with it, the first started (then the lowest run id) goes on and
     the others stop here: two runs that start together both see each other, so exactly one goes on
     (given the hosts' clocks agree). A run whose process is gone from this host does not count.
-    `what` ("before reading anything") ends the message.
+    `what` ("before reading anything") ends the message. `committed(run_ids)`, when given, names the runs
+    that committed their work although their MLflow run stayed RUNNING (the store failed after the commit):
+    they hold nothing, and are closed FINISHED here.
     """
     tags = run.data.tags
     since = int((time.time() - claim_hours * 3600) * 1000)
@@ -149,6 +151,12 @@ def claim_dates(client, run, claim_hours: float, what: str = "") -> None:
                                   f"and attributes.start_time > {since}", max_results=1000)
     rivals = [r for r in running if r.info.run_id == run.info.run_id or (
         _shared(tags[DATE_TAG], r.data.tags.get(DATE_TAG, "")) and not _process_gone(r.data.tags))]
+    done = committed([r.info.run_id for r in rivals if r.info.run_id != run.info.run_id]) if committed else set()
+    for other in done:
+        client.set_tag(other, CLOSED_BY_TAG, run.info.run_id)
+        client.set_terminated(other, "FINISHED")
+        log.warning("MLflow run %s committed its work but was left RUNNING: closed as FINISHED", other)
+    rivals = [r for r in rivals if r.info.run_id not in done]
     first = min(rivals, key=lambda r: (r.info.start_time, r.info.run_id), default=run)
     if first.info.run_id != run.info.run_id:
         held = ", ".join(_shared(tags[DATE_TAG], first.data.tags[DATE_TAG]))

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from hcmrm.errors import InputDataError
 from hcmrm.labels import LABEL_RANGE, is_label
 from hcmrm.text.normalize import normalize_text
 
@@ -35,6 +36,12 @@ class LabeledPairs:
 
     def __len__(self) -> int:
         return len(self.pairs)
+
+
+class LabeledDataError(InputDataError, ValueError):
+    """A labeled file that cannot be used as one (exit 3); a ValueError too, for callers that catch that."""
+
+    hint = "check the file given as --data, --train or --dev"
 
 
 def read_records(path: str | Path) -> pd.DataFrame:
@@ -52,7 +59,10 @@ def read_records(path: str | Path) -> pd.DataFrame:
         head = f.read(4096).lstrip()
         f.seek(0)
         if head.startswith("["):
-            rows = json.load(f)
+            try:
+                rows = json.load(f)
+            except json.JSONDecodeError as err:
+                raise LabeledDataError(f"{path}: not valid JSON ({err})") from None
         elif head.startswith("{"):
             rows = []
             for number, line in enumerate(f, 1):
@@ -60,13 +70,13 @@ def read_records(path: str | Path) -> pd.DataFrame:
                     try:
                         rows.append(json.loads(line))
                     except json.JSONDecodeError as err:
-                        raise ValueError(f"{path}:{number}: not a JSON line ({err.msg})") from None
+                        raise LabeledDataError(f"{path}:{number}: not a JSON line ({err.msg})") from None
         elif not head:
-            rows = []
+            raise LabeledDataError(f"{path} is empty: no labeled rows")
         else:
-            raise ValueError(f"{path}: expected a JSON array, JSON lines or Parquet, got {head[:30]!r}")
+            raise LabeledDataError(f"{path}: expected a JSON array, JSON lines or Parquet, got {head[:30]!r}")
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-        raise ValueError(f"{path}: expected a list of JSON objects")
+        raise LabeledDataError(f"{path}: expected a list of JSON objects")
     return pd.DataFrame.from_records(rows)
 
 
@@ -173,8 +183,12 @@ def read_labeled(path: str | Path, split: str | None = None, label_map: dict[int
     df = read_records(path)
     if split is not None:
         if "split" not in df.columns:
-            raise ValueError(f"{path}: --split {split!r} given but the data has no `split` column")
+            raise LabeledDataError(f"{path}: --split {split!r} given but the data has no `split` column")
+        found = sorted(str(v) for v in df["split"].dropna().unique())
         df = df[df["split"] == split]
+        if df.empty:
+            raise LabeledDataError(f"{path}: no rows of split {split!r} (--split, or the job's split filter); "
+                                   f"the file's splits are {found[:10]}")
     return normalize(df, source=str(path), label_map=label_map)
 
 

@@ -6,8 +6,8 @@ import time
 import pytest
 
 from hcmrm.errors import (
-    ConcurrentWriteError, HcmrmError, InputDataError, Interrupted, ModelError, UsageError, classify, interruption,
-    is_concurrent_write,
+    ConcurrentWriteError, DiskFullError, HcmrmError, InputDataError, Interrupted, ModelError, TrackingStoreError,
+    UsageError, classify, interruption, is_concurrent_write,
 )
 
 
@@ -29,8 +29,9 @@ def wrapped(inner: BaseException, message: str):
 
 
 def test_each_class_has_its_own_exit_code():
-    classes = [HcmrmError, UsageError, InputDataError, ModelError, ConcurrentWriteError]
-    assert [c.exit_code for c in classes] == [1, 2, 3, 4, 5]
+    classes = [HcmrmError, UsageError, InputDataError, ModelError, ConcurrentWriteError, TrackingStoreError,
+               DiskFullError]
+    assert [c.exit_code for c in classes] == [1, 2, 3, 4, 5, 6, 7]
     assert Interrupted(signal.SIGTERM, 0).exit_code == 143 and Interrupted(signal.SIGINT, 0).exit_code == 130
 
 
@@ -112,3 +113,43 @@ def test_a_stop_is_found_even_when_cleanup_then_failed():
 
     assert interruption(raised(make)) is stop
     assert interruption(ValueError("no")) is None
+
+
+def test_an_unreadable_data_file_names_its_table_partition_and_file():
+    from pyspark.errors import AnalysisException
+
+    file = "file:/data/lake/query_ad_pairs/dt=2024-09-10/part-00000-1f.c000.snappy.parquet"
+    java = (f"An error occurred while calling o142.collectToPython.\n: org.apache.spark.SparkException: "
+            f"[FAILED_READ_FILE.NO_HINT] Encountered error while reading file {file}.  SQLSTATE: KD001\n"
+            f"\tat org.apache.spark.sql.errors.QueryExecutionErrors$.cannotReadFilesError(...)\n"
+            f"Caused by: java.lang.RuntimeException: {file} is not a Parquet file. Expected magic number at tail\n")
+    found = classify(wrapped(AnalysisException(message=java), "o142.collectToPython"))
+    assert isinstance(found, InputDataError) and found.exit_code == 3
+    assert found.line().startswith(f"table query_ad_pairs, partition dt=2024-09-10: data file {file} cannot be "
+                                   f"read (RuntimeException: {file} is not a Parquet file. Expected magic number")
+    assert "RESTORE the table" in found.line() and "\n" not in found.line()
+
+
+def test_a_full_disk_is_its_own_class_naming_the_file():
+    full = OSError(28, "No space left on device", "/tmp/hcmrm-model-x/model.zip")
+    found = classify(wrapped(full, "writing the archive"))
+    assert isinstance(found, DiskFullError) and found.exit_code == 7
+    assert found.line().startswith("out of disk space writing /tmp/hcmrm-model-x/model.zip: No space left on device;")
+    java = RuntimeError("py4j: java.io.IOException: No space left on device")
+    assert classify(java).line().startswith("out of disk space: No space left on device; free space")
+
+
+@pytest.mark.parametrize("said, told", [
+    ("(sqlite3.OperationalError) attempt to write a readonly database", "is read-only"),
+    ("(sqlite3.OperationalError) database is locked", "is locked by another process"),
+    ("API request to http://mlflow:5000/api/2.0/mlflow/runs/create failed with exception "
+     "HTTPConnectionPool(host='mlflow', port=5000): Max retries exceeded", "is unreachable"),
+])
+def test_a_tracking_store_that_cannot_be_written_is_said_so(said, told):
+    class OperationalError(Exception):  # sqlalchemy.exc's, by name
+        pass
+
+    found = classify(wrapped(OperationalError(said), "MlflowException: " + said))
+    assert isinstance(found, TrackingStoreError) and found.exit_code == 6
+    found.store = "sqlite:////data/mlruns.db"
+    assert found.line().startswith(f"the MLflow tracking store sqlite:////data/mlruns.db {told}; make the store")

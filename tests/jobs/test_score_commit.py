@@ -96,7 +96,9 @@ def test_a_crash_between_the_commits_leaves_the_last_committed_run_and_a_rerun_h
     def killed_after_the_commit(*_):
         raise Killed("driver killed after the commit")
 
-    monkeypatch.setattr(score, "drop_superseded_rows", killed_after_the_commit)
+    from jobs import commit
+
+    monkeypatch.setattr(commit, "drop_superseded", killed_after_the_commit)
     with pytest.raises(Killed):
         run()
     monkeypatch.undo()
@@ -198,3 +200,34 @@ def test_the_driver_jvm_killed_after_the_first_commit_leaves_the_committed_run_a
     assert run_c not in (run_a, killed.info.run_id) and "a2" in set(rejects_c.ad_id) and "a2" not in set(scores_c.ad_id)
     for name in ("relevance_scores", "scoring_rejects"):
         assert {r.scoring_run_id for r in read(spark, settings, name, DAY1).collect()} == {run_c}
+
+
+def test_a_rescore_after_a_run_whose_clock_ran_ahead_is_the_committed_one(spark, tmp_path):
+    """The committed run is the last one committed, whatever the hosts' clocks said: with the earlier run's
+    finished_at 3 hours in the future (another host's fast clock), the rescore still is the day."""
+    from delta.tables import DeltaTable
+
+    from jobs import score
+    from jobs.tables import overwrite_table
+
+    settings = make_settings(tmp_path)
+    write_lake(spark, settings)
+    register_tiny_model(settings, tmp_path)
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert score.run(job_args(settings, date=DAY1)) == 0
+    run_a = assert_one_whole_run(*committed_day(spark, settings))
+    DeltaTable.forPath(spark, settings.table("scoring_runs")).update(
+        f"scoring_run_id = '{run_a}'", {"finished_at": "finished_at + INTERVAL 3 HOURS"})
+    ads = [(a, "gone" if a == "a2" else v, adv, ind) for a, v, adv, ind in ADS]  # a2's pairs: rejects from now on
+    overwrite_table(spark.createDataFrame(ads, "ad_id string, video_id string, advertiser string, industry string"),
+                    settings.table("ads"))
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert score.run(job_args(settings, date=DAY1)) == 0
+    run_b = out.getvalue().split("MLflow run ")[1].split()[0]
+    scores, rejects = committed_day(spark, settings)
+    assert assert_one_whole_run(scores, rejects) == run_b != run_a
+    assert "a2" in set(rejects.ad_id) and "a2" not in set(scores.ad_id)
+    for name in ("relevance_scores", "scoring_rejects"):  # the cleanup removed A's rows, not B's
+        assert {r.scoring_run_id for r in read(spark, settings, name, DAY1).collect()} == {run_b}

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from hcmrm.errors import UsageError
 from hcmrm.tracking import registry
 from hcmrm.tracking import store as tracking
 from hcmrm.tracking.model_uri import (
@@ -87,7 +88,7 @@ def test_a_run_folder_that_is_no_model_and_malformed_uris(registered, tmp_path):
         mlflow.log_artifacts(str(notes), artifact_path="notes")
     with pytest.raises(ModelNotFoundError, match="not a model folder"):
         resolve(f"runs:/{run.info.run_id}/notes", settings, tmp_path / "d")
-    with pytest.raises(ValueError, match="neither"):
+    with pytest.raises(UsageError, match="neither"):
         registered_version(settings, f"models:/{settings.model_name}/latest")
     with pytest.raises(ValueError, match="needs the tracking settings"):
         resolve(champion_uri("hcmrm"))
