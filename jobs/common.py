@@ -81,6 +81,8 @@ def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("py4j", "alembic", "urllib3", "matplotlib", "jieba"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # MLflow logs a store's SQL error with its whole trace before raising it; the raise is told in one line.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
 def script_main(module: ModuleType, argv: list[str] | None = None) -> None:

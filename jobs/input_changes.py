@@ -58,7 +58,7 @@ def read_commits(spark: SparkSession, path: str, first: int, last: int) -> list[
             if kind in action and action[kind].get("dataChange", True):
                 values = list((action[kind].get("partitionValues") or {}).values())
                 commit.days.update(values or [ANY_DAY])
-                commit.deletion_vectors |= bool(action[kind].get("deletionVector"))
+                commit.deletion_vectors |= kind == "add" and bool(action[kind].get("deletionVector"))
     return [commits[v] for v in sorted(commits)]
 
 

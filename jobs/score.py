@@ -40,7 +40,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from hcmrm.config import load
-from hcmrm.errors import InputDataError, ModelError, UsageError, classify
+from hcmrm.errors import InputDataError, ModelError, TrackingStoreError, UsageError, classify
 from hcmrm.labels import IRRELEVANT_MAX_LABEL
 from hcmrm.model.folder import model_files
 from hcmrm.scoring import AdPairs, Scorer, ScoringConfig
@@ -442,8 +442,11 @@ def score_date(
             client.log_metric(run_id, key, float(value))
         client.set_terminated(run_id, "FINISHED")
     except Exception as err:
+        failure = classify(err)
+        if isinstance(failure, TrackingStoreError):
+            failure.store = settings.tracking_uri
         result.warning = (f"{date} is committed (run {run_id} in scoring_runs), but its MLflow run was not "
-                          f"updated: {classify(err).line()}")
+                          f"updated: {failure.line()}")
         log.warning("%s", result.warning)
     return result
 

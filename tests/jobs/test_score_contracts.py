@@ -124,3 +124,24 @@ def test_a_second_score_of_a_date_stops_before_reading_while_the_first_runs(lake
     exp = client.get_experiment_by_name("hcmrm-scoring").experiment_id
     loser = client.search_runs([exp], f"tags.`hcmrm.date` = '{DAY1}'", order_by=["attributes.start_time DESC"])[0]
     assert loser.info.status == "FAILED" and "another score" in loser.data.tags["error"]
+
+
+def test_input_columns_named_like_the_jobs_own_pass_unread(spark, lake, tmp_path):
+    """Extra columns pass: `score`, `label` and `reason` in query_ad_pairs and ads do not clash with the
+    columns the job makes; the day is scored as without them."""
+    from jobs.tables import overwrite_table, read_table
+
+    extra = dataclasses.replace(lake, lake=str(tmp_path / "lake"))
+    write_lake(spark, extra)
+    pairs = read_table(spark, extra.table("query_ad_pairs"))
+    overwrite_table(pairs.selectExpr("*", "0.5 AS score", "3 AS label", "'x' AS reason"),
+                    extra.table("query_ad_pairs"), "dt")
+    ads = read_table(spark, extra.table("ads"))
+    overwrite_table(ads.selectExpr("*", "1.0 AS score", "'y' AS reason", "'z' AS scoring_run_id"), extra.table("ads"))
+    assert run_score(extra) == 0
+    day = pairs.where(pairs.dt == DAY1)
+    scores, rejects = (read_table(spark, extra.table(t)).where(f"dt = '{DAY1}'")
+                       for t in ("relevance_scores", "scoring_rejects"))
+    assert scores.count() + rejects.count() == day.count()
+    assert {r.reason for r in rejects.collect()}.isdisjoint({"x", "y"})
+    assert {r.scoring_run_id for r in scores.collect()} != {"z"}

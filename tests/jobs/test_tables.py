@@ -193,15 +193,3 @@ def test_overwrite_table_and_read_table(spark, settings, tmp_path):
     spark.createDataFrame([("v1",)], "video_id string").write.parquet(parquet)
     assert not is_delta_table(spark, parquet)
     assert [r.video_id for r in read_table(spark, parquet).collect()] == ["v1"]
-
-
-def test_partition_files_change_only_when_the_days_rows_are_rewritten(spark, tmp_path):
-    from jobs.tables import overwrite_table, partition_files, replace_partitions, table_version
-
-    path = str(tmp_path / "query_ad_pairs")
-    overwrite_table(spark.createDataFrame([("d1", "q", "a", 1), ("d2", "q", "a", 1)], SCHEMA), path, "dt")
-    before = partition_files(spark, path, "d1", table_version(spark, path))
-    replace_partitions(spark.createDataFrame([("d2", "q2", "a", 2)], SCHEMA), path, ["d2"])  # another day
-    assert partition_files(spark, path, "d1", table_version(spark, path)) == before
-    replace_partitions(spark.createDataFrame([("d1", "q", "a", 5)], SCHEMA), path, ["d1"])  # same count, new rows
-    assert partition_files(spark, path, "d1", table_version(spark, path)) != before
