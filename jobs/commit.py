@@ -79,3 +79,11 @@ def drop_superseded(spark: SparkSession, path: str, contract: Table, dates: Iter
             raise
         log.warning("%s: rows of superseded runs of %s not removed (%s); the next run removes them",
                     contract.name, ", ".join(sorted(r["dt"] for r in committed)), str(err).splitlines()[0])
+
+
+def committed_among(spark: SparkSession, log_path: str, run_column: str, run_ids: list[str]) -> set[str]:
+    """The runs of `run_ids` that have a row in the run log: they committed (whatever their MLflow run says)."""
+    if not run_ids or not is_delta_table(spark, log_path):
+        return set()
+    rows = spark.read.format("delta").load(log_path).where(F.col(run_column).isin(run_ids))
+    return {r[0] for r in rows.select(run_column).distinct().collect()}

@@ -52,10 +52,11 @@ from hcmrm.tables import (
 )
 from hcmrm.text.normalize import SPARK_BLANK_PATTERN
 from jobs.common import script_main, settings_from_args, spark_from_args
-from jobs.commit import append_run, commit_run
+from jobs.commit import append_run, commit_run, committed_among
 from jobs.session import arrow_batch_rows
 from jobs.tables import (
-    check_contract, check_output, conform, is_delta_table, read_table, reason_code, spark_schema, table_version,
+    check_contract, check_output, conform, contract_columns, is_delta_table, read_table, reason_code, spark_schema,
+    table_version,
 )
 from udfs.score import ModelRef, ad_fingerprint, score_ads
 
@@ -65,6 +66,7 @@ HELP = "score one day's query_ad_pairs with a registered model -> relevance_scor
 log = logging.getLogger("hcmrm.score")
 
 CONF_FILE = CONF_DIR / "jobs" / "score.yaml"
+RUN_ID = RELEVANCE_SCORES.run_column  # scoring_run_id: the column that names a scoring run in every table
 SQLSTATE = re.compile(r"\s*SQLSTATE: \w+\.?")  # the code Spark appends to a message; the line says enough without it
 
 
@@ -252,16 +254,6 @@ def read_inputs(spark: SparkSession, settings: Settings, date: str, dimensions=(
     return pairs, frames[ADS.name], videos, frames[VIDEO_TEXTS.name], version
 
 
-def contract_columns(df: DataFrame, table, dimensions=()) -> DataFrame:
-    """`df` with only its contract's columns and the `dimensions` it has: an extra column passes unread, so
-    one named like a column the job makes (`score`, `label`, `reason`) cannot clash with it."""
-    keep = [c for c in df.columns if c in table.columns or c in dimensions]
-    extra = [c for c in df.columns if c not in keep]
-    if extra:
-        log.info("%s: columns %s are not in its contract and are not read", table.name, extra)
-    return df.select(*keep)
-
-
 # --- transforms ---------------------------------------------------------------------------------------
 
 
@@ -411,7 +403,7 @@ def score_date(
     parent_run_id: str | None = None,
 ) -> DateResult:
     """Score `date` with `model` and write it; the MLflow run is closed FAILED if anything raises."""
-    from hcmrm.tracking.runs import DATE_TAG, JOB_TAG, adopt_run, claim_dates
+    from hcmrm.tracking.runs import DATE_TAG, JOB_TAG, adopt_run, claim_dates, close_run
     from hcmrm.tracking.store import configure
 
     client = configure(settings).MlflowClient()
@@ -424,7 +416,7 @@ def score_date(
         # One score of a date at a time (a backfill's dates included): the loser stops here, before reading. A
         # rival whose run id is in scoring_runs has committed the day (its MLflow run was left open): not a rival.
         claim_dates(client, client.get_run(run_id), config.claim_hours, "before reading anything",
-                    committed=lambda ids: logged_runs(spark, settings, ids))
+                    committed=lambda ids: committed_among(spark, settings.table(SCORING_RUNS.name), RUN_ID, ids))
         for key, value in {
             "date": date, "model_name": model.name, "model_version": model.version, "model_run_id": model.run_id,
             "device": config.device, "spark_profile": settings.spark_profile,
@@ -433,7 +425,7 @@ def score_date(
             client.log_param(run_id, key, value)
         result = _score_and_write(spark, settings, config, date, model, run_id)
     except BaseException as err:
-        close_run(client, run_id, "FAILED", str(err))
+        close_run(client, run_id, "FAILED", str(err))  # a store failing here is logged: `err` is what is told
         raise
     try:  # the day is committed: a tracking failure now is a warning, not a failed day
         metrics = {k: v for k, v in dataclasses.asdict(result).items() if isinstance(v, (int, float)) and v is not None}
@@ -449,26 +441,6 @@ def score_date(
                           f"updated: {failure.line()}")
         log.warning("%s", result.warning)
     return result
-
-
-def close_run(client, run_id: str, status: str, error: str = "") -> None:
-    """End the MLflow run as `status` (with its `error` tag); a store that fails here is logged, so the
-    error that ended the run is the one reported."""
-    try:
-        if error:
-            client.set_tag(run_id, "error", error[:4000])
-        client.set_terminated(run_id, status)
-    except Exception as err:
-        log.warning("MLflow run %s not closed as %s: %s", run_id, status, classify(err).line())
-
-
-def logged_runs(spark: SparkSession, settings: Settings, run_ids: list[str]) -> set[str]:
-    """The runs among `run_ids` that have a row in scoring_runs: they committed their day."""
-    path = settings.table(SCORING_RUNS.name)
-    if not run_ids or not is_delta_table(spark, path):
-        return set()
-    rows = spark.read.format("delta").load(path).where(F.col("scoring_run_id").isin(run_ids))
-    return {r[0] for r in rows.select("scoring_run_id").distinct().collect()}
 
 
 @dataclass
@@ -619,7 +591,7 @@ def commit_day(spark: SparkSession, settings: Settings, result: DateResult, mode
         "finished_at": dt_.datetime.now(dt_.timezone.utc).replace(tzinfo=None),  # for people: order is the commit's
     }
     row = spark.createDataFrame([tuple(values[c] for c in SCORING_RUNS.columns)], spark_schema(SCORING_RUNS))
-    commit_run(spark, row, settings.table(SCORING_RUNS.name), SCORING_RUNS.key[0], result.run_id,
+    commit_run(spark, row, settings.table(SCORING_RUNS.name), RUN_ID, result.run_id,
                [(t, settings.table(t.name)) for t in (SCORING_REJECTS, RELEVANCE_SCORES)])
 
 

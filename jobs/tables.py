@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import posixpath
 from collections.abc import Iterable
 
@@ -14,6 +15,8 @@ from pyspark.sql.types import StructType
 
 from hcmrm.tables import CODE_SEPARATOR, TABLES, Table
 
+
+log = logging.getLogger("hcmrm.tables")
 
 # Input types a contract column accepts besides its own, widened on read without loss.
 WIDENS_TO = {"bigint": ("tinyint", "smallint", "int"), "int": ("tinyint", "smallint"), "double": ("float",),
@@ -56,6 +59,16 @@ def check_contract(df: DataFrame, contract: Table, where: str) -> DataFrame:
                                  f"expected {expected.simpleString()}")
         casts[field.name] = F.col(field.name).cast(expected)
     return df.withColumns(casts) if casts else df
+
+
+def contract_columns(df: DataFrame, contract: Table, dimensions=()) -> DataFrame:
+    """`df` with only its contract's columns and the `dimensions` it has: an extra column passes unread, so
+    one named like a column a job makes (`score`, `label`, `reason`) cannot clash with it."""
+    keep = [c for c in df.columns if c in contract.columns or c in dimensions]
+    extra = [c for c in df.columns if c not in keep]
+    if extra:
+        log.info("%s: columns %s are not in its contract and are not read", contract.name, extra)
+    return df.select(*keep)
 
 
 def check_output(spark: SparkSession, df: DataFrame, path: str, name: str) -> None:

@@ -124,6 +124,17 @@ def close_stale_runs(client, run) -> list[str]:
     return closed
 
 
+def close_run(client, run_id: str, status: str, error: str = "") -> None:
+    """End the run as `status`, with its `error` tag; a store that fails here is logged, not raised, so the
+    error that ended the run is the one the command reports (and the next run's claim closes it)."""
+    try:
+        if error:
+            client.set_tag(run_id, "error", error[:4000])
+        client.set_terminated(run_id, status)
+    except Exception as err:
+        log.warning("MLflow run %s not closed as %s: %s", run_id, status, " ".join(str(err).split())[:300])
+
+
 def date_tag(dates) -> str:
     """The DATE_TAG value of a run for `dates`: sorted and comma-separated, or `first..last` when the list
     would not fit in an MLflow tag (a pseudo-queries --all-dates run over years of input)."""

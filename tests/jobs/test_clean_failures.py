@@ -131,3 +131,21 @@ def test_a_stopped_score_marks_its_run_killed_and_removes_the_model_copy(lake, s
                                                     "KILLED, temporary folders removed")
     assert configure(lake).MlflowClient().get_run(run_id).info.status == "KILLED"
     assert not Path(model_dir).exists() and not Path(model_dir).parent.exists()  # the download folder too
+
+
+def test_a_successful_score_over_tables_with_deletion_vectors_leaves_no_spark_lines(spark, lake, tmp_path):
+    """Without --debug nothing of Spark's logging reaches stderr, on success too: no ERROR line, no JSON log
+    line, no Java stack (Delta logs errors it recovers from when it reads deletion vectors)."""
+    import dataclasses
+
+    from delta.tables import DeltaTable
+
+    own = dataclasses.replace(lake, lake=str(tmp_path / "lake"))
+    write_lake(spark, own)
+    path = own.table("query_ad_pairs")
+    spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')")
+    DeltaTable.forPath(spark, path).delete(f"dt = '{DAY1}' AND query = '英语'")
+    code, lines = score(*flags(own))
+    assert code == 0, "\n".join(lines)
+    spark_lines = [x for x in lines if " ERROR " in x or x.lstrip().startswith("{") or x.startswith("\tat ")]
+    assert not spark_lines, "\n".join(lines)

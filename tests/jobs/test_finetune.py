@@ -140,3 +140,17 @@ def test_two_processes_through_torch_distributor(spark, settings, capsys, tmp_pa
     assert out["model_version"] == "1" and out["metrics"]["n"] == 16
     run = tracking.configure(settings).MlflowClient().get_run(out["run_id"])
     assert run.data.params["processes"] == "2"
+
+
+def test_a_split_filter_that_keeps_no_row_is_named_with_its_flag():
+    import pandas as pd
+
+    from hcmrm.errors import InputDataError
+    from jobs.finetune import split_rows
+
+    frame = pd.DataFrame({"query": ["q", "r"], "split": ["train", "dev"]})
+    assert list(split_rows(frame, "dev", "labeled_pairs", "--dev-split")["query"]) == ["r"]
+    with pytest.raises(InputDataError, match=r"labeled_pairs: no rows of split 'valid' \(--dev-split valid\); its "
+                                             r"splits are \['dev', 'train'\]"):
+        split_rows(frame, "valid", "labeled_pairs", "--dev-split")
+    assert len(split_rows(frame.drop(columns="split"), "valid", "x", "--dev-split")) == 2  # no split column: all

@@ -62,3 +62,14 @@ def test_check_model_scores_the_canary_and_refuses_a_nan_model_without_spark(tmp
     check_model(tmp_path / "good", ScoringConfig())  # a sound model passes
     with pytest.raises(ModelError, match="non-finite probabilities"):
         check_model(save_nan_model(tmp_path / "nan"), ScoringConfig())
+
+
+def test_pack_folder_ships_regular_files_only(tmp_path):
+    from hcmrm.errors import ModelError
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "secrets").symlink_to("/etc/passwd")
+    with pytest.raises(ModelError, match="secrets is a symbolic link, not a regular file"):
+        pack_folder(folder, tmp_path / "m.zip")

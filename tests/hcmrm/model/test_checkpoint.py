@@ -70,3 +70,38 @@ def test_a_corrupt_weights_file_is_a_model_error_naming_the_file(tmp_path, damag
     weights.write_bytes(b"\xff" * 64 if damage == "garbage" else data[: len(data) // 2])
     with pytest.raises(ModelError, match=r"model.safetensors cannot be read, the file is corrupt or truncated"):
         load_model(tmp_path)
+
+
+def saved_with_config(tmp_path, change):
+    """A tiny checkpoint whose config.json `change(meta)` edited."""
+    save_model(build_model("tiny"), tmp_path)
+    path = tmp_path / "config.json"
+    meta = json.loads(path.read_text())
+    change(meta)
+    path.write_text(json.dumps(meta))
+    return tmp_path
+
+
+def test_a_config_whose_sizes_do_not_fit_the_weights_is_a_model_error_that_says_so(tmp_path):
+    def wider(meta):
+        meta["config"]["text"]["hidden"] *= 2
+        meta["config"]["text"]["intermediate"] = meta["config"]["text"]["hidden"] * 4
+
+    with pytest.raises(ModelError) as error:
+        load_model(saved_with_config(tmp_path, wider))
+    assert error.value.exit_code == 4 and "does not match its config" in str(error.value)
+    assert "size mismatch" in str(error.value)
+
+
+def test_a_config_with_sizes_that_do_not_fit_or_an_unknown_key_is_a_model_error(tmp_path):
+    def odd_heads(meta):
+        meta["config"]["text"]["heads"] = 7  # hidden is not a multiple of it
+
+    with pytest.raises(ModelError, match="does not describe an HCMRM model: text.hidden .* not divisible"):
+        load_model(saved_with_config(tmp_path / "a", odd_heads))
+    with pytest.raises(ModelError, match="does not describe an HCMRM model: .*colour"):
+        load_model(saved_with_config(tmp_path / "b", lambda meta: meta["config"].update(colour="red")))
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "config.json").write_text("{not json")
+    with pytest.raises(ModelError, match="is not valid JSON"):
+        load_model(tmp_path / "c")

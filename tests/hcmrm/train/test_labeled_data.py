@@ -5,6 +5,7 @@ import json
 import pandas as pd
 import pytest
 
+from hcmrm.errors import InputDataError
 from hcmrm.train.labeled_data import read_labeled, read_records
 
 ROWS = [
@@ -67,10 +68,22 @@ def test_clear_errors_for_missing_columns_and_unknown_formats(tmp_path):
         read_records(tmp_path / "missing.json")
 
 
-def test_split_column_filters(tmp_path):
+def test_split_column_filters_and_a_split_that_keeps_nothing_is_named(tmp_path):
     path = tmp_path / "s.json"
     path.write_text(json.dumps([dict(r, split="dev" if i else "train") for i, r in enumerate(ROWS)], ensure_ascii=False))
     assert len(read_labeled(path, split="dev")) == 2
+    with pytest.raises(InputDataError, match=r"no rows of split 'test' .*the file's splits are \['dev', 'train'\]"):
+        read_labeled(path, split="test")
+
+
+@pytest.mark.parametrize("text, said", [("", "is empty: no labeled rows"), ("[{\"query\": ", "not valid JSON"),
+                                        ("{\"query\": 1}\n{oops", ":2: not a JSON line")])
+def test_an_empty_or_broken_json_file_is_an_input_data_error(tmp_path, text, said):
+    path = tmp_path / "dev.json"
+    path.write_text(text)
+    with pytest.raises(InputDataError, match=said) as error:
+        read_records(path)
+    assert error.value.exit_code == 3 and "check the file given as --data" in error.value.line()
 
 
 def test_texts_are_built_once_per_row_unless_given_and_only_ocr_asr_needs_an_idf():
