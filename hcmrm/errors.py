@@ -144,7 +144,7 @@ _CAUSED_BY = re.compile(r"Caused by: ([\w.$]+): ([^\n]+)")
 STORE_FAILURES = (("readonly database", "is read-only"), ("read-only file system", "is read-only"),
                   ("database is locked", "is locked by another process"),
                   ("unable to open database file", "cannot be opened (a missing folder or no permission)"),
-                  ("Max retries exceeded", "is unreachable"), ("Connection refused", "is unreachable"))
+                  ("Max retries exceeded", "is unreachable"))
 
 
 def _unreadable_file(chain: list[BaseException], text: str) -> InputDataError | None:
@@ -174,7 +174,7 @@ def _disk_full(chain: list[BaseException], text: str) -> DiskFullError | None:
 
 def _store_failure(chain: list[BaseException], text: str) -> TrackingStoreError | None:
     """The tracking store cannot be written (sqlite, SQLAlchemy and MLflow's REST client say it so)."""
-    if not any(n in text for n in ("OperationalError", "sqlite3", "MlflowException", "ConnectionError")):
+    if not any(n in text for n in ("OperationalError", "sqlite3", "MlflowException")):  # not Spark's own gateway
         return None
     said = next((what for words, what in STORE_FAILURES if words in text), None)
     return None if said is None else TrackingStoreError(said)

@@ -153,3 +153,9 @@ def test_a_tracking_store_that_cannot_be_written_is_said_so(said, told):
     assert isinstance(found, TrackingStoreError) and found.exit_code == 6
     found.store = "sqlite:////data/mlruns.db"
     assert found.line().startswith(f"the MLflow tracking store sqlite:////data/mlruns.db {told}; make the store")
+
+
+def test_a_lost_spark_gateway_is_not_a_tracking_store_failure():
+    lost = ConnectionRefusedError(111, "Connection refused")
+    found = classify(wrapped(lost, "An error occurred while trying to connect to the Java server (127.0.0.1:4242)"))
+    assert not isinstance(found, TrackingStoreError) and found.exit_code == 1
