@@ -8,7 +8,8 @@ from argparse import Namespace
 
 import pytest
 
-from hcmrm.tables import IRRELEVANT_RATE_DAILY
+from hcmrm.rate_estimates import prediction_powered, wilson
+from hcmrm.tables import AUDIT_COUNTS, AUDIT_ESTIMATES, IRRELEVANT_RATE_DAILY
 from tests.jobs.test_tables import assert_written_as_contract
 
 pytestmark = pytest.mark.spark
@@ -22,6 +23,11 @@ ROWS = [  # label <= 1 is irrelevant
     ("2024-09-10", "q3", "a2", None, "s2", "digital", 2, "m", "1"),
     ("2024-09-11", "q1", "a1", 5, "s1", "fashion", 2, "m", "2"),
 ]
+
+
+AUDIT_LAYOUT = ", ".join([*(f"{c} long" for c in AUDIT_COUNTS), *(f"{c} double" for c in AUDIT_ESTIMATES)])
+NO_AUDIT = (0, 0, 0, 0, None, None, None, None, None, None)  # no pair audited: counts 0, no estimates
+AUDITS = "dt string, query string, ad_id string, label int, rater string"
 
 
 def args(settings, **extra):
@@ -41,12 +47,13 @@ def test_daily_rates_per_dimension_with_impression_weights(spark):
 
     got = daily_rates(spark.createDataFrame(ROWS, SCORES), ["advertiser", "industry", "not_there"])
     expected = spark.createDataFrame(
-        [("2024-09-10", "m", "1", "s1", "fashion", 2, 1, 40, 10, 0.5, 0.25, None, None),
-         ("2024-09-10", "m", "1", "s2", "digital", 2, 1, 60, 60, 0.5, 1.0, None, None),
-         ("2024-09-11", "m", "2", "s1", "fashion", 1, 0, 5, 0, 0.0, 0.0, None, None)],
+        [("2024-09-10", "m", "1", "s1", "fashion", 2, 1, 40, 10, 0.5, 0.25, None, None, *NO_AUDIT),
+         ("2024-09-10", "m", "1", "s2", "digital", 2, 1, 60, 60, 0.5, 1.0, None, None, *NO_AUDIT),
+         ("2024-09-11", "m", "2", "s1", "fashion", 1, 0, 5, 0, 0.0, 0.0, None, None, *NO_AUDIT)],
         "dt string, model_name string, model_version string, advertiser string, industry string, pairs long, "
         "irrelevant_pairs long, impressions long, irrelevant_impressions long, rate double, "
-        "impression_weighted_rate double, expected_irrelevant_pairs double, expected_rate double",  # no probabilities
+        "impression_weighted_rate double, expected_irrelevant_pairs double, expected_rate double, "  # no probabilities
+        + AUDIT_LAYOUT,
     )
     assertDataFrameEqual(got, expected)
 
@@ -107,3 +114,25 @@ def test_job_writes_the_table_per_date_and_analysts_query_the_views(spark, setti
         assert irrelevant_rate.run(args(settings, date="2024-09-11")) == 0
     versions = spark.sql("SELECT dt, model_version FROM irrelevant_rate_by_day ORDER BY dt").collect()
     assert [tuple(r) for r in versions] == [("2024-09-10", "1"), ("2024-09-11", "3")]
+
+
+def test_audited_pairs_give_the_audited_and_the_prediction_powered_rate_per_group_and_per_day(spark):
+    from jobs.irrelevant_rate import by_day, daily_rates
+
+    audits = spark.createDataFrame(  # the raters: a1's pairs as the model says; a2's q1 relevant, q3 irrelevant
+        [("2024-09-10", "q1", "a1", 0, "r"), ("2024-09-10", "q2", "a1", 3, "r"), ("2024-09-10", "q1", "a2", 2, "r"),
+         ("2024-09-10", "q3", "a2", 1, "r"), ("2024-09-11", "q9", "a9", 0, "r")], AUDITS)  # q9: not scored
+    rates = daily_rates(spark.createDataFrame(ROWS, SCORES), ["advertiser"], audits)
+    got = {(r.dt, r.advertiser): r for r in rates.collect()}
+    s1, s2, day2 = got["2024-09-10", "s1"], got["2024-09-10", "s2"], got["2024-09-11", "s1"]
+    assert [s1[c] for c in AUDIT_COUNTS] == [2, 1, 1, 0] and [s2[c] for c in AUDIT_COUNTS] == [2, 1, 1, 2]
+    assert [day2[c] for c in AUDIT_COUNTS] == [0, 0, 0, 0] and day2.ppi_rate is None and day2.audited_rate is None
+    assert s1.ppi_rate == pytest.approx(0.5)  # no disagreement: the model's rate, with the model's variance only
+    expected = prediction_powered(2, 1, 2, 1, 1, 2)
+    assert (s2.ppi_rate, s2.ppi_rate_low, s2.ppi_rate_high) == pytest.approx(
+        (float(expected.estimate), float(expected.low), float(expected.high)))
+    (day,) = by_day(rates).where("dt = '2024-09-10'").collect()
+    assert [day[c] for c in AUDIT_COUNTS] == [4, 2, 2, 2]  # the day sums its groups' counts
+    audit = wilson(2, 4)
+    assert (day.audited_rate, day.audited_rate_low, day.audited_rate_high) == pytest.approx(
+        (0.5, float(audit.low), float(audit.high)))
