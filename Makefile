@@ -120,4 +120,4 @@ lock:
 	.lock-venv/bin/pip freeze > requirements.txt && rm -rf .lock-venv
 
 clean:
-	rm -rf lake mlruns.db mlartifacts reports spark-warehouse metastore_db derby.log
+	rm -rf lake mlruns.db mlartifacts reports audits spark-warehouse metastore_db derby.log
