@@ -12,7 +12,8 @@ Two estimates of the true rate of a day (or of one dimension value of it):
   than the audit-only interval whenever the model and the raters disagree on few pairs.
 
 Everything takes counts (sufficient statistics), so Spark sums them per group and any rollup of groups
-is exact. Inputs broadcast like numpy arrays; a group with too few audited pairs gets NaN.
+is exact. Inputs broadcast like numpy arrays; a group with too few audited pairs gets NaN
+(Wilson's interval holds for any n >= 1; the prediction-powered one needs MIN_AUDITED).
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ import numpy as np
 from scipy.stats import norm
 
 LEVEL = 0.95  # the intervals' coverage
+# The fewest audited pairs a prediction-powered interval is given for: its normal approximation needs the
+# sample variance of (audited - model), which a handful of pairs gets badly wrong (3 pairs that all
+# disagree have variance 0, so the interval would shrink to a point).
+MIN_AUDITED = 10
 
 
 def z_value(level: float = LEVEL) -> float:
@@ -49,13 +54,13 @@ def wilson(irrelevant, n, level: float = LEVEL) -> Interval:
 
 
 def prediction_powered(pairs, model_irrelevant, audited, audited_irrelevant, audited_model_irrelevant,
-                       disagreements, level: float = LEVEL) -> Interval:
+                       disagreements, level: float = LEVEL, min_audited: int = MIN_AUDITED) -> Interval:
     """The prediction-powered rate and its normal-approximation interval, from counts:
 
     pairs, model_irrelevant: all N pairs of the group and those the model labels irrelevant;
     audited, audited_irrelevant, audited_model_irrelevant: the n audited pairs, those the raters call
     irrelevant and those the model does; disagreements: audited pairs where the two differ
-    (the sum of (audited - model)^2, as both are 0/1). NaN where n < 2 (no variance of the correction).
+    (the sum of (audited - model)^2, as both are 0/1). NaN where n < min_audited.
     """
     big_n, m = np.asarray(pairs, dtype=float), np.asarray(model_irrelevant, dtype=float)
     n = np.asarray(audited, dtype=float)
@@ -65,7 +70,7 @@ def prediction_powered(pairs, model_irrelevant, audited, audited_irrelevant, aud
         correction = (y - f) / n
         var_model = model_rate * (1 - model_rate) / big_n
         var_correction = (d2 - n * correction**2) / (n - 1)  # the sample variance of (audited - model)
-        estimate = np.where(n >= 2, model_rate + correction, np.nan)
+        estimate = np.where(n >= max(min_audited, 2), model_rate + correction, np.nan)
         half = z_value(level) * np.sqrt(np.maximum(var_model, 0) + np.maximum(var_correction, 0) / n)
     # a rate outside [0, 1] is impossible: the estimate and its bounds are clipped to it (coverage is unchanged)
     return Interval(np.clip(estimate, 0, 1), np.clip(estimate - half, 0, 1), np.clip(estimate + half, 0, 1))

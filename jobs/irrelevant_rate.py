@@ -19,7 +19,7 @@ audited pairs and their counts (AUDIT_COUNTS in hcmrm/tables.py), the audited ra
 interval, and the prediction-powered estimate of the true rate with its 95% interval (hcmrm.rate_estimates:
 the model's rate over all the group's pairs plus the mean of audited irrelevant - model irrelevant over its
 audited pairs). "Model irrelevant" is the argmax label above; the audit labels are the raters', whichever
-model version scored the day. Null where a group has fewer than 2 audited pairs.
+model version scored the day. Null without audited pairs (the PPI: with fewer than MIN_AUDITED, 10).
 
 Views for analysts in this Spark session: `irrelevant_rate_daily` (the table) and
 `irrelevant_rate_by_day` (summed over the dimensions, one row per dt and model version).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hcmrm.rate_estimates import prediction_powered, wilson, z_value
+from hcmrm.rate_estimates import MIN_AUDITED, prediction_powered, wilson, z_value
 
 DAYS = 2000  # simulated days per check
 PAIRS = 4000  # pairs per day
@@ -26,15 +26,17 @@ def test_wilson_matches_the_textbook_case_and_stays_inside_0_1():
 
 def test_prediction_powered_is_the_model_rate_plus_the_audited_correction():
     # 1,000 pairs, the model says 300 irrelevant; of 10 audited, raters say 5, the model 3, differing on 2
-    got = prediction_powered(1000, 300, 10, 5, 3, 2)
+    got = prediction_powered(1000, 300, 10, 5, 3, 2, min_audited=2)
     assert got.estimate == pytest.approx(0.3 + 0.2)
     var = 0.3 * 0.7 / 1000 + (2 - 10 * 0.2**2) / 9 / 10
     assert (got.low, got.high) == pytest.approx((0.5 - z_value() * var**0.5, 0.5 + z_value() * var**0.5))
 
 
-def test_with_fewer_than_two_audited_pairs_there_is_no_interval():
-    assert np.isnan(prediction_powered(100, 10, 1, 1, 0, 1).estimate)
+def test_with_too_few_audited_pairs_there_is_no_interval():
+    assert np.isnan(prediction_powered(100, 60, 3, 0, 3, 3).estimate)  # 3 disagreements: variance 0, no interval
+    assert np.isnan(prediction_powered(100, 10, 1, 1, 0, 1, min_audited=1).estimate)  # never below 2
     assert np.isnan(prediction_powered(100, 10, 0, 0, 0, 0).low)
+    assert not np.isnan(prediction_powered(100, 60, MIN_AUDITED, 5, 6, 3).estimate)
 
 
 def simulate_days(rng, true_rate, miss, false_alarm):

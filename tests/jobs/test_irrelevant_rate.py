@@ -28,6 +28,7 @@ ROWS = [  # label <= 1 is irrelevant
 AUDIT_LAYOUT = ", ".join([*(f"{c} long" for c in AUDIT_COUNTS), *(f"{c} double" for c in AUDIT_ESTIMATES)])
 NO_AUDIT = (0, 0, 0, 0, None, None, None, None, None, None)  # no pair audited: counts 0, no estimates
 AUDITS = "dt string, query string, ad_id string, label int, rater string"
+DAY1 = "2024-09-10"
 
 
 def args(settings, **extra):
@@ -119,20 +120,26 @@ def test_job_writes_the_table_per_date_and_analysts_query_the_views(spark, setti
 def test_audited_pairs_give_the_audited_and_the_prediction_powered_rate_per_group_and_per_day(spark):
     from jobs.irrelevant_rate import by_day, daily_rates
 
-    audits = spark.createDataFrame(  # the raters: a1's pairs as the model says; a2's q1 relevant, q3 irrelevant
-        [("2024-09-10", "q1", "a1", 0, "r"), ("2024-09-10", "q2", "a1", 3, "r"), ("2024-09-10", "q1", "a2", 2, "r"),
-         ("2024-09-10", "q3", "a2", 1, "r"), ("2024-09-11", "q9", "a9", 0, "r")], AUDITS)  # q9: not scored
-    rates = daily_rates(spark.createDataFrame(ROWS, SCORES), ["advertiser"], audits)
+    # s1: 20 pairs, every 4th irrelevant by the model; s2: 10 pairs, all irrelevant by the model
+    rows = [(DAY1, f"q{i}", "a1", None, "s1", "fashion", 0 if i % 4 == 0 else 3, "m", "1") for i in range(20)]
+    rows += [(DAY1, f"q{i}", "a2", None, "s2", "digital", 1, "m", "1") for i in range(10)]
+    rows += [("2024-09-11", "q1", "a1", 5, "s1", "fashion", 2, "m", "2")]
+    # the raters: s1's first 12 pairs as the model says; s2's 10 pairs, 4 of them relevant; q9: never scored
+    labels = [(DAY1, f"q{i}", "a1", 0 if i % 4 == 0 else 3, "r") for i in range(12)]
+    labels += [(DAY1, f"q{i}", "a2", 2 if i < 4 else 0, "r") for i in range(10)] + [("2024-09-11", "q9", "a9", 0, "r")]
+    rates = daily_rates(spark.createDataFrame(rows, SCORES), ["advertiser"], spark.createDataFrame(labels, AUDITS))
     got = {(r.dt, r.advertiser): r for r in rates.collect()}
-    s1, s2, day2 = got["2024-09-10", "s1"], got["2024-09-10", "s2"], got["2024-09-11", "s1"]
-    assert [s1[c] for c in AUDIT_COUNTS] == [2, 1, 1, 0] and [s2[c] for c in AUDIT_COUNTS] == [2, 1, 1, 2]
+    s1, s2, day2 = got[DAY1, "s1"], got[DAY1, "s2"], got["2024-09-11", "s1"]
+    assert [s1[c] for c in AUDIT_COUNTS] == [12, 3, 3, 0] and [s2[c] for c in AUDIT_COUNTS] == [10, 6, 10, 4]
     assert [day2[c] for c in AUDIT_COUNTS] == [0, 0, 0, 0] and day2.ppi_rate is None and day2.audited_rate is None
-    assert s1.ppi_rate == pytest.approx(0.5)  # no disagreement: the model's rate, with the model's variance only
-    expected = prediction_powered(2, 1, 2, 1, 1, 2)
+    assert s1.ppi_rate == pytest.approx(0.25)  # no disagreement: the model's rate, with the model's variance only
+    expected = prediction_powered(10, 10, 10, 6, 10, 4)
     assert (s2.ppi_rate, s2.ppi_rate_low, s2.ppi_rate_high) == pytest.approx(
         (float(expected.estimate), float(expected.low), float(expected.high)))
-    (day,) = by_day(rates).where("dt = '2024-09-10'").collect()
-    assert [day[c] for c in AUDIT_COUNTS] == [4, 2, 2, 2]  # the day sums its groups' counts
-    audit = wilson(2, 4)
+    assert s2.ppi_rate == pytest.approx(0.6)
+    (day,) = by_day(rates).where(f"dt = '{DAY1}'").collect()
+    assert [day[c] for c in AUDIT_COUNTS] == [22, 9, 13, 4]  # the day sums its groups' counts
+    audit = wilson(9, 22)
     assert (day.audited_rate, day.audited_rate_low, day.audited_rate_high) == pytest.approx(
-        (0.5, float(audit.low), float(audit.high)))
+        (9 / 22, float(audit.low), float(audit.high)))
+    assert day.ppi_rate == pytest.approx(15 / 30 + (9 - 13) / 22)
