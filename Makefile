@@ -12,7 +12,7 @@ export PYSPARK_DRIVER_PYTHON  ?= $(abspath $(PY))
 export TOKENIZERS_PARALLELISM  = false
 export PYTHONUNBUFFERED        = 1
 
-.PHONY: setup demo test cluster-up cluster-down wheel dist bench bench-pseudo-query bench-scoring bench-scale bench-compare bench-incremental bench-worker-memory bench-flops bench-gpu keyword-quality ablation params lock clean
+.PHONY: setup demo test cluster-up cluster-down wheel dist bench bench-pseudo-query bench-scoring bench-scale bench-compare bench-incremental bench-worker-memory bench-flops bench-gpu keyword-quality ablation params lock clean report-check
 
 setup: $(STAMP) $(JARS_STAMP)
 
@@ -119,5 +119,11 @@ lock:
 	.lock-venv/bin/pip install -q -r requirements.in
 	.lock-venv/bin/pip freeze > requirements.txt && rm -rf .lock-venv
 
+# The report page in a real headless browser (Debian's chromium, installed here when missing): a screenshot
+# into reports/ and a check of what it rendered. Needs the report (make demo); not part of `make test`.
+report-check: setup
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+	$(PY) scripts/check_report_page.py --page reports/irrelevant_rate.html
+
 clean:
-	rm -rf lake mlruns.db mlartifacts reports spark-warehouse metastore_db derby.log
+	rm -rf lake mlruns.db mlartifacts reports audits spark-warehouse metastore_db derby.log

@@ -19,6 +19,9 @@ IRRELEVANT_WORDS = " or ".join(name.capitalize() for name in IRRELEVANT_GRADES) 
 # score = sum over k of k * P(label k) = p1 + 2 p2 + 3 p3: the expected grade, in 0..MAX_LABEL.
 SCORE_WEIGHTS = tuple(float(k) for k in LABEL_VALUES)
 
+# How a rater may write a grade: its number or its name, any case (audit-import reads labels through this).
+GRADE_SPELLINGS = {**{str(k): k for k in LABEL_VALUES}, **{name: k for k, name in enumerate(GRADE_NAMES)}}
+
 LABEL_RANGE = f"{LABEL_VALUES[0]}..{MAX_LABEL}"  # how errors spell the valid labels
 
 

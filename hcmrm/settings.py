@@ -19,6 +19,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 CONF_DIR = next(d for d in (PACKAGE_DIR / "conf", PACKAGE_DIR.parent / "conf") if d.is_dir())
 SHIPPED_MODEL_DIR = PACKAGE_DIR / "models" / "kuake-small-match"  # the trained model the demo starts from (MODEL_CARD.md)
 SAMPLE_DIR = PACKAGE_DIR / "sample"  # the sample lake's Parquet files (SOURCE.md says where rows come from)
+# The sample pairs' true labels: not an input table; read only by the demo's simulated rater and true-rate check.
+SAMPLE_TRUTH = SAMPLE_DIR / "truth.parquet"
 
 _ENV = {
     "lake": "HCMRM_LAKE",

@@ -94,6 +94,24 @@ OVERSIZED_FRAME = RejectReason(
     "decoded; every pair of the ad is rejected",
 )
 
+# audit-import: why a rater's label is not added to `audit_labels` (the import's rejects file)
+MISSING_PAIR_KEY = RejectReason("missing_key: dt, query or ad_id is empty", "the row does not name a pair")
+BAD_GRADE = RejectReason(
+    "bad_grade: %s", "the label is neither a grade 0..3 nor a grade's name (bad, less, good, excellent)"
+)
+NO_RATER = RejectReason("no_rater", "the row does not say who labeled it")
+BAD_LABELED_AT = RejectReason("bad_labeled_at: %s", "labeled_at is not a timestamp (yyyy-mm-dd[ hh:mm:ss])")
+UNKNOWN_PAIR = RejectReason(
+    "unknown_pair: not a scored pair of the day", "relevance_scores has no such (dt, query, ad_id): nothing to audit"
+)
+DUPLICATE_LABEL = RejectReason(
+    "duplicate_label: the pair is labeled more than once in the file",
+    "one row of the pair is imported (the latest labeled_at, then rater, then label), the others rejected",
+)
+ALREADY_LABELED = RejectReason(
+    "already_labeled: audit_labels already holds the pair", "a pair is audited once; an import never overwrites"
+)
+
 # --- tables ----------------------------------------------------------------------------------------
 
 
@@ -225,6 +243,17 @@ SCORING_RUNS = Table(  # appended last, one row per finished scoring of a day: i
                ("carried_pairs", pa.int64())]),  # of scored_pairs, those reused from earlier days (null: before this)
     key=("scoring_run_id",), optional=("input_version", "carried_pairs"),
 )
+# The audit's counts per group of irrelevant_rate_daily (sums, so any rollup is exact; hcmrm.rate_estimates):
+AUDIT_COUNTS = (
+    "audited_pairs",  # pairs of the group with a label in audit_labels
+    "audited_irrelevant_pairs",  # of those, the raters' label is Bad or Less
+    "audited_model_irrelevant_pairs",  # of those, the model's label is Bad or Less
+    "audit_disagreements",  # of those, the raters and the model differ on irrelevant or not
+)
+AUDIT_ESTIMATES = (  # 95% intervals; null without enough audited pairs
+    "audited_rate", "audited_rate_low", "audited_rate_high",  # the audit alone (Wilson)
+    "ppi_rate", "ppi_rate_low", "ppi_rate_high",  # prediction-powered: the model's rate + the audited correction
+)
 IRRELEVANT_RATE_DAILY = Table(
     "irrelevant_rate_daily",
     pa.schema([("dt", pa.string()), ("model_name", pa.string()), ("model_version", pa.string()),
@@ -233,11 +262,38 @@ IRRELEVANT_RATE_DAILY = Table(
                ("rate", pa.float64()),  # irrelevant_pairs / pairs: the argmax label is Bad or Less
                ("impression_weighted_rate", pa.float64()),
                ("expected_irrelevant_pairs", pa.float64()),  # sum over the pairs of p_bad + p_less
-               ("expected_rate", pa.float64())]),  # expected_irrelevant_pairs / pairs: mean P(Bad or Less)
+               ("expected_rate", pa.float64()),  # expected_irrelevant_pairs / pairs: mean P(Bad or Less)
+               *((c, pa.int64()) for c in AUDIT_COUNTS), *((c, pa.float64()) for c in AUDIT_ESTIMATES)]),
     key=("dt", "model_name", "model_version", *DIMENSIONS), partition="dt",
-    optional=(*DIMENSIONS, "expected_irrelevant_pairs", "expected_rate"),  # the expected rate: absent before
+    # the expected rate and the audit's columns: absent from tables written before them
+    optional=(*DIMENSIONS, "expected_irrelevant_pairs", "expected_rate", *AUDIT_COUNTS, *AUDIT_ESTIMATES),
+)
+
+
+# audits: a sample of a day's scored pairs for raters (files), their labels (a table), the rejected labels (a file)
+AUDIT_SAMPLE = Table(  # written by audit-sample as CSV and Parquet; raters fill label and rater
+    "audit_sample",
+    pa.schema([("dt", pa.string()), ("query", pa.string()), ("ad_id", pa.string()), ("title", pa.string()),
+               ("text", pa.string()),  # the video's OCR/ASR text, as the catalogue has it
+               ("video_id", pa.string()), ("frame_ids", pa.string()),  # `<video_id>#<i>`, comma-separated
+               *((d, pa.string()) for d in DIMENSIONS), ("label", pa.string()), ("rater", pa.string())]),
+    key=("dt", "query", "ad_id"),
+)
+AUDIT_LABELS = Table(  # appended by audit-import: one human label per audited pair, whatever model scored it
+    "audit_labels",
+    pa.schema([("dt", pa.string()), ("query", pa.string()), ("ad_id", pa.string()),
+               ("label", pa.int32()),  # 0..3, hcmrm.labels
+               ("rater", pa.string()), ("labeled_at", TIMESTAMP),
+               ("import_id", pa.string())]),  # the audit-import run that added the row
+    key=("dt", "query", "ad_id"), partition="dt",
+)
+AUDIT_REJECTS = Table(  # the rows of an imported file that audit-import refused, with the file's text
+    "audit_rejects",
+    pa.schema([("dt", pa.string()), ("query", pa.string()), ("ad_id", pa.string()), ("label", pa.string()),
+               ("rater", pa.string()), ("labeled_at", pa.string()), ("reason", pa.string())]),
+    reasons=(MISSING_PAIR_KEY, BAD_GRADE, NO_RATER, BAD_LABELED_AT, UNKNOWN_PAIR, DUPLICATE_LABEL, ALREADY_LABELED),
 )
 
 TABLES = {t.name: t for t in (VIDEOS, ADS, QUERY_AD_PAIRS, LABELED_PAIRS, KEYWORD_IDF, PRETRAIN_PAIRS,
                               VIDEO_TEXTS, PRETRAIN_REJECTS, PSEUDO_QUERY_RUNS, RELEVANCE_SCORES, SCORING_REJECTS,
-                              SCORING_RUNS, IRRELEVANT_RATE_DAILY)}
+                              SCORING_RUNS, IRRELEVANT_RATE_DAILY, AUDIT_SAMPLE, AUDIT_LABELS, AUDIT_REJECTS)}

@@ -14,6 +14,13 @@ argmax rate drifts from it whenever many pairs sit near the boundary. Null where
 has no probabilities. Written to `irrelevant_rate_daily` per dt (replaceWhere, like relevance_scores: a
 re-scored day gets its rates replaced). With no date, every dt in relevance_scores is done.
 
+With audit labels (`audit_labels`, from `hcmrm audit-sample` + `audit-import`), per group also: the
+audited pairs and their counts (AUDIT_COUNTS in hcmrm/tables.py), the audited rate with its Wilson 95%
+interval, and the prediction-powered estimate of the true rate with its 95% interval (hcmrm.rate_estimates:
+the model's rate over all the group's pairs plus the mean of audited irrelevant - model irrelevant over its
+audited pairs). "Model irrelevant" is the argmax label above; the audit labels are the raters', whichever
+model version scored the day. Null without audited pairs (the PPI: with fewer than MIN_AUDITED, 10).
+
 Views for analysts in this Spark session: `irrelevant_rate_daily` (the table) and
 `irrelevant_rate_by_day` (summed over the dimensions, one row per dt and model version).
 """
@@ -29,10 +36,11 @@ from pyspark.sql import functions as F
 from hcmrm.config import load
 from hcmrm.labels import IRRELEVANT_GRADES, IRRELEVANT_MAX_LABEL
 from hcmrm.settings import Settings
-from hcmrm.tables import IRRELEVANT_RATE_DAILY, RELEVANCE_SCORES
+from hcmrm.tables import AUDIT_COUNTS, AUDIT_ESTIMATES, AUDIT_LABELS, IRRELEVANT_RATE_DAILY, RELEVANCE_SCORES
 from jobs.common import script_main, settings_from_args, spark_from_args
 from jobs.score import CONF_FILE, ScoreJobConfig, day, days_between
 from jobs.tables import is_delta_table, read_table, replace_partitions
+from udfs.rates import with_estimates
 
 COMMAND = "irrelevant-rate"
 HELP = "irrelevant-ad rate per day, model version and dimension -> Delta irrelevant_rate_daily + SQL views"
@@ -52,9 +60,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--job-config", default=CONF_FILE, help="job defaults (the dimensions)")
 
 
-def daily_rates(scores: DataFrame, dimensions=()) -> DataFrame:
-    """relevance_scores rows -> one row per (dt, model_name, model_version, *dimensions present)."""
+AUDIT = "_audit_label"  # the raters' label of a scored pair, null where it was not audited
+
+
+def audit_counts(irrelevant) -> list:
+    """The AUDIT_COUNTS aggregates over scores joined with their audit labels (AUDIT)."""
+    audited = F.col(AUDIT).isNotNull()
+    said = F.col(AUDIT) <= IRRELEVANT_MAX_LABEL
+    return [F.count(F.when(audited, 1)), F.count(F.when(audited & said, 1)),
+            F.count(F.when(audited & irrelevant, 1)), F.count(F.when(audited & (said != irrelevant), 1))]
+
+
+def with_audits(scores: DataFrame, audits: DataFrame | None) -> DataFrame:
+    """scores with AUDIT: the audit label of each scored pair (null when none, or no audits at all)."""
+    if audits is None:
+        return scores.withColumn(AUDIT, F.lit(None).cast("int"))
+    key = list(AUDIT_LABELS.key)
+    return scores.join(audits.select(*key, F.col("label").alias(AUDIT)), key, "left")
+
+
+def daily_rates(scores: DataFrame, dimensions=(), audits: DataFrame | None = None) -> DataFrame:
+    """relevance_scores rows (and audit_labels, when any) -> one row per (dt, model_name, model_version,
+    *dimensions present)."""
     dims = [d for d in dimensions if d in scores.columns]
+    scores = with_audits(scores, audits)
     irrelevant = F.col("label") <= IRRELEVANT_MAX_LABEL
     if "impressions" in scores.columns:
         impressions = F.sum("impressions").cast("long")
@@ -71,27 +100,36 @@ def daily_rates(scores: DataFrame, dimensions=()) -> DataFrame:
         impressions.alias("impressions"),
         irrelevant_impressions.alias("irrelevant_impressions"),
         expected.alias(EXPECTED),
+        *(c.cast("long").alias(name) for c, name in zip(audit_counts(irrelevant), AUDIT_COUNTS)),
     )
     return with_rates(out).select("dt", "model_name", "model_version", *dims, *COUNTS, "rate",
-                                  "impression_weighted_rate", EXPECTED, "expected_rate")
+                                  "impression_weighted_rate", EXPECTED, "expected_rate", *AUDIT_COUNTS,
+                                  *AUDIT_ESTIMATES)
 
 
 def with_rates(counts: DataFrame) -> DataFrame:
-    """Add rate, impression_weighted_rate (null when there are no impressions) and expected_rate to summed counts."""
-    return counts.withColumn("rate", F.col("irrelevant_pairs") / F.col("pairs")).withColumn(
+    """Add rate, impression_weighted_rate (null when there are no impressions), expected_rate and the audit's
+    estimates (udfs.rates) to summed counts."""
+    return with_estimates(counts.withColumn("rate", F.col("irrelevant_pairs") / F.col("pairs")).withColumn(
         "impression_weighted_rate",
         F.when(F.col("impressions") > 0, F.col("irrelevant_impressions") / F.col("impressions")),
-    ).withColumn("expected_rate", F.col(EXPECTED) / F.col("pairs"))
+    ).withColumn("expected_rate", F.col(EXPECTED) / F.col("pairs")))
+
+
+def rollup(rates: DataFrame, keys=("dt", "model_name", "model_version")) -> DataFrame:
+    """irrelevant_rate_daily summed over the dimensions not in `keys`, with its rates and estimates."""
+    if EXPECTED not in rates.columns:  # a table written before the expected rate
+        rates = rates.withColumn(EXPECTED, F.lit(None).cast("double"))
+    rates = rates.withColumns({c: F.lit(0).cast("long") for c in AUDIT_COUNTS if c not in rates.columns})
+    counts = rates.groupBy(*keys).agg(
+        *[F.sum(c).cast("long").alias(c) for c in (*COUNTS, *AUDIT_COUNTS)], F.sum(EXPECTED).alias(EXPECTED)
+    )
+    return with_rates(counts)
 
 
 def by_day(rates: DataFrame) -> DataFrame:
     """irrelevant_rate_daily summed over its dimensions: one row per (dt, model_name, model_version)."""
-    if EXPECTED not in rates.columns:  # a table written before the expected rate
-        rates = rates.withColumn(EXPECTED, F.lit(None).cast("double"))
-    counts = rates.groupBy("dt", "model_name", "model_version").agg(
-        *[F.sum(c).cast("long").alias(c) for c in COUNTS], F.sum(EXPECTED).alias(EXPECTED)
-    )
-    return with_rates(counts).orderBy("dt", "model_version")
+    return rollup(rates).orderBy("dt", "model_version")
 
 
 def register_views(spark: SparkSession, settings: Settings) -> list[str]:
@@ -128,14 +166,17 @@ def run(args: argparse.Namespace) -> int:
     missing = sorted(set(dates) - set(present))
     if missing:
         print(f"not scored yet, left out: {', '.join(missing)}")
+    audits_path = settings.table(AUDIT_LABELS.name)
+    audits = read_table(spark, audits_path) if is_delta_table(spark, audits_path) else None
     if present:
-        replace_partitions(daily_rates(scores, config.dimensions), settings.table(RATES), present)
+        replace_partitions(daily_rates(scores, config.dimensions, audits), settings.table(RATES), present)
     if not is_delta_table(spark, settings.table(RATES)):
         print("no irrelevant rates yet: nothing scored")
         return 1
     views = register_views(spark, settings)
     print(f"{RATES}: {len(present)} dates written to {settings.table(RATES)}; temp views: {', '.join(views)}")
-    spark.table(BY_DAY_VIEW).where(F.col("dt").isin(present)).show(50, truncate=False)
+    day_columns = ["dt", "model_version", "pairs", "rate", "expected_rate", "audited_pairs", *AUDIT_ESTIMATES]
+    spark.table(BY_DAY_VIEW).where(F.col("dt").isin(present)).select(*day_columns).show(50, truncate=False)
     if args.sql:
         spark.sql(args.sql).show(100, truncate=False)
     return 0

@@ -5,7 +5,9 @@
 
 Reads `irrelevant_rate_daily` (run `hcmrm irrelevant-rate` first), sums it over the dimensions,
 keeps the --days days ending at --end (default: the latest day in the table), and writes
-`<out>/irrelevant_rate.png` and `<out>/irrelevant_rate.html`; prints both paths.
+`<out>/irrelevant_rate.png` (over the days of that window that have data: the model's rate, the
+prediction-powered estimate with its 95% band on audited days, a mark where the model version changes)
+and `<out>/irrelevant_rate.html` (the numbers, and a table per industry for the last day); prints both paths.
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ from pathlib import Path
 from pyspark.sql import functions as F
 
 from hcmrm.config import load
-from hcmrm.rates_plot import DailyRate, plot_rates, write_html
+from hcmrm.rates_plot import DailyRate, Estimate, plot_rates, write_html
 from hcmrm.settings import CONF_DIR
 from hcmrm.tables import IRRELEVANT_RATE_DAILY
 from jobs.common import script_main, settings_from_args, spark_from_args
-from jobs.irrelevant_rate import EXPECTED, by_day
+from jobs.irrelevant_rate import EXPECTED, by_day, rollup
 from jobs.score import day
 from jobs.tables import is_delta_table
 
@@ -53,6 +55,22 @@ def window(end: str, days: int) -> tuple[str, str]:
     return (last - dt_.timedelta(days=days - 1)).isoformat(), last.isoformat()
 
 
+def daily_rate(r, industry: str | None = None) -> DailyRate:
+    """A rollup row of irrelevant_rate_daily (jobs.irrelevant_rate) as the report's DailyRate."""
+    return DailyRate(r["dt"], r["model_version"], r["pairs"], r["irrelevant_pairs"], r["impressions"],
+                     r["irrelevant_impressions"], r[EXPECTED], r["audited_pairs"] or 0,
+                     Estimate.of(r["audited_rate"], r["audited_rate_low"], r["audited_rate_high"]),
+                     Estimate.of(r["ppi_rate"], r["ppi_rate_low"], r["ppi_rate_high"]), industry)
+
+
+def industries(rates, last: str | None) -> list[DailyRate]:
+    """The last day's rows per industry and model version (none when the table has no industry)."""
+    if last is None or "industry" not in rates.columns:
+        return []
+    keys = ("dt", "model_name", "model_version", "industry")
+    return [daily_rate(r, r["industry"]) for r in rollup(rates.where(F.col("dt") == last), keys).collect()]
+
+
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     config = load(ReportConfig, args.job_config, {"days": args.days, "out": args.out})
@@ -67,15 +85,13 @@ def run(args: argparse.Namespace) -> int:
     if end is None:
         raise SystemExit(f"{name} at {path} is empty")
     first, last = window(end, days)
-    rows = [
-        DailyRate(r["dt"], r["model_version"], r["pairs"], r["irrelevant_pairs"], r["impressions"],
-                  r["irrelevant_impressions"], r[EXPECTED])
-        for r in by_day(rates.where(F.col("dt").between(first, last))).collect()
-    ]
-    title = f"Irrelevant-ad rate per day, {first} .. {last} ({settings.model_name})"
-    png = plot_rates(rows, out / "irrelevant_rate.png", title, window=(first, last))
-    page = write_html(rows, png, out / "irrelevant_rate.html", title)
-    print(f"{len(rows)} (day, model version) points from {first} to {last}")
+    rows = [daily_rate(r) for r in by_day(rates.where(F.col("dt").between(first, last))).collect()]
+    shown = sorted({r.dt for r in rows})
+    span = f"{shown[0]} .. {shown[-1]}" if shown else f"{first} .. {last}"
+    title = f"Irrelevant-ad rate per day, {span} ({settings.model_name})"
+    png = plot_rates(rows, out / "irrelevant_rate.png", title)
+    page = write_html(rows, png, out / "irrelevant_rate.html", title, industries(rates, shown[-1] if shown else None))
+    print(f"{len(rows)} (day, model version) points from {first} to {last} ({len(shown)} days with data)")
     print(f"plot: {png.resolve()}")
     print(f"page: {page.resolve()}")
     return 0

@@ -8,7 +8,7 @@ import pytest
 from hcmrm import tables
 from hcmrm.labels import GRADE_NAMES
 from hcmrm.tables import (
-    BAD_FRAMES, DUPLICATE_AD, PRETRAIN_REJECTS, RELEVANCE_SCORES, SCORING_REJECTS, TABLES, UNDECODABLE_FRAMES,
+    AUDIT_REJECTS, BAD_FRAMES, DUPLICATE_AD, PRETRAIN_REJECTS, RELEVANCE_SCORES, SCORING_REJECTS, TABLES, UNDECODABLE_FRAMES,
     VIDEOS, RejectReason, Table,
 )
 
@@ -30,9 +30,9 @@ REASONS_BEFORE = {
 
 
 def test_tables_are_found_by_name_and_partitioned_by_dt_or_not_at_all():
-    assert all(name == table.name for name, table in TABLES.items()) and len(TABLES) == 13
+    assert all(name == table.name for name, table in TABLES.items()) and len(TABLES) == 16
     partitioned = sorted(name for name, table in TABLES.items() if table.partition)
-    assert partitioned == ["irrelevant_rate_daily", "pretrain_pairs", "pretrain_rejects", "query_ad_pairs",
+    assert partitioned == ["audit_labels", "irrelevant_rate_daily", "pretrain_pairs", "pretrain_rejects", "query_ad_pairs",
                            "relevance_scores", "scoring_rejects", "video_texts", "videos"]
     assert {table.partition for table in TABLES.values()} == {"dt", None}
     assert all(table.schema.field("dt").type == pa.string() for table in TABLES.values() if table.partition)
@@ -55,9 +55,9 @@ def test_scores_hold_one_probability_per_grade_then_score_and_label():
     assert RELEVANCE_SCORES.schema.field("label").type == pa.int32()
 
 
-@pytest.mark.parametrize("table", [PRETRAIN_REJECTS, SCORING_REJECTS], ids=lambda t: t.name)
+@pytest.mark.parametrize("table", [PRETRAIN_REJECTS, SCORING_REJECTS, AUDIT_REJECTS], ids=lambda t: t.name)
 def test_each_rejects_table_lists_its_reasons_as_written_before(table):
-    assert list(table.reasons) == REASONS_BEFORE[table.name]
+    assert list(table.reasons) == REASONS_BEFORE.get(table.name, list(table.reasons))  # audit_rejects: new
     codes = [reason.code for reason in table.reasons]
     assert len(set(codes)) == len(codes) and all(code.isidentifier() and code.islower() for code in codes)
     assert all(reason.explanation for reason in table.reasons)
@@ -66,7 +66,7 @@ def test_each_rejects_table_lists_its_reasons_as_written_before(table):
 
 def test_every_reason_constant_belongs_to_a_rejects_table():
     defined = {value for value in vars(tables).values() if isinstance(value, RejectReason)}
-    assert defined == set(PRETRAIN_REJECTS.reasons) | set(SCORING_REJECTS.reasons)
+    assert defined == set(PRETRAIN_REJECTS.reasons) | set(SCORING_REJECTS.reasons) | set(AUDIT_REJECTS.reasons)
 
 
 def test_a_reason_template_is_filled_per_row_and_keeps_its_code():

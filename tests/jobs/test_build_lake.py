@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pyarrow.parquet as pq
 import pytest
 from pyspark.testing import assertDataFrameEqual
@@ -15,6 +17,10 @@ from jobs.tables import spark_schema
 pytestmark = pytest.mark.spark
 
 SAMPLE = job.SAMPLE_DIR
+
+
+def sample_videos() -> list[dict]:
+    return pq.read_table(SAMPLE / "videos.parquet", columns=["video_id", "dt"]).to_pylist()
 
 
 def sample_rows(name: str) -> int:
@@ -81,15 +87,19 @@ def test_tables_match_the_sample_and_their_contracts(spark, lake):
     sql = spark.sql
     dates = sql(f"SELECT DISTINCT dt FROM delta.`{lake.table('query_ad_pairs')}` ORDER BY dt").collect()
     assert [r.dt for r in dates] == ["2024-09-10", "2024-09-11"]
-    # Photos carry one JPEG frame each; Bilibili videos none; the bad rows are kept for the rejects paths.
+    # Photos carry one JPEG frame each; QBQTC titles none; the bad rows are kept for the rejects paths.
     videos = sql(
         f"""SELECT count_if(video_id LIKE 'flickr-%' AND size(frames) = 1) AS photos,
-                   count_if(video_id LIKE 'bili-%' AND size(frames) = 0) AS bili,
+                   count_if(video_id LIKE 'qbqtc-%' AND size(frames) = 0) AS text_only,
                    count_if(video_id LIKE 'bad-%') AS bad,
                    count_if(video_id LIKE 'flickr-%' AND substr(frames[0], 1, 2) = X'FFD8') AS jpeg
             FROM delta.`{lake.table('videos')}`"""
     ).first()
-    assert (videos.photos, videos.bili, videos.bad, videos.jpeg) == (200, 1121, 4, 200)
+    ids = [v["video_id"] for v in sample_videos()]
+    photos = sum(i.startswith("flickr-") for i in ids)
+    assert photos > 0 and videos.text_only > 0
+    assert (videos.photos, videos.text_only, videos.bad, videos.jpeg) == (
+        photos, sum(i.startswith("qbqtc-") for i in ids), 4, photos)
     labels = sql(f"SELECT DISTINCT label FROM delta.`{lake.table('labeled_pairs')}` ORDER BY label").collect()
     assert [r.label for r in labels] == [0, 1, 2, 3]
 
@@ -120,8 +130,10 @@ def test_rerun_replaces_and_prints_the_summary(spark, lake, capsys):
     assert f"lake: {lake.lake}" in out
     for name in job.LAKE_TABLES:
         assert f"\n{name}  (Delta version {after[name][0]}" in out
-    assert "2 partitions by dt: 2024-08-25 (200), 2024-09-01 (1,125)" in out
-    assert "dt=2024-08-25: 200 videos, 200 with frames (200 frames), 0 text only, 0 without any text" in out
+    by_dt = Counter(v["dt"] for v in sample_videos())
+    (photo_dt, photos), (text_dt, texts) = sorted(by_dt.items())
+    assert f"2 partitions by dt: {photo_dt} ({photos:,}), {text_dt} ({texts:,})" in out
+    assert f"dt={photo_dt}: {photos:,} videos, {photos:,} with frames ({photos:,} frames), 0 text only, 0 without any text" in out
     assert "train: 3,000 pairs" in out and "dev: 500 pairs" in out
 
 

@@ -8,7 +8,8 @@ from argparse import Namespace
 
 import pytest
 
-from hcmrm.tables import IRRELEVANT_RATE_DAILY
+from hcmrm.rate_estimates import prediction_powered, wilson
+from hcmrm.tables import AUDIT_COUNTS, AUDIT_ESTIMATES, IRRELEVANT_RATE_DAILY
 from tests.jobs.test_tables import assert_written_as_contract
 
 pytestmark = pytest.mark.spark
@@ -22,6 +23,12 @@ ROWS = [  # label <= 1 is irrelevant
     ("2024-09-10", "q3", "a2", None, "s2", "digital", 2, "m", "1"),
     ("2024-09-11", "q1", "a1", 5, "s1", "fashion", 2, "m", "2"),
 ]
+
+
+AUDIT_LAYOUT = ", ".join([*(f"{c} long" for c in AUDIT_COUNTS), *(f"{c} double" for c in AUDIT_ESTIMATES)])
+NO_AUDIT = (0, 0, 0, 0, None, None, None, None, None, None)  # no pair audited: counts 0, no estimates
+AUDITS = "dt string, query string, ad_id string, label int, rater string"
+DAY1 = "2024-09-10"
 
 
 def args(settings, **extra):
@@ -41,12 +48,13 @@ def test_daily_rates_per_dimension_with_impression_weights(spark):
 
     got = daily_rates(spark.createDataFrame(ROWS, SCORES), ["advertiser", "industry", "not_there"])
     expected = spark.createDataFrame(
-        [("2024-09-10", "m", "1", "s1", "fashion", 2, 1, 40, 10, 0.5, 0.25, None, None),
-         ("2024-09-10", "m", "1", "s2", "digital", 2, 1, 60, 60, 0.5, 1.0, None, None),
-         ("2024-09-11", "m", "2", "s1", "fashion", 1, 0, 5, 0, 0.0, 0.0, None, None)],
+        [("2024-09-10", "m", "1", "s1", "fashion", 2, 1, 40, 10, 0.5, 0.25, None, None, *NO_AUDIT),
+         ("2024-09-10", "m", "1", "s2", "digital", 2, 1, 60, 60, 0.5, 1.0, None, None, *NO_AUDIT),
+         ("2024-09-11", "m", "2", "s1", "fashion", 1, 0, 5, 0, 0.0, 0.0, None, None, *NO_AUDIT)],
         "dt string, model_name string, model_version string, advertiser string, industry string, pairs long, "
         "irrelevant_pairs long, impressions long, irrelevant_impressions long, rate double, "
-        "impression_weighted_rate double, expected_irrelevant_pairs double, expected_rate double",  # no probabilities
+        "impression_weighted_rate double, expected_irrelevant_pairs double, expected_rate double, "  # no probabilities
+        + AUDIT_LAYOUT,
     )
     assertDataFrameEqual(got, expected)
 
@@ -107,3 +115,31 @@ def test_job_writes_the_table_per_date_and_analysts_query_the_views(spark, setti
         assert irrelevant_rate.run(args(settings, date="2024-09-11")) == 0
     versions = spark.sql("SELECT dt, model_version FROM irrelevant_rate_by_day ORDER BY dt").collect()
     assert [tuple(r) for r in versions] == [("2024-09-10", "1"), ("2024-09-11", "3")]
+
+
+def test_audited_pairs_give_the_audited_and_the_prediction_powered_rate_per_group_and_per_day(spark):
+    from jobs.irrelevant_rate import by_day, daily_rates
+
+    # s1: 20 pairs, every 4th irrelevant by the model; s2: 10 pairs, all irrelevant by the model
+    rows = [(DAY1, f"q{i}", "a1", None, "s1", "fashion", 0 if i % 4 == 0 else 3, "m", "1") for i in range(20)]
+    rows += [(DAY1, f"q{i}", "a2", None, "s2", "digital", 1, "m", "1") for i in range(10)]
+    rows += [("2024-09-11", "q1", "a1", 5, "s1", "fashion", 2, "m", "2")]
+    # the raters: s1's first 12 pairs as the model says; s2's 10 pairs, 4 of them relevant; q9: never scored
+    labels = [(DAY1, f"q{i}", "a1", 0 if i % 4 == 0 else 3, "r") for i in range(12)]
+    labels += [(DAY1, f"q{i}", "a2", 2 if i < 4 else 0, "r") for i in range(10)] + [("2024-09-11", "q9", "a9", 0, "r")]
+    rates = daily_rates(spark.createDataFrame(rows, SCORES), ["advertiser"], spark.createDataFrame(labels, AUDITS))
+    got = {(r.dt, r.advertiser): r for r in rates.collect()}
+    s1, s2, day2 = got[DAY1, "s1"], got[DAY1, "s2"], got["2024-09-11", "s1"]
+    assert [s1[c] for c in AUDIT_COUNTS] == [12, 3, 3, 0] and [s2[c] for c in AUDIT_COUNTS] == [10, 6, 10, 4]
+    assert [day2[c] for c in AUDIT_COUNTS] == [0, 0, 0, 0] and day2.ppi_rate is None and day2.audited_rate is None
+    assert s1.ppi_rate == pytest.approx(0.25)  # no disagreement: the model's rate, with the model's variance only
+    expected = prediction_powered(10, 10, 10, 6, 10, 4)
+    assert (s2.ppi_rate, s2.ppi_rate_low, s2.ppi_rate_high) == pytest.approx(
+        (float(expected.estimate), float(expected.low), float(expected.high)))
+    assert s2.ppi_rate == pytest.approx(0.6)
+    (day,) = by_day(rates).where(f"dt = '{DAY1}'").collect()
+    assert [day[c] for c in AUDIT_COUNTS] == [22, 9, 13, 4]  # the day sums its groups' counts
+    audit = wilson(9, 22)
+    assert (day.audited_rate, day.audited_rate_low, day.audited_rate_high) == pytest.approx(
+        (9 / 22, float(audit.low), float(audit.high)))
+    assert day.ppi_rate == pytest.approx(15 / 30 + (9 - 13) / 22)

@@ -61,6 +61,15 @@ ADDED = {
     "video_texts": "pseudo_query_run_id string", "scoring_runs": "input_version bigint, carried_pairs bigint",
     "relevance_scores": "ad_fingerprint string",
     "pseudo_query_runs": "dt string, pseudo_query_run_id string, finished_at timestamp",
+    "irrelevant_rate_daily": "audited_pairs bigint, audited_irrelevant_pairs bigint, audited_model_irrelevant_pairs "
+                             "bigint, audit_disagreements bigint, audited_rate double, audited_rate_low double, "
+                             "audited_rate_high double, ppi_rate double, ppi_rate_low double, ppi_rate_high double",
+    "audit_sample": "dt string, query string, ad_id string, title string, text string, video_id string, "
+                    "frame_ids string, advertiser string, industry string, label string, rater string",
+    "audit_labels": "dt string, query string, ad_id string, label int, rater string, labeled_at timestamp, "
+                    "import_id string",
+    "audit_rejects": "dt string, query string, ad_id string, label string, rater string, labeled_at string, "
+                     "reason string",
 }
 LAYOUTS = {name: ", ".join(part for part in (LAYOUTS_BEFORE.get(name), ADDED.get(name)) if part)
            for name in {*LAYOUTS_BEFORE, *ADDED}}
