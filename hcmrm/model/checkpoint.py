@@ -44,6 +44,15 @@ def base_tensors(config: HCMRMConfig) -> dict[str, torch.Tensor]:
     return base_state(config, Tokenizer.from_config(config).pieces)
 
 
+def _base_pin(config: HCMRMConfig) -> dict:
+    """The base file the saved tensors are a difference to, named by its sha256 ({} without a base)."""
+    if not config.text.base:
+        return {}
+    from hcmrm.model.e5_weights import DATA_FILE, DISTRIBUTION, SHA256, VERSION
+
+    return {"base": {"package": f"{DISTRIBUTION}=={VERSION}", "file": DATA_FILE, "sha256": SHA256}}
+
+
 def new_model(config: HCMRMConfig) -> HCMRM:
     """HCMRM(config), its pretrained part (if config.text.base) read from the base file, the rest initialised."""
     model = HCMRM(config)
@@ -64,7 +73,7 @@ def save_model(model: HCMRM, directory: str | Path, half: bool = False) -> None:
         if name in base and torch.equal(t, base[name]):
             continue  # unchanged from the pinned base file: read from it at load
         state[name] = t.half() if half and t.is_floating_point() else t
-    meta = {"format": FORMAT, "config": to_dict(model.config)}
+    meta = {"format": FORMAT, "config": to_dict(model.config), **_base_pin(model.config)}
     tmp_weights, tmp_config = directory / f".{WEIGHTS}.tmp", directory / f".{CONFIG}.tmp"
     tokenizer, tmp_tokenizer = tokenizer_copy_name(model.config), directory / ".tokenizer.tmp"
     save_file(state, str(tmp_weights), metadata={"format": FORMAT})
@@ -83,6 +92,8 @@ def load_config_json(directory: str | Path) -> HCMRMConfig:
     if meta.get("format") != FORMAT:
         raise ModelError(f"{path} has format {meta.get('format')!r}, expected {FORMAT!r}")
     config = from_dict(HCMRMConfig, meta["config"], str(path))
+    if "base" in meta and meta["base"] != _base_pin(config).get("base"):  # no key: saved before pinning
+        raise ModelError(f"{path} was saved over the base {meta.get('base')}, this install has {_base_pin(config)}")
     _check_tokenizer(Path(directory), config)
     return config
 

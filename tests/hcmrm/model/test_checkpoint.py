@@ -15,7 +15,7 @@ def test_round_trip_gives_identical_outputs(tmp_path):
     torch.manual_seed(0)
     model = build_model(preset("tiny", head="bce", max_frames=3)).eval()
     save_model(model, tmp_path / "ckpt")
-    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "model.safetensors", "vocab.txt"]
     assert json.loads((tmp_path / "ckpt" / "config.json").read_text())["config"]["max_frames"] == 3
     loaded = load_model(tmp_path / "ckpt")
     assert loaded.config == model.config and not loaded.training
@@ -70,3 +70,22 @@ def test_a_corrupt_weights_file_is_a_model_error_naming_the_file(tmp_path, damag
     weights.write_bytes(b"\xff" * 64 if damage == "garbage" else data[: len(data) // 2])
     with pytest.raises(ModelError, match=r"model.safetensors cannot be read, the file is corrupt or truncated"):
         load_model(tmp_path)
+
+
+def test_a_folder_written_before_tokenizer_copies_loads_with_the_vocabulary_its_config_names():
+    from hcmrm.model.tokenizer import Tokenizer
+    from hcmrm.settings import PACKAGE_DIR
+
+    folder = PACKAGE_DIR / "models" / "kuake-small-match"
+    assert not (folder / "vocab.txt").exists()  # saved before model folders carried their tokenizer
+    model = load_model(folder)
+    assert Tokenizer.from_config(model.config).vocab_size == model.config.text.vocab_size == 21128
+
+
+def test_a_folder_carries_its_tokenizer_and_a_foreign_one_is_refused(tmp_path):
+    torch.manual_seed(0)
+    save_model(build_model("tiny"), tmp_path / "m")
+    assert (tmp_path / "m" / "vocab.txt").read_bytes()[:5] == b"[PAD]"
+    (tmp_path / "m" / "vocab.txt").write_text("[PAD]\n[UNK]\n", encoding="utf-8")
+    with pytest.raises(ModelError, match="is not the 'bert-base-chinese' vocabulary"):
+        load_model(tmp_path / "m")
