@@ -154,7 +154,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=20000, help="titles to process")
     parser.add_argument("--warmup", type=int, default=2000, help="titles in the warm-up runs")
     parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--profile", default="local", help="Spark profile (hcmrm/conf/spark)")
+    parser.add_argument("--profile", default="local", help="Spark profile (conf/spark)")
     args = parser.parse_args()
 
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")

@@ -227,7 +227,7 @@ def main() -> None:
     parser.add_argument("--queries-per-ad", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=1024, help="predict_batch_udf's batch_size")
-    parser.add_argument("--profile", default="local", help="Spark profile (hcmrm/conf/spark)")
+    parser.add_argument("--profile", default="local", help="Spark profile (conf/spark)")
     args = parser.parse_args()
 
     from hcmrm.config import load

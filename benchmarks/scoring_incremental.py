@@ -116,7 +116,7 @@ def main() -> None:
     parser.add_argument("--queries-per-ad", type=int, default=40)
     parser.add_argument("--repeat-share", type=float, default=0.8, help="share of a repeat day's pairs seen before")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--profile", default="local", help="Spark profile (hcmrm/conf/spark)")
+    parser.add_argument("--profile", default="local", help="Spark profile (conf/spark)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 

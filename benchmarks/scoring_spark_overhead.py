@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--date", default="2024-09-10")
     parser.add_argument("--repeat", type=int, default=2, help="copies of the day, with fresh ad and video ids")
-    parser.add_argument("--profile", default="local", help="Spark profile (hcmrm/conf/spark)")
+    parser.add_argument("--profile", default="local", help="Spark profile (conf/spark)")
     parser.add_argument("--sample", type=Path, default=SAMPLE)
     args = parser.parse_args()
 

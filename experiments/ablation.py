@@ -1,6 +1,6 @@
 """The paper's ablation on public data: does pre-training (and PQVM) and the hierarchical softmax help?
 
-    make ablation        # = .venv/bin/python experiments/ablation.py  (settings: hcmrm/conf/train/ablation.yaml)
+    make ablation        # = .venv/bin/python experiments/ablation.py  (settings: conf/train/ablation.yaml)
 
 On KUAKE-QTR (train -> dev), per seed:
   a  no pre-training + BCE
@@ -48,7 +48,7 @@ from hcmrm.train.pretrain import PretrainConfig, examples_from_records, pretrain
 log = logging.getLogger("ablation")
 
 DATA = REPO.parent / "shared" / "data"
-CONFIG_FILE = REPO / "hcmrm" / "conf" / "train" / "ablation.yaml"
+CONFIG_FILE = REPO / "conf" / "train" / "ablation.yaml"
 RESULTS = REPO / "experiments" / "results"
 CACHE = REPO / ".cache" / "ablation"  # the pre-training corpus and each results folder's checkpoints (not committed)
 

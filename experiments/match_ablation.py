@@ -6,7 +6,7 @@ Rows: `match` (match-aware input, the shipped recipe), `plain` (the paper's inpu
 recipe with `text_attention: cached`: video-text tokens attend only to the video text, docs/training.md),
 `querymatch` (diagnostic: the match recipe with `full` attention but the text side's match ids dropped).
 
-Each run fine-tunes the ablation's small model (hcmrm/conf/train/ablation.yaml `model`, no pre-training,
+Each run fine-tunes the ablation's small model (conf/train/ablation.yaml `model`, no pre-training,
 hierarchical softmax) and saves it under .cache/match_ablation/<run>/model; its metrics go to
 experiments/results/match_ablation/<run>.json at once, and a finished run is skipped on a rerun, so a
 cut-off run continues where it stopped.

@@ -5,7 +5,7 @@ token budgets, more epochs, width. Trains here; the figures come from `hcmrm eva
     .venv/bin/python experiments/qbqtc_recipe.py --evaluate                               # score what is trained
     .venv/bin/python experiments/qbqtc_recipe.py --summary                                # the table
 
-Every row starts from the shipped recipe (hcmrm/conf/train/kuake_small_match.yaml) and changes what its
+Every row starts from the shipped recipe (conf/train/kuake_small_match.yaml) and changes what its
 entry in ROWS says. A run's model is .cache/qbqtc_recipe/<run>/model (its checkpoints beside it, so a
 cut-off run resumes); `--evaluate` writes experiments/results/qbqtc_recipe/<run>.json with `hcmrm evaluate`'s
 JSON per dev set and skips runs already scored. QBQTC v1 dev is never trained on.

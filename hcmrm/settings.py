@@ -1,6 +1,6 @@
 """Where things live: the Delta lake, MLflow, the model name, the Spark profile.
 
-Each setting resolves, last one winning: the dataclass default, `hcmrm/conf/defaults.yaml`, an
+Each setting resolves, last one winning: the dataclass default, `conf/defaults.yaml`, an
 environment variable, a command-line flag (`Settings.load(overrides=...)`).
 """
 
@@ -14,7 +14,9 @@ from pathlib import Path
 from hcmrm import config
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-CONF_DIR = PACKAGE_DIR / "conf"  # shipped inside the package, so a wheel install has every default
+# conf/ sits at the top of the checkout; the wheel maps it into the package (pyproject), so an installed
+# hcmrm finds it beside its modules and a checkout finds it one level up.
+CONF_DIR = next(d for d in (PACKAGE_DIR / "conf", PACKAGE_DIR.parent / "conf") if d.is_dir())
 SHIPPED_MODEL_DIR = PACKAGE_DIR / "models" / "kuake-small-match"  # the trained model the demo starts from (MODEL_CARD.md)
 SAMPLE_DIR = PACKAGE_DIR / "sample"  # the sample lake's Parquet files (SOURCE.md says where rows come from)
 
@@ -41,11 +43,11 @@ class Settings:
     tracking_uri: str | None = None  # MLflow tracking URI; None = sqlite file beside the lake
     artifact_root: str = "mlartifacts"  # MLflow artifact folder for new experiments
     model_name: str = "hcmrm"  # registered model name in the MLflow registry
-    spark_profile: str = "local"  # name of a YAML file in hcmrm/conf/spark
+    spark_profile: str = "local"  # name of a YAML file in conf/spark
 
     @classmethod
     def load(cls, overrides: dict | None = None, conf_file: Path | None = None) -> "Settings":
-        """`conf_file` (default hcmrm/conf/defaults.yaml), then the environment, then `overrides` (flags)."""
+        """`conf_file` (default conf/defaults.yaml), then the environment, then `overrides` (flags)."""
         env = {field: os.environ[var] for field, var in _ENV.items() if os.environ.get(var)}
         path = conf_file or CONF_DIR / "defaults.yaml"
         return config.load(cls, path, config.merge(env, overrides)).resolved()  # env names only known keys

@@ -22,12 +22,12 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("where things live (override hcmrm/conf/defaults.yaml and the environment)")
+    group = parser.add_argument_group("where things live (override conf/defaults.yaml and the environment)")
     group.add_argument("--lake", help="folder or URI of the Delta lake (HCMRM_LAKE)")
     group.add_argument("--tracking-uri", help="MLflow tracking URI (MLFLOW_TRACKING_URI)")
     group.add_argument("--artifact-root", help="MLflow artifact folder (HCMRM_ARTIFACT_ROOT)")
     group.add_argument("--model-name", help="registered model name (HCMRM_MODEL_NAME)")
-    group.add_argument("--spark-profile", help="a profile in hcmrm/conf/spark: local, test, cluster, gpu")
+    group.add_argument("--spark-profile", help="a profile in conf/spark: local, test, cluster, gpu")
     group.add_argument(
         "--conf", action="append", default=[], metavar="KEY=VALUE", help="extra Spark setting; repeatable"
     )

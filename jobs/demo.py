@@ -12,7 +12,7 @@ from hcmrm.settings import CONF_DIR, Settings
 from jobs.common import script_main, settings_from_args
 
 COMMAND = "demo"
-HELP = "run every job on the shipped sample (hcmrm/conf/jobs/demo.yaml) and print where the outputs are"
+HELP = "run every job on the shipped sample (conf/jobs/demo.yaml) and print where the outputs are"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -2,7 +2,7 @@
 
     hcmrm finetune [--train [MAP=]PATH ...] [--dev [MAP=]PATH] [--loss hierarchical_softmax|bce]
                    [--init runs/pretrain/model | runs:/<id>/model | models:/hcmrm/3]
-                   [--train-conf hcmrm/conf/train/finetune.yaml] [--epochs N] [--steps N] [--lr X] [--seed N]
+                   [--train-conf conf/train/finetune.yaml] [--epochs N] [--steps N] [--lr X] [--seed N]
                    [--gate-metric auc] [--no-register] [--out runs/finetune]
     spark-submit jobs/finetune.py [same flags]
     torchrun --nproc-per-node 2 jobs/finetune.py --train train.jsonl --dev dev.jsonl ...   (gloo)

@@ -1,6 +1,6 @@
 """pretrain: `pretrain_pairs` -> a pre-trained HCMRM (ITC + ITM + MLM + PQVM), tracked in MLflow.
 
-    hcmrm pretrain [--date 2024-08-25 ...] [--input PATH] [--train-conf hcmrm/conf/train/pretrain.yaml]
+    hcmrm pretrain [--date 2024-08-25 ...] [--input PATH] [--train-conf conf/train/pretrain.yaml]
                    [--preset small] [--steps N] [--epochs N] [--batch-size N] [--lr X] [--seed N]
                    [--weights pqvm=0] [--out runs/pretrain] [--no-resume]
     spark-submit jobs/pretrain.py [same flags]

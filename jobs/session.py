@@ -1,4 +1,4 @@
-"""Build a SparkSession from a profile in hcmrm/conf/spark/*.yaml, with Delta configured.
+"""Build a SparkSession from a profile in conf/spark/*.yaml, with Delta configured.
 
 Delta's jars are resolved from Maven Central once, into a user-level Ivy cache, and later
 sessions load them from that cache as plain jar files: no network after the first run.

@@ -9,6 +9,7 @@
 import ast
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import hcmrm
@@ -92,3 +93,19 @@ def test_long_functions_finds_a_function_over_the_limit(tmp_path):
 def test_no_function_in_the_packages_is_longer_than_the_limit():
     folders = [PACKAGE, Path(udfs.__file__).parent, Path(jobs.__file__).parent]
     assert [f for folder in folders for f in long_functions(folder, MAX_FUNCTION_LINES)] == []
+
+
+ROOT = PACKAGE.parent
+
+
+def test_the_top_level_holds_the_layout_the_project_was_asked_for():
+    assert {"jobs", "hcmrm", "udfs", "conf", "tests", "Makefile"} <= {p.name for p in ROOT.iterdir()}
+    assert not (PACKAGE / "conf").exists()  # conf/ has one home in a checkout; only the wheel maps it into hcmrm
+
+
+def test_pyproject_lists_every_python_package_and_maps_conf_into_hcmrm():
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    inits = [p for top in ("hcmrm", "jobs", "udfs") for p in (ROOT / top).rglob("__init__.py")]
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in inits}
+    assert set(tool["packages"]) == found | {"hcmrm.conf"}
+    assert tool["package-dir"] == {"hcmrm.conf": "conf"}

@@ -2,7 +2,7 @@
 
 `preset("tiny")` runs the CPU tests in seconds, `preset("small")` trains CPU ablations in minutes,
 `preset("base")` has the paper's sizes (BERT-base-chinese split 6 + 6, the first 6 blocks of ViT-B/32).
-Each preset is a YAML file in hcmrm/conf/model/ (a full `hcmrm.config.to_dict(HCMRMConfig)`);
+Each preset is a YAML file in conf/model/ (a full `hcmrm.config.to_dict(HCMRMConfig)`);
 `load_config` reads any such file, or one that names a preset plus overrides.
 """
 
@@ -107,13 +107,13 @@ class HCMRMConfig:
             raise ValueError("queue_size > 0 needs use_momentum=True (the queue holds momentum features)")
 
 
-# The presets are the YAML files of hcmrm/conf/model/, nowhere else.
+# The presets are the YAML files of conf/model/, nowhere else.
 PRESET_DIR = CONF_DIR / "model"
 PRESETS = tuple(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
 
 
 def preset_file(name: str) -> Path:
-    """hcmrm/conf/model/<name>.yaml, or an error naming the presets there are."""
+    """conf/model/<name>.yaml, or an error naming the presets there are."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {list(PRESETS)}")
     return PRESET_DIR / f"{name}.yaml"

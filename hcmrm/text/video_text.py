@@ -3,7 +3,7 @@
 Built once per video, upstream: the pseudo-queries job writes it to the Delta table `video_texts`
 with the settings that made it (`describe`, `fingerprint`), and the score job joins that table.
 Labeled rows given as (query, title[, ocr_text, asr_text]) get theirs from this same function
-with the same settings (hcmrm/conf/jobs/pseudo_queries.yaml), so training, evaluation and scoring
+with the same settings (conf/jobs/pseudo_queries.yaml), so training, evaluation and scoring
 read one kind of text.
 """
 

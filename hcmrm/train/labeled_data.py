@@ -211,7 +211,7 @@ def build_texts(pairs: pd.DataFrame, idf=None, settings=None) -> pd.DataFrame:
     """Fill `text` with the model's text about each row's video, built as the nightly tables build it.
 
     `hcmrm.text.video_text.build_video_text(title, ocr_text, asr_text, idf, settings)`: pass the
-    settings of hcmrm/conf/jobs/pseudo_queries.yaml and its IDF (`idf` matters only when
+    settings of conf/jobs/pseudo_queries.yaml and its IDF (`idf` matters only when
     `needs_idf`). A `text` given in the data is kept as is.
     """
     from hcmrm.text.video_text import TextSettings, build_video_text

@@ -1,4 +1,4 @@
-"""Settings resolve: defaults < hcmrm/conf/defaults.yaml < environment < flags; paths become absolute."""
+"""Settings resolve: defaults < conf/defaults.yaml < environment < flags; paths become absolute."""
 
 from pathlib import Path
 

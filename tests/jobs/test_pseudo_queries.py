@@ -57,7 +57,7 @@ def test_cli_has_the_command_and_the_yaml_matches_the_dataclass_defaults():
     args = make_parser().parse_args(["pseudo-queries", "--date", DAY1, "--seed", "3", "--top-k", "4"])
     assert args.handler is job.run and args.date == [DAY1]
     loaded = load(job.JobConfig, job.CONF_FILE)
-    assert loaded == job.JobConfig()  # hcmrm/conf/jobs/pseudo_queries.yaml documents the defaults
+    assert loaded == job.JobConfig()  # conf/jobs/pseudo_queries.yaml documents the defaults
     flagged = load(job.JobConfig, job.CONF_FILE, {"seed": 3, "keywords.top_k": 4, "keywords.idf_source": "jieba",
                                                   "keywords.min_df": None})
     assert flagged.seed == 3 and flagged.keywords.top_k == 4 and flagged.keywords.idf_source == "jieba"

@@ -48,7 +48,7 @@ def test_arrow_batch_rows_applies_the_jobs_value_only_when_the_profile_and_flags
         assert spark.conf.get(key) == "128"
     assert spark.conf.get(key, None) is None  # back to Spark's default afterwards
 
-    spark.conf.set(key, "20000")  # as hcmrm/conf/spark/gpu.yaml or --conf set it
+    spark.conf.set(key, "20000")  # as conf/spark/gpu.yaml or --conf set it
     try:
         with session.arrow_batch_rows(spark, 128):
             assert spark.conf.get(key) == "20000"

@@ -1,4 +1,4 @@
-"""Model configs: the presets are hcmrm/conf/model/*.yaml; overrides; configs of older checkpoints still load."""
+"""Model configs: the presets are conf/model/*.yaml; overrides; configs of older checkpoints still load."""
 
 import json
 
