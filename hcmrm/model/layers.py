@@ -7,9 +7,13 @@ Post-LayerNorm like BERT, so a Hugging Face BERT checkpoint maps one tensor to o
   output.dense/LayerNorm            -> mlp.proj / mlp.norm
 Fusion layers add `cross_attention.*` (queries from the text, keys and values from the video memory),
 which BERT does not have: it starts fresh.
+With config.lora_rank > 0 the self-attention and feed-forward matrices are LoRALinear: the pretrained matrix
+plus a trainable low-rank update (`merge_lora` folds it in for inference).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -18,16 +22,57 @@ from torch import nn
 from hcmrm.model.config import TextConfig
 
 
+class LoRALinear(nn.Linear):
+    """W x + b + (alpha / r) B A x: the matrix W and bias stay frozen, A [r, in] and B [out, r] train (B starts at 0,
+    so a loaded checkpoint gives the same outputs until it is trained)."""
+
+    def __init__(self, n_in: int, n_out: int, rank: int, alpha: float):
+        super().__init__(n_in, n_out)
+        self.scale = alpha / rank
+        self.lora_a = nn.Parameter(torch.empty(rank, n_in))
+        self.lora_b = nn.Parameter(torch.zeros(n_out, rank))
+        nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))
+        self.weight.requires_grad_(False)
+        self.bias.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) + F.linear(F.linear(x, self.lora_a), self.lora_b) * self.scale
+
+    def merged(self) -> nn.Linear:
+        """A plain nn.Linear computing the same function."""
+        plain = nn.Linear(self.in_features, self.out_features, device=self.weight.device, dtype=self.weight.dtype)
+        with torch.no_grad():
+            plain.weight.copy_(self.weight + self.scale * (self.lora_b @ self.lora_a).to(self.weight.dtype))
+            plain.bias.copy_(self.bias)
+        return plain
+
+
+def linear(config: TextConfig, n_in: int, n_out: int, adapted: bool) -> nn.Linear:
+    """A LoRALinear when the config asks for adapters and this matrix takes one, else nn.Linear."""
+    if adapted and config.lora_rank > 0:
+        return LoRALinear(n_in, n_out, config.lora_rank, config.lora_alpha)
+    return nn.Linear(n_in, n_out)
+
+
+def merge_lora(model: nn.Module) -> int:
+    """Replace every LoRALinear of `model` by its merged nn.Linear, in place; returns how many."""
+    targets = [(name, m) for name, m in model.named_modules() if isinstance(m, LoRALinear)]
+    for name, module in targets:
+        parent_name, _, leaf = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, leaf, module.merged())
+    return len(targets)
+
+
 class Attention(nn.Module):
     """Multi-head attention + residual + LayerNorm (BERT's BertAttention, post-norm)."""
 
-    def __init__(self, config: TextConfig):
+    def __init__(self, config: TextConfig, adapted: bool = True):
         super().__init__()
         self.heads = config.heads
-        self.query = nn.Linear(config.hidden, config.hidden)
-        self.key = nn.Linear(config.hidden, config.hidden)
-        self.value = nn.Linear(config.hidden, config.hidden)
-        self.out = nn.Linear(config.hidden, config.hidden)
+        self.query = linear(config, config.hidden, config.hidden, adapted)
+        self.key = linear(config, config.hidden, config.hidden, adapted)
+        self.value = linear(config, config.hidden, config.hidden, adapted)
+        self.out = linear(config, config.hidden, config.hidden, adapted)
         self.norm = nn.LayerNorm(config.hidden, eps=config.layer_norm_eps)
         self.dropout = config.dropout
         self.attention_dropout = config.attention_dropout
@@ -64,8 +109,8 @@ class MLP(nn.Module):
 
     def __init__(self, config: TextConfig):
         super().__init__()
-        self.fc = nn.Linear(config.hidden, config.intermediate)
-        self.proj = nn.Linear(config.intermediate, config.hidden)
+        self.fc = linear(config, config.hidden, config.intermediate, True)
+        self.proj = linear(config, config.intermediate, config.hidden, True)
         self.norm = nn.LayerNorm(config.hidden, eps=config.layer_norm_eps)
         self.dropout = config.dropout
 
@@ -80,7 +125,7 @@ class Block(nn.Module):
     def __init__(self, config: TextConfig, cross: bool = False):
         super().__init__()
         self.attention = Attention(config)
-        self.cross_attention = Attention(config) if cross else None
+        self.cross_attention = Attention(config, adapted=False) if cross else None  # new: trains in full
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, memory: torch.Tensor | None = None,

@@ -16,6 +16,7 @@ ever fully masked (no NaN).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
 
 import torch
@@ -298,6 +299,16 @@ class HCMRM(nn.Module):
         return self.relevance(input_ids, attention_mask, token_type_ids, self.encode_video(frames, frame_mask))
 
     # --- bookkeeping ---------------------------------------------------------------------------
+    def pretrained_parameter_names(self) -> set[str]:
+        """Parameters that come from config.text.base (embeddings, self-attention, feed-forward) and their
+        low-rank adapters; empty without a base. The cross-attention, match embedding, vision and heads are new."""
+        if not self.config.text.base:
+            return set()
+        fusion_part = re.compile(r"fusion_layers\.\d+\.(attention|mlp)\.")
+        return {n for n, _ in self.named_parameters()
+                if (n.startswith("embeddings.") and not n.startswith("embeddings.match."))
+                or n.startswith("text_layers.") or fusion_part.match(n)}
+
     def tower_parameters(self) -> dict[str, int]:
         """Parameter counts per part: text, fusion, vision (with the projection to fusion width), heads."""
         parts = {"text": 0, "fusion": 0, "vision": 0, "heads": 0}

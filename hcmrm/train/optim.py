@@ -22,6 +22,7 @@ class OptimConfig:
     warmup_steps: int = 100  # linear ramp from 0 to lr
     min_lr_ratio: float = 0.0  # the cosine ends at lr * min_lr_ratio
     max_grad_norm: float = 1.0  # gradient clipping; 0 disables it
+    pretrained_lr: float = 0.0  # peak lr of the tensors from a pretrained base and their adapters (0 = lr)
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> float:
@@ -38,15 +39,19 @@ def _no_decay(name: str, param: nn.Parameter) -> bool:
 
 
 def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.AdamW:
-    decay, no_decay = [], []
+    """AdamW over the trainable parameters: decay / no decay, and, for a model on a pretrained base
+    (`model.pretrained_parameter_names()`), the base's part at config.pretrained_lr, the new layers at lr."""
+    pretrained = model.pretrained_parameter_names() if hasattr(model, "pretrained_parameter_names") else set()
+    groups: dict[tuple[bool, bool], list] = {}
     for name, param in model.named_parameters():
         if param.requires_grad:
-            (no_decay if _no_decay(name, param) else decay).append(param)
-    groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.betas), eps=config.eps)
+            groups.setdefault((name in pretrained, _no_decay(name, param)), []).append(param)
+    base_lr = config.pretrained_lr or config.lr
+    return torch.optim.AdamW(
+        [{"params": params, "weight_decay": 0.0 if no_decay else config.weight_decay,
+          "lr": base_lr if from_base else config.lr}
+         for (from_base, no_decay), params in sorted(groups.items())],
+        lr=config.lr, betas=tuple(config.betas), eps=config.eps)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: OptimConfig, total_steps: int):

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from hcmrm.train.batching import PretrainExample, collate_pretrain
+from hcmrm.model.checkpoint import new_model
 from hcmrm.model.config import preset
 from hcmrm.train.distributed import DistInfo
 from hcmrm.model.network import HCMRM
@@ -93,7 +94,7 @@ def pretrain(
         torch.set_num_threads(config.num_threads)
     dist = dist or DistInfo()
     torch.manual_seed(config.loop.seed)
-    model = init if init is not None else HCMRM(preset(config.preset, **config.model))
+    model = init if init is not None else new_model(preset(config.preset, **config.model))  # a base is read in
     tokenizer = Tokenizer.from_config(model.config)
     out_dir = Path(out_dir) if out_dir else None
 

@@ -15,7 +15,7 @@ def test_round_trip_gives_identical_outputs(tmp_path):
     torch.manual_seed(0)
     model = build_model(preset("tiny", head="bce", max_frames=3)).eval()
     save_model(model, tmp_path / "ckpt")
-    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "model.safetensors", "vocab.txt"]
     assert json.loads((tmp_path / "ckpt" / "config.json").read_text())["config"]["max_frames"] == 3
     loaded = load_model(tmp_path / "ckpt")
     assert loaded.config == model.config and not loaded.training
@@ -105,3 +105,22 @@ def test_a_config_with_sizes_that_do_not_fit_or_an_unknown_key_is_a_model_error(
     (tmp_path / "c" / "config.json").write_text("{not json")
     with pytest.raises(ModelError, match="is not valid JSON"):
         load_model(tmp_path / "c")
+
+
+def test_a_folder_written_before_tokenizer_copies_loads_with_the_vocabulary_its_config_names():
+    from hcmrm.model.tokenizer import Tokenizer
+    from hcmrm.settings import PACKAGE_DIR
+
+    folder = PACKAGE_DIR / "models" / "kuake-small-match"
+    assert not (folder / "vocab.txt").exists()  # saved before model folders carried their tokenizer
+    model = load_model(folder)
+    assert Tokenizer.from_config(model.config).vocab_size == model.config.text.vocab_size == 21128
+
+
+def test_a_folder_carries_its_tokenizer_and_a_foreign_one_is_refused(tmp_path):
+    torch.manual_seed(0)
+    save_model(build_model("tiny"), tmp_path / "m")
+    assert (tmp_path / "m" / "vocab.txt").read_bytes()[:5] == b"[PAD]"
+    (tmp_path / "m" / "vocab.txt").write_text("[PAD]\n[UNK]\n", encoding="utf-8")
+    with pytest.raises(ModelError, match="is not the 'bert-base-chinese' vocabulary"):
+        load_model(tmp_path / "m")

@@ -21,7 +21,7 @@ OLD_TINY_CONFIG_JSON = """{
 
 
 def test_the_presets_are_the_yaml_files():
-    assert PRESETS == ("base", "small", "tiny")
+    assert PRESETS == ("base", "e5small", "small", "tiny")
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -65,7 +65,7 @@ def test_bad_configs_are_refused(bad, message):
 
 
 def test_unknown_preset_names_the_files_there_are():
-    with pytest.raises(ValueError, match=r"unknown preset 'huge'; choose one of \['base', 'small', 'tiny'\]"):
+    with pytest.raises(ValueError, match=r"unknown preset 'huge'; choose one of \['base', 'e5small', 'small', 'tiny'\]"):
         preset("huge")
 
 
@@ -76,3 +76,17 @@ def test_yaml_can_name_a_preset_with_overrides(tmp_path):
     path.write_text("preset: base\nmax_frame: 8\n")
     with pytest.raises(ValueError, match=f"unknown key 'max_frame' in {path}"):
         load_config(path)
+
+
+def test_e5small_has_e5s_sizes_on_its_pruned_vocabulary():
+    t = preset("e5small").text
+    assert (t.hidden, t.heads, t.intermediate, t.text_layers, t.fusion_layers) == (384, 12, 1536, 6, 6)
+    assert (t.base, t.tokenizer, t.layer_norm_eps, t.first_word_id) == ("e5-small", "e5-small-zh", 1e-12, 6)
+    from hcmrm.model.tokenizer import Tokenizer
+
+    assert Tokenizer.from_config(preset("e5small")).vocab_size == t.vocab_size
+
+
+def test_an_unknown_base_is_refused():
+    with pytest.raises(ValueError, match="text.base must be one of"):
+        preset("tiny", text={"base": "gpt"})

@@ -66,3 +66,35 @@ def test_each_distinct_text_is_tokenised_once(monkeypatch):
     for row, mask, alone in zip(enc["input_ids"], enc["attention_mask"], one_by_one):
         assert row[mask.bool()].tolist() == alone
     assert tok.tokenize([], 4) == [] and tok.tokenize([], 4, offsets=True) == ([], [])
+
+
+def test_the_e5_tokenizer_packs_pairs_with_its_own_specials():
+    tok = Tokenizer.from_config(preset("e5small"))
+    enc = tok.encode_pairs(["感冒了怎么办"], ["感冒的治疗方法"])
+    ids = enc["input_ids"][0].tolist()
+    pieces = [tok.pieces[i] for i in ids]
+    assert pieces[0] == "<s>" and pieces.count("</s>") == 2 and pieces[-1] == "</s>"
+    assert "感冒" in pieces  # Unigram pieces are words, not single characters
+    assert enc["token_type_ids"][0].tolist() == [0] * (pieces.index("</s>") + 1) + [1] * (len(ids) - pieces.index("</s>") - 1)
+    assert (tok.cls_id, tok.pad_id, tok.sep_id, tok.unk_id, tok.mask_id) == (0, 1, 2, 3, 4)
+
+
+def test_the_match_aware_input_works_with_the_e5_tokenizer():
+    from hcmrm.model.layers import BIGRAM_MATCH, NO_MATCH, match_ids
+
+    config = preset("e5small")
+    tok = Tokenizer.from_config(config)
+    enc = tok.encode_pairs(["治疗方法有哪些"], ["感冒的治疗方法"])
+    match = match_ids(enc["input_ids"], enc["token_type_ids"], enc["attention_mask"], config.text.first_word_id)[0]
+    pieces = [tok.pieces[i] for i in enc["input_ids"][0].tolist()]
+    by_piece = dict(zip(pieces, match.tolist()))
+    assert by_piece["治疗"] == by_piece["方法"] == BIGRAM_MATCH  # the run "治疗 方法" is on both sides
+    assert by_piece["有哪些"] == NO_MATCH and by_piece["<s>"] == NO_MATCH
+    assert by_piece["\u2581"] == NO_MATCH  # the word-start piece is below first_word_id: never a match
+
+
+def test_an_unknown_tokenizer_name_is_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match="unknown tokenizer 'nope'"):
+        Tokenizer(name="nope")

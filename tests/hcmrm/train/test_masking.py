@@ -38,3 +38,16 @@ def test_same_generator_same_masks_and_empty_text():
     b = whole_word_mask(["今天天气很好", ""], tok, 16, generator=torch.Generator().manual_seed(3))
     assert torch.equal(a["mlm_input_ids"], b["mlm_input_ids"])
     assert (a["mlm_labels"][1] == IGNORE).all()
+
+
+def test_whole_word_masking_with_the_e5_tokenizer_never_draws_a_special():
+    from hcmrm.model.config import preset
+
+    tok = Tokenizer.from_config(preset("e5small"))
+    out = whole_word_mask(["北京天安门广场的升旗仪式非常壮观"] * 50, tok, 64, probability=0.3,
+                          generator=torch.Generator().manual_seed(1))
+    chosen = out["mlm_labels"] != IGNORE
+    assert chosen.any(dim=1).all() and (out["mlm_input_ids"] == tok.mask_id).any()
+    replaced = chosen & (out["mlm_input_ids"] != tok.mask_id) & (out["mlm_input_ids"] != out["input_ids"])
+    assert (out["mlm_input_ids"][replaced] >= tok.first_word_id).all()  # random pieces, never <s>, </s>, "▁"
+    assert (out["input_ids"][:, 0] == tok.cls_id).all()

@@ -35,3 +35,19 @@ def test_scheduler_sets_the_learning_rate_per_step():
         optimizer.step()
         scheduler.step()
     assert seen == pytest.approx([0.5, 1.0, 1.0, 0.5])
+
+
+def test_a_model_on_a_pretrained_base_trains_its_base_part_at_pretrained_lr():
+    from hcmrm.model.config import preset
+    from hcmrm.model.network import HCMRM
+
+    model = HCMRM(preset("tiny", text={"base": "e5-small", "lora_rank": 2}))  # shapes only: nothing is loaded
+    optimizer = build_optimizer(model, OptimConfig(lr=1e-3, pretrained_lr=1e-4))
+    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert lr_of[id(named["text_layers.0.attention.query.lora_a"])] == 1e-4
+    assert lr_of[id(named["fusion_layers.0.mlp.norm.weight"])] == 1e-4
+    assert lr_of[id(named["fusion_layers.0.cross_attention.query.weight"])] == 1e-3  # new layers
+    assert lr_of[id(named["relevance_head.r.weight"] if "relevance_head.r.weight" in named else
+                    next(p for n, p in named.items() if n.startswith("relevance_head.")))] == 1e-3
+    assert id(named["text_layers.0.attention.query.weight"]) not in lr_of  # frozen under its adapter

@@ -96,3 +96,16 @@ def test_pretrain_pairs_rows_become_examples():
     assert len(examples[0].frames) == 1 and examples[1].frames == []
     with pytest.raises(ValueError, match="pseudo_query"):
         examples_from_records(pd.DataFrame({"query": ["q"]}))
+
+
+def test_an_e5_model_pre_trains_from_its_base_with_its_own_tokenizer(tmp_path):
+    # Two steps of the four objectives on the e5 tower (whole-word masking over e5's pieces); the saved folder
+    # holds only what differs from the base and loads back to the same word embeddings.
+    small = {"text": {"text_layers": 1, "fusion_layers": 1, "lora_rank": 2, "dropout": 0.0}}
+    result = pretrain(corpus(), from_dict(PretrainConfig, {
+        "preset": "e5small", "model": small,
+        "loop": {"max_steps": 2, "batch_size": 4, "optim": {"lr": 1e-3, "warmup_steps": 1}}}), tmp_path, progress=False)
+    assert len(result.loop.losses) == 2 and all(torch.isfinite(torch.tensor(result.loop.losses)))
+    assert (result.model_dir / "tokenizer.json").exists()
+    reloaded = load_model(result.model_dir)
+    assert torch.equal(reloaded.embeddings.word.weight, result.model.embeddings.word.weight)
