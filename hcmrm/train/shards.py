@@ -14,6 +14,8 @@ one, so they are the same however the run was cut.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -35,7 +37,7 @@ class ShardReadError(ValueError):
 class Shard:
     path: str  # a Parquet or JSON-lines file
     row_group: int  # the Parquet row group; -1 for a JSON-lines file (read whole)
-    rows: int  # rows in it, from the Parquet footer or the line count
+    rows: int  # rows read from it: the Parquet footer's or the line count (fewer = its first rows)
 
     def __str__(self) -> str:
         return self.path if self.row_group < 0 else f"{self.path} row group {self.row_group}"
@@ -45,32 +47,50 @@ class Shard:
 
 
 def list_shards(paths: Sequence[str | Path]) -> list[Shard]:
-    """The shards of these files and folders (folders: their Parquet / JSON-lines files, sorted), in a fixed order."""
+    """The shards of these files and folders (folders: their Parquet / JSON-lines files, sorted), in a fixed
+    order. Files may be URIs (file:, s3://, hdfs:// ...: what pyarrow's file systems open), as Delta lists them."""
     import pyarrow.parquet as pq
 
     shards = []
     for path in _files(paths):
-        if path.suffix in JSON_SUFFIXES:
-            with open(path, "rb") as f:
-                shards.append(Shard(str(path), -1, sum(1 for line in f if line.strip())))
+        if path.endswith(JSON_SUFFIXES):
+            with _open(path) as f:
+                shards.append(Shard(path, -1, sum(1 for line in f if line.strip())))
             continue
         try:
-            meta = pq.ParquetFile(path).metadata
+            meta = pq.ParquetFile(_open(path)).metadata
         except Exception as error:  # pyarrow raises several types for a file that is not Parquet
             raise ShardReadError(f"{path}: not a readable Parquet file ({error})") from error
-        shards += [Shard(str(path), g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)]
+        shards += [Shard(path, g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)]
     return [s for s in shards if s.rows]
 
 
-def _files(paths: Sequence[str | Path]) -> list[Path]:
+def _open(path: str):
+    """A binary file object for a local path, a file: URI or another pyarrow file-system URI."""
+    if path.startswith("file:"):
+        from urllib.parse import unquote, urlparse
+
+        path = unquote(urlparse(path).path)
+    if "://" not in path:
+        return open(path, "rb")
+    from pyarrow import fs
+
+    filesystem, inner = fs.FileSystem.from_uri(path)
+    return filesystem.open_input_file(inner)
+
+
+def _files(paths: Sequence[str | Path]) -> list[str]:
     files = []
-    for path in map(Path, paths):
-        if path.is_dir():
+    for given in map(str, paths):
+        path = Path(given)
+        if "://" in given or given.startswith("file:"):
+            files.append(given)  # a URI from a table's file list: listed already
+        elif path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.suffix in PARQUET_SUFFIXES + JSON_SUFFIXES
                            and not any(part.startswith(("_", ".")) for part in p.relative_to(path).parts))
-            files += found
+            files += map(str, found)
         elif path.exists():
-            files.append(path)
+            files.append(given)
         else:
             raise ShardReadError(f"{path}: no such file or folder")
     if not files:
@@ -170,15 +190,15 @@ def read_shard(shard: Shard, columns: Sequence[str]) -> list[dict]:
     """The shard's rows as dicts of the given columns (a missing column reads as None)."""
     try:
         if shard.row_group < 0:
-            with open(shard.path, encoding="utf-8") as f:
+            with _open(shard.path) as f:
                 records = [json.loads(line) for line in f if line.strip()]
-            return [{c: r.get(c) for c in columns} for r in records]
+            return [{c: r.get(c) for c in columns} for r in records[: shard.rows]]
         import pyarrow.parquet as pq
 
-        file = pq.ParquetFile(shard.path)
+        file = pq.ParquetFile(_open(shard.path))
         present = [c for c in columns if c in file.schema_arrow.names]
         table = file.read_row_group(shard.row_group, columns=present)
-        return [{c: r.get(c) for c in columns} for r in table.to_pylist()]
+        return [{c: r.get(c) for c in columns} for r in table.slice(0, shard.rows).to_pylist()]
     except Exception as error:
         raise ShardReadError(f"{shard}: cannot read it ({type(error).__name__}: {error})") from error
 
@@ -285,3 +305,45 @@ def epoch_batches(plan: StreamPlan, epoch: int, columns: Sequence[str],
         yield batch
         if g + 1 >= stop:
             return
+
+
+# --- as the training loop's batch source --------------------------------------------------------
+
+
+@dataclass
+class StreamConfig:
+    workers: int = 2  # DataLoader worker processes reading, decoding, tokenising, masking (0 = in the trainer)
+    shuffle_buffer: int = 10_000  # rows each worker shuffles among
+    prefetch: int = 2  # batches each worker builds ahead of the step
+
+
+class ShardBatches:
+    """`hcmrm.train.loop.BatchSource` over shards: this process's part of every global batch, streamed."""
+
+    def __init__(self, shards: Sequence[Shard], columns: Sequence[str],
+                 collate: Callable[[list[dict], torch.Generator], object], stream: StreamConfig,
+                 batch_size: int, seed: int, rank: int = 0, world: int = 1, pin_memory: bool = False):
+        if batch_size % world:
+            raise ValueError(f"batch_size {batch_size} must divide over {world} processes")
+        self.plan = StreamPlan(tuple(shards), seed, rank, world, stream.workers, batch_size // world,
+                               stream.shuffle_buffer)
+        self.columns, self.collate, self.stream, self.pin_memory = list(columns), collate, stream, pin_memory
+        listing = "\n".join(f"{s.path}\t{s.row_group}\t{s.rows}" for s in shards)
+        self.identity = {"shards": hashlib.sha256(listing.encode()).hexdigest(), "rows": sum(s.rows for s in shards)}
+
+    def batches_per_epoch(self, epoch: int) -> int:
+        return self.plan.batches_per_epoch(epoch)
+
+    def batches(self, epoch: int, start: int, generator: torch.Generator) -> Iterator[object]:
+        return epoch_batches(self.plan, epoch, self.columns, self.collate, start, self.pin_memory, self.stream.prefetch)
+
+
+def first_rows(shards: Sequence[Shard], limit: int) -> list[Shard]:
+    """The shards that hold the corpus's first `limit` rows, the last one cut short (a quick run)."""
+    kept, left = [], limit
+    for shard in shards:
+        if left <= 0:
+            break
+        kept.append(dataclasses.replace(shard, rows=min(shard.rows, left)))
+        left -= shard.rows
+    return kept
