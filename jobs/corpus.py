@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from hcmrm.errors import InputError
+from hcmrm.errors import InputDataError
 from hcmrm.train.shards import Shard, list_shards
 
 
@@ -32,7 +32,7 @@ def is_delta(path: str) -> bool:
 def plain_corpus(path: str, dates: list[str] | None) -> Corpus:
     """Parquet / JSON-lines files or folders, read as they are."""
     if dates:
-        raise InputError(f"--date selects partitions of a Delta table; {path} is plain files: filter them yourself")
+        raise InputDataError(f"--date selects partitions of a Delta table; {path} is plain files: filter them yourself")
     return Corpus(path, None, list_shards([path]))
 
 
@@ -44,14 +44,14 @@ def delta_corpus(spark, path: str, dates: list[str] | None) -> Corpus:
 
     version = table_version(spark, path)
     if version is None:
-        raise InputError(f"{path} is not a Delta table (no _delta_log): pass Parquet or JSON-lines files as --input")
+        raise InputDataError(f"{path} is not a Delta table (no _delta_log): pass Parquet or JSON-lines files as --input")
     df = spark.read.format("delta").option("versionAsOf", version).load(path)
     if dates:
         df = df.where(F.col("dt").isin(dates))
     corpus = Corpus(path, version, list_shards(sorted(df.inputFiles())) if df.inputFiles() else [])
     visible = df.count()  # Delta's count, deletion vectors applied; the files' footers count every row
     if visible != corpus.rows:
-        raise InputError(
+        raise InputDataError(
             f"{path} at version {version}: {corpus.rows - visible} deleted rows are still in its files (deletion "
             f"vectors); run REORG TABLE delta.`{path}` APPLY (PURGE), then train again"
         )

@@ -380,10 +380,14 @@ class _Run:
     def train_epoch(self) -> None:
         """Run the current epoch's remaining batches (or up to the last step of the run)."""
         batches = self.source.batches(self.position.epoch, self.position.batch, self.generator)
-        for batch in batches:
-            if self.position.step >= self.total:
+        while self.position.step < self.total:
+            asked = time.perf_counter()
+            batch = next(batches, None)
+            if batch is None:
                 break
+            waited = time.perf_counter() - asked  # the step waited this long for its data
             parts, grad_norm = self.optimizer_step(batch.to(self.device, non_blocking=True))
+            parts.update(data_wait_s=waited, step_s=time.perf_counter() - asked)
             self.record(parts, grad_norm)
             if self.config.checkpoint_every and self.position.step % self.config.checkpoint_every == 0:
                 self.checkpoint()

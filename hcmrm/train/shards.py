@@ -25,11 +25,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from hcmrm.errors import InputDataError
+
 JSON_SUFFIXES = (".json", ".jsonl")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
-class ShardReadError(ValueError):
+class ShardReadError(InputDataError):
     """A shard could not be read or one of its rows could not be collated; the message names both."""
 
 
@@ -325,8 +327,8 @@ class ShardBatches:
                  batch_size: int, seed: int, rank: int = 0, world: int = 1, pin_memory: bool = False):
         if batch_size % world:
             raise ValueError(f"batch_size {batch_size} must divide over {world} processes")
-        self.plan = StreamPlan(tuple(shards), seed, rank, world, stream.workers, batch_size // world,
-                               stream.shuffle_buffer)
+        workers = min(stream.workers, len(shards) // world)  # a worker without a shard would idle
+        self.plan = StreamPlan(tuple(shards), seed, rank, world, workers, batch_size // world, stream.shuffle_buffer)
         self.columns, self.collate, self.stream, self.pin_memory = list(columns), collate, stream, pin_memory
         listing = "\n".join(f"{s.path}\t{s.row_group}\t{s.rows}" for s in shards)
         self.identity = {"shards": hashlib.sha256(listing.encode()).hexdigest(), "rows": sum(s.rows for s in shards)}
