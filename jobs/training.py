@@ -102,8 +102,8 @@ def launch(args: argparse.Namespace, settings: Settings, command: str, worker, o
     spark = spark_from_args(args, settings, command)  # TorchDistributor runs under the active session
     local = spark.sparkContext.master.startswith("local")
     use_gpu = gpus_granted(spark.sparkContext.getConf(), local, args.device)
-    options = {k: v for k, v in vars(args).items() if k != "handler"}
-    options.update(lake=settings.lake, tracking_uri=settings.tracking_uri, artifact_root=settings.artifact_root,
-                   device="cuda" if use_gpu else "cpu", num_processes=None, **overrides)
+    options = {**{k: v for k, v in vars(args).items() if k != "handler"},
+               "lake": settings.lake, "tracking_uri": settings.tracking_uri, "artifact_root": settings.artifact_root,
+               "device": "cuda" if use_gpu else "cpu", "num_processes": None, **overrides}
     distributor = TorchDistributor(num_processes=args.num_processes, local_mode=local, use_gpu=use_gpu)
     return distributor.run(worker, options)
