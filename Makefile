@@ -12,7 +12,7 @@ export PYSPARK_DRIVER_PYTHON  ?= $(abspath $(PY))
 export TOKENIZERS_PARALLELISM  = false
 export PYTHONUNBUFFERED        = 1
 
-.PHONY: setup demo test cluster-up cluster-down wheel dist bench bench-pseudo-query bench-scoring bench-scale bench-compare bench-incremental bench-worker-memory bench-flops bench-gpu keyword-quality ablation params lock clean report-check
+.PHONY: setup demo test cluster-up cluster-down wheel dist bench bench-pseudo-query bench-scoring bench-scale bench-compare bench-incremental bench-worker-memory bench-flops bench-gpu bench-train-scale keyword-quality ablation params lock clean report-check
 
 setup: $(STAMP) $(JARS_STAMP)
 
@@ -106,6 +106,10 @@ bench-flops: setup
 # The Spark-free engine on the accelerator (bf16): pairs/s, FLOP per pair and MFU; needs no pyspark.
 bench-gpu: setup
 	$(PY) benchmarks/engine_gpu.py --preset base
+
+# Pre-training at 20k and 1M rows on the standalone cluster (2 ranks, tiny): memory, steps/s, data wait.
+bench-train-scale: setup
+	$(PY) benchmarks/train_scale.py --rows 20000 1000000
 
 keyword-quality: setup
 	$(PY) experiments/keyword_quality.py

@@ -43,7 +43,7 @@ from hcmrm.config import load, to_dict
 from hcmrm.settings import CONF_DIR, Settings
 from jobs.common import configure_logging, script_main, settings_from_args
 from hcmrm.tables import VIDEO_TEXTS
-from jobs.pretrain import add_training_arguments, is_plain_file, launch, tracked_run, training_overrides
+from jobs.training import add_training_arguments, is_plain_file, launch, tracked_run, training_overrides
 from jobs.pseudo_queries import CONF_FILE as TEXT_CONF
 
 COMMAND = "finetune"
@@ -257,7 +257,8 @@ def train_and_register(args: argparse.Namespace, settings: Settings) -> dict | N
     from hcmrm.train.labeled_data import to_examples
 
     config = load_config(args)
-    dist = distributed.init()
+    device = distributed.pick_device(args.device)
+    dist = distributed.init(device)
     train_pairs, dev_pairs, rejects = read_labeled_sets(args, settings)
     train = to_examples(train_pairs)
     dev = to_examples(dev_pairs) if dev_pairs is not None else None
@@ -271,14 +272,15 @@ def train_and_register(args: argparse.Namespace, settings: Settings) -> dict | N
                        "dev": args.dev or f"split={args.dev_split}",
                        "train_pairs": len(train), "dev_pairs": len(dev or []), "rejected": rejected,
                        "dev_fingerprint": data_id or "none"},
-              "processes": dist.world_size}
+              "processes": dist.world_size, "device": device.type}
     summary = None
     try:
         with tracked_run(settings, args.experiment or EXPERIMENT, f"finetune-{config.loss}", params, dist.is_main) as (
             mlrun, log_metrics
         ):
             result = finetune(train, dev, config, out, init=args.init, settings=settings, log_metrics=log_metrics,
-                              progress=not args.no_progress, dist=dist, resume=not args.no_resume)
+                              progress=not args.no_progress, dist=dist, resume=not args.no_resume,
+                              device=device)
             if dist.is_main:
                 summary = finish(settings, args, config, result, mlrun, rejects, rejected, dev, data_id,
                                  registry, gate, evaluate)

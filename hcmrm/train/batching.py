@@ -1,6 +1,7 @@
 """Examples -> tensors: labeled (query, video, grade) pairs for fine-tuning, pre-training triplets.
 
-Collation runs on the CPU (tokenizer, image decoding, jieba); the batches move with `.to(device)`.
+Collation runs on the CPU (tokenizer, image decoding, jieba), in DataLoader workers when the corpus is
+streamed; the batches are pinned there (`pin_memory`) and move with `.to(device, non_blocking=True)`.
 """
 
 from __future__ import annotations
@@ -15,9 +16,14 @@ from hcmrm.model.frames import FrameDecodeError, decode_frames, stack_videos
 from hcmrm.model.tokenizer import Tokenizer
 
 
-class _ToDevice:
-    def to(self, device):
-        return type(self)(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+class TensorBatch:
+    """A dataclass of tensors that moves and pins as one (DataLoader pins a batch through `pin_memory`)."""
+
+    def to(self, device, non_blocking: bool = False):
+        return type(self)(**{f.name: getattr(self, f.name).to(device, non_blocking=non_blocking) for f in fields(self)})
+
+    def pin_memory(self):
+        return type(self)(**{f.name: getattr(self, f.name).pin_memory() for f in fields(self)})
 
 
 @dataclass
@@ -29,7 +35,7 @@ class LabeledExample:
 
 
 @dataclass
-class LabeledBatch(_ToDevice):
+class LabeledBatch(TensorBatch):
     input_ids: torch.Tensor  # [B, L] `[CLS] query [SEP] text [SEP]`
     attention_mask: torch.Tensor  # [B, L]
     token_type_ids: torch.Tensor  # [B, L]
@@ -66,7 +72,7 @@ class PretrainExample:
 
 
 @dataclass
-class PretrainBatch(_ToDevice):
+class PretrainBatch(TensorBatch):
     query_ids: torch.Tensor  # [B, Lq] `[CLS] pseudo-query [SEP]`
     query_mask: torch.Tensor  # [B, Lq]
     text_ids: torch.Tensor  # [B, Lt] `[CLS] context text [SEP]`

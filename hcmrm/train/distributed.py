@@ -41,13 +41,33 @@ def from_env() -> DistInfo:
     )
 
 
-def init(backend: str | None = None, timeout_s: int = 1800) -> DistInfo:
-    """Join the process group when launched as several processes; a no-op for one process."""
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def pick_device(choice: str = "auto", info: DistInfo | None = None) -> torch.device:
+    """The device this process trains on: `cuda:LOCAL_RANK` when CUDA is there (auto) or asked for (cuda),
+    the CPU otherwise. A launcher that gives each process its own GPU through CUDA_VISIBLE_DEVICES (Spark's
+    TorchDistributor on a cluster) sets LOCAL_RANK to 0 there, so the index stays right."""
+    if choice not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}; got {choice!r}")
+    info = info or from_env()
+    if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError("--device cuda, but torch sees no CUDA device here: use --device auto or cpu")
+    if info.local_rank >= torch.cuda.device_count():
+        raise RuntimeError(f"LOCAL_RANK {info.local_rank} but only {torch.cuda.device_count()} CUDA device(s) visible")
+    return torch.device("cuda", info.local_rank)
+
+
+def init(device: torch.device | None = None, timeout_s: int = 1800) -> DistInfo:
+    """Join the process group when launched as several processes (NCCL for CUDA devices, gloo for the CPU);
+    a no-op for one process."""
     import datetime
 
     info = from_env()
     if info.enabled and not torch.distributed.is_initialized():
-        backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+        backend = "nccl" if device is not None and torch.device(device).type == "cuda" else "gloo"
         torch.distributed.init_process_group(
             backend, rank=info.rank, world_size=info.world_size, timeout=datetime.timedelta(seconds=timeout_s)
         )
@@ -59,8 +79,8 @@ def shutdown() -> None:
         torch.distributed.destroy_process_group()
 
 
-def wrap_model(module: nn.Module, info: DistInfo) -> nn.Module:
-    """DDP around `module` when several processes train; the module itself otherwise.
+def wrap_model(module: nn.Module, info: DistInfo, device: torch.device | None = None) -> nn.Module:
+    """DDP around `module` (already on `device`) when several processes train; the module itself otherwise.
 
     find_unused_parameters: fine-tuning never touches the pre-training heads (nor the vision tower
     for text-only batches), so some parameters get no gradient on a given step.
@@ -69,18 +89,6 @@ def wrap_model(module: nn.Module, info: DistInfo) -> nn.Module:
         return module
     if not torch.distributed.is_initialized():
         raise RuntimeError(f"WORLD_SIZE={info.world_size} but no process group: call hcmrm.train.distributed.init() first")
-    return nn.parallel.DistributedDataParallel(module, find_unused_parameters=True)
-
-
-def barrier(info: DistInfo) -> None:
-    if info.enabled:
-        torch.distributed.barrier()
-
-
-def broadcast_object(obj, info: DistInfo, src: int = 0):
-    """`obj` from process `src` on every process (e.g. the main process's evaluation metrics)."""
-    if not info.enabled:
-        return obj
-    holder = [obj]
-    torch.distributed.broadcast_object_list(holder, src=src)
-    return holder[0]
+    on_gpu = device is not None and torch.device(device).type == "cuda"
+    return nn.parallel.DistributedDataParallel(module, device_ids=[torch.device(device).index] if on_gpu else None,
+                                               find_unused_parameters=True)

@@ -31,7 +31,7 @@ from hcmrm.train.metrics import POSITIVE_LABEL, Metrics, p_at_least, relevance_m
 from hcmrm.model.checkpoint import new_model
 from hcmrm.model.network import HCMRM
 from hcmrm.model.tokenizer import Tokenizer
-from hcmrm.train.loop import LoopConfig, LoopResult, latest_checkpoint, run_loop
+from hcmrm.train.loop import IndexedBatches, LoopConfig, LoopResult, latest_checkpoint, run_loop
 
 log = logging.getLogger(__name__)
 
@@ -188,8 +188,10 @@ def finetune(
     progress: bool = True,
     dist: DistInfo | None = None,
     resume: bool = True,
+    device: torch.device | None = None,
 ) -> FinetuneResult:
-    """Train on `train`, evaluate on `dev` after each epoch; saves out_dir/model (+ checkpoints)."""
+    """Train on `train` on `device` (default the CPU), evaluate on `dev` after each epoch; saves
+    out_dir/model (+ checkpoints)."""
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     dist = dist or DistInfo()
@@ -213,8 +215,7 @@ def finetune(
     loop = run_loop(
         RelevanceStep(model),
         model,
-        len(train),
-        make_batch,
+        IndexedBatches(len(train), make_batch, config.loop.batch_size, config.loop.seed, dist),
         config.loop,
         checkpoint_dir=out_dir / "checkpoints" if out_dir else None,
         resume=resume,
@@ -223,6 +224,7 @@ def finetune(
         progress=progress,
         dist=dist,
         description="finetune",
+        device=device,
     )
     model.eval()
     metrics: dict = {}

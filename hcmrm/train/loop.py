@@ -11,9 +11,17 @@ Tensors go to safetensors and everything else to JSON: nothing is pickled, so lo
 never executes code. The folder is written under a temporary name, renamed into place, and only
 then named by the `latest` file, so a crash leaves the previous checkpoint as the one to resume.
 
+The batches come from a `BatchSource`: `IndexedBatches` over examples in memory, or
+`hcmrm.train.shards.ShardBatches` streaming a corpus from its files. Either derives an epoch's batches
+from (seed, epoch) alone and can start at any batch of it.
+
 Exact resume: the data order is a pure function of (seed, epoch), the learning rate of the step
 count, and every random number generator in play is restored, so step k+1 after a resume computes
 the same loss and the same update as step k+1 of an uninterrupted run (CPU; single process).
+
+On CUDA the step module (model, momentum model, queues) lives on the device, each batch is moved there
+without blocking (from pinned memory when the source pins it), and the forward pass runs under bf16
+autocast while the weights and the optimizer stay float32.
 """
 
 from __future__ import annotations
@@ -21,14 +29,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import random
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -95,6 +103,8 @@ def _rng_state(generator: torch.Generator) -> tuple[dict[str, torch.Tensor], dic
     py = random.getstate()
     np_state = np.random.get_state()
     tensors = {"torch": torch.get_rng_state(), "batch_generator": generator.get_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # dropout on the GPU draws from it
+        tensors["cuda"] = torch.cuda.get_rng_state()
     meta = {
         "python": [py[0], list(py[1]), py[2]],
         "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
@@ -105,6 +115,8 @@ def _rng_state(generator: torch.Generator) -> tuple[dict[str, torch.Tensor], dic
 def _set_rng_state(tensors: dict[str, torch.Tensor], meta: dict, generator: torch.Generator) -> None:
     torch.set_rng_state(tensors["torch"])
     generator.set_state(tensors["batch_generator"])
+    if "cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["cuda"])
     version, internal, gauss = meta["python"]
     random.setstate((version, tuple(internal), gauss))
     name, keys, pos, has_gauss, cached = meta["numpy"]
@@ -224,11 +236,49 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
 
 
+class BatchSource(Protocol):
+    """Where a training run's batches come from; each process reads its own part of every global batch."""
+
+    identity: dict  # what a resume must find unchanged (the data's size or its files)
+
+    def batches_per_epoch(self, epoch: int) -> int: ...
+
+    def batches(self, epoch: int, start: int, generator: torch.Generator) -> Iterator[object]:
+        """This process's batches of `epoch` from batch `start` on, built lazily."""
+        ...
+
+
+@dataclass
+class IndexedBatches:
+    """Examples in memory: the epoch's order by `epoch_order`, each process building its slice of every
+    global batch with make_batch(indices, generator); the generator is the loop's (checkpointed) one."""
+
+    n_examples: int
+    make_batch: Callable[[Sequence[int], torch.Generator], object]
+    batch_size: int  # the global batch, summed over all processes
+    seed: int
+    dist: DistInfo = field(default_factory=DistInfo)
+
+    def __post_init__(self):
+        if self.batch_size % self.dist.world_size:
+            raise ValueError(f"batch_size {self.batch_size} must divide over {self.dist.world_size} processes")
+        if self.n_examples < self.batch_size:
+            raise ValueError(f"{self.n_examples} examples is less than one batch of {self.batch_size}")
+        self.identity = {"n_examples": self.n_examples}
+
+    def batches_per_epoch(self, epoch: int) -> int:
+        return self.n_examples // self.batch_size
+
+    def batches(self, epoch: int, start: int, generator: torch.Generator) -> Iterator[object]:
+        order, size, dist = epoch_order(self.n_examples, self.seed, epoch), self.batch_size, self.dist
+        for b in range(start, self.batches_per_epoch(epoch)):
+            yield self.make_batch(order[b * size : (b + 1) * size][dist.rank :: dist.world_size], generator)
+
+
 def run_loop(
     step_module: nn.Module,
     model: nn.Module,
-    n_examples: int,
-    make_batch: Callable[[Sequence[int], torch.Generator], object],
+    source: BatchSource,
     config: LoopConfig,
     checkpoint_dir: str | Path | None = None,
     resume: bool = True,
@@ -237,22 +287,25 @@ def run_loop(
     progress: bool = True,
     dist: DistInfo | None = None,
     description: str = "train",
+    device: torch.device | None = None,
 ) -> LoopResult:
-    """Train `step_module` (forward(batch, generator) -> dict with "loss") over `n_examples` examples.
+    """Train `step_module` (forward(batch, generator) -> dict with "loss") on the batches of `source`.
 
-    make_batch(indices, generator) builds a batch from example indices; the generator is the one
-    source of randomness for batch building and the step (masking, hard negatives), and is checkpointed.
-    Under `dist` each process builds its slice of every global batch and DDP averages gradients.
+    The generator is the one source of randomness of the step (hard negatives) and of in-memory batch
+    building (masking), and is checkpointed. Under `dist` each process reads its part of every global
+    batch and DDP averages gradients. `device` (default the CPU) holds the step module and the batches.
     on_epoch_end(epoch, step) runs on the main process after each epoch (evaluation) and returns
     metrics to log. Raises nothing on an interruption: the caller's exception propagates, and
     the last checkpoint is intact.
     """
     dist = dist or DistInfo()
-    per_epoch, total, epochs = _schedule_length(n_examples, config, dist)
+    device = torch.device(device or "cpu")
+    total, epochs = _schedule_length(source, config)
+    step_module.to(device)
     optimizer = build_optimizer(model, config.optim)
     scheduler = build_scheduler(optimizer, config.optim, total)
     generator = _seed_everything(config, dist)
-    identity = {"n_examples": n_examples, "model_config": _config_dict(model)}
+    identity = {**source.identity, "model_config": _config_dict(model)}
     folder = latest_checkpoint(checkpoint_dir) if checkpoint_dir and resume else None
     position = Position()
     if folder is not None:
@@ -261,16 +314,16 @@ def run_loop(
         log.info("resumed from %s at step %d (epoch %d, batch %d)", folder, position.step, position.epoch, position.batch)
     resumed_from = position.step
 
-    trained = wrap_model(step_module, dist)
+    trained = wrap_model(step_module, dist, device)
     trained.train()
-    run = _Run(step_module, model, trained, optimizer, scheduler, generator, config, dist, position,
-               n_examples, per_epoch, total, checkpoint_dir, identity, log_metrics)  # fmt: skip
+    run = _Run(step_module, model, trained, optimizer, scheduler, generator, config, dist, device, position,
+               source, total, checkpoint_dir, identity, log_metrics)  # fmt: skip
     started = time.time()
     run.bar = _progress(total, position.step, description, progress and dist.is_main)
     try:
         while position.step < total and position.epoch < epochs:
-            run.train_epoch(make_batch)
-            if position.batch >= per_epoch:
+            run.train_epoch()
+            if position.batch >= source.batches_per_epoch(position.epoch):
                 run.end_epoch(on_epoch_end)
             elif position.step >= total:
                 run.checkpoint()
@@ -280,15 +333,15 @@ def run_loop(
     return LoopResult(position.step, run.losses, resumed_from, run.epoch_metrics, time.time() - started)
 
 
-def _schedule_length(n_examples: int, config: LoopConfig, dist: DistInfo) -> tuple[int, int, int]:
-    """(batches per epoch, optimizer steps in all, epochs started); refuses a batch that cannot be formed."""
-    if config.batch_size % dist.world_size:
-        raise ValueError(f"batch_size {config.batch_size} must divide over {dist.world_size} processes")
-    per_epoch = n_examples // config.batch_size
-    if per_epoch == 0:
-        raise ValueError(f"{n_examples} examples is less than one batch of {config.batch_size}")
-    total = config.max_steps or per_epoch * config.epochs
-    return per_epoch, total, math.ceil(total / per_epoch)
+def _schedule_length(source: BatchSource, config: LoopConfig) -> tuple[int, int]:
+    """(optimizer steps in all, epochs started): max_steps, or the batches of `config.epochs` epochs."""
+    if not config.max_steps:
+        return sum(source.batches_per_epoch(e) for e in range(config.epochs)), config.epochs
+    steps, epochs = 0, 0
+    while steps < config.max_steps:
+        steps += source.batches_per_epoch(epochs)
+        epochs += 1
+    return config.max_steps, epochs
 
 
 def _seed_everything(config: LoopConfig, dist: DistInfo) -> torch.Generator:
@@ -312,9 +365,9 @@ class _Run:
     generator: torch.Generator
     config: LoopConfig
     dist: DistInfo
+    device: torch.device
     position: Position
-    n_examples: int
-    per_epoch: int  # batches per epoch
+    source: BatchSource
     total: int  # optimizer steps of the whole run
     checkpoint_dir: str | Path | None
     identity: dict  # what a resume must find unchanged (data size, model config)
@@ -324,22 +377,27 @@ class _Run:
     window: dict[str, list[float]] = field(default_factory=dict)  # step values since the last log
     epoch_metrics: list[dict] = field(default_factory=list)
 
-    def train_epoch(self, make_batch: Callable[[Sequence[int], torch.Generator], object]) -> None:
+    def train_epoch(self) -> None:
         """Run the current epoch's remaining batches (or up to the last step of the run)."""
-        order = epoch_order(self.n_examples, self.config.seed, self.position.epoch)
-        size = self.config.batch_size
-        while self.position.batch < self.per_epoch and self.position.step < self.total:
-            global_batch = order[self.position.batch * size : (self.position.batch + 1) * size]
-            batch = make_batch(global_batch[self.dist.rank :: self.dist.world_size], self.generator)
-            parts, grad_norm = self.optimizer_step(batch)
+        batches = self.source.batches(self.position.epoch, self.position.batch, self.generator)
+        while self.position.step < self.total:
+            asked = time.perf_counter()
+            batch = next(batches, None)
+            if batch is None:
+                break
+            waited = time.perf_counter() - asked  # the step waited this long for its data
+            parts, grad_norm = self.optimizer_step(batch.to(self.device, non_blocking=True))
+            parts.update(data_wait_s=waited, step_s=time.perf_counter() - asked)
             self.record(parts, grad_norm)
             if self.config.checkpoint_every and self.position.step % self.config.checkpoint_every == 0:
                 self.checkpoint()
+        batches.close()  # a streaming source stops its loader workers
 
     def optimizer_step(self, batch: object) -> tuple[dict, float]:
-        """Forward, backward, clip and update once; returns the step's loss parts and gradient norm."""
-        parts = self.trained(batch, self.generator)
-        loss = parts["loss"]
+        """Forward (bf16 autocast on CUDA), backward, clip and update once; returns the loss parts and gradient norm."""
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            parts = self.trained(batch, self.generator)
+        loss = parts["loss"].float()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()} at step {self.position.step + 1}")
         self.optimizer.zero_grad(set_to_none=True)

@@ -1,7 +1,8 @@
 """Pre-training on (pseudo-query, context text, frames) triplets: ITC + ITM + MLM + PQVM.
 
-    examples = examples_from_records(pd.read_parquet("pretrain_pairs.parquet"))
-    result = pretrain(examples, PretrainConfig(), "runs/pt")     # -> runs/pt/model, runs/pt/checkpoints
+    result = pretrain(list_shards(["lake/pretrain_pairs"]), PretrainConfig(), "runs/pt")   # streamed
+    result = pretrain(examples_from_records(frame), PretrainConfig(), "runs/pt")          # in memory
+    # -> runs/pt/model, runs/pt/checkpoints
 
 The loss weights come from the config (`weights.pqvm: 0` is ALBEF-style pre-training). Rows are
 the `pretrain_pairs` table (DESIGN.md section 2) or any file with its columns; text corpora come
@@ -26,11 +27,13 @@ from hcmrm.train.distributed import DistInfo
 from hcmrm.model.network import HCMRM
 from hcmrm.train.objectives import LossWeights, Pretrainer
 from hcmrm.model.tokenizer import Tokenizer
-from hcmrm.train.loop import LoopConfig, LoopResult, run_loop
+from hcmrm.train.loop import BatchSource, IndexedBatches, LoopConfig, LoopResult, run_loop
+from hcmrm.train.shards import Shard, ShardBatches, StreamConfig
 
 log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("pseudo_query", "context_text")  # `frames` (list of encoded images) is optional
+COLUMNS = (*REQUIRED_COLUMNS, "frames")
 
 
 @dataclass
@@ -39,6 +42,7 @@ class PretrainConfig:
     model: dict = field(default_factory=dict)  # overrides of the preset (hcmrm.model.config.preset)
     weights: LossWeights = field(default_factory=LossWeights)  # ITC, ITM, MLM, PQVM loss weights
     loop: LoopConfig = field(default_factory=LoopConfig)  # epochs/steps, batch size, optimizer, seed
+    stream: StreamConfig = field(default_factory=StreamConfig)  # loader workers and shuffling of a streamed corpus
     num_threads: int = 0  # torch CPU threads (0 = torch's default)
 
 
@@ -72,6 +76,15 @@ def examples_from_records(df: pd.DataFrame) -> list[PretrainExample]:
     return examples
 
 
+def example_from_row(row: dict) -> PretrainExample:
+    """One streamed `pretrain_pairs` row -> an example; a row without a pseudo-query or context is an error
+    (the pseudo-queries job quarantines those), which the stream reports with its shard and row."""
+    query, context, frames = row.get("pseudo_query"), row.get("context_text"), row.get("frames")
+    if not isinstance(query, str) or not query.strip() or not isinstance(context, str):
+        raise ValueError("no pseudo-query or context text")
+    return PretrainExample(query, context, [bytes(b) for b in frames] if frames else None)
+
+
 @dataclass
 class PretrainResult:
     model: HCMRM  # the pre-trained model (eval mode)
@@ -80,7 +93,7 @@ class PretrainResult:
 
 
 def pretrain(
-    examples: Sequence[PretrainExample],
+    data: Sequence[PretrainExample] | Sequence[Shard],
     config: PretrainConfig,
     out_dir: str | Path | None = None,
     init: HCMRM | None = None,
@@ -88,24 +101,21 @@ def pretrain(
     progress: bool = True,
     dist: DistInfo | None = None,
     resume: bool = True,
+    device: torch.device | None = None,
 ) -> PretrainResult:
-    """Pre-train a fresh (seeded) model, or `init`, on the examples; resumes from out_dir/checkpoints."""
+    """Pre-train a fresh (seeded) model, or `init`, on examples in memory or on shards streamed from their
+    files; on `device` (default the CPU); resumes from out_dir/checkpoints."""
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     dist = dist or DistInfo()
+    device = torch.device(device or "cpu")
     torch.manual_seed(config.loop.seed)
     model = init if init is not None else new_model(preset(config.preset, **config.model))  # a base is read in
-    tokenizer = Tokenizer.from_config(model.config)
     out_dir = Path(out_dir) if out_dir else None
-
-    def make_batch(indices, generator):
-        return collate_pretrain([examples[i] for i in indices], tokenizer, model.config, generator)
-
     loop = run_loop(
         PretrainStep(Pretrainer(model, config.weights)),
         model,
-        len(examples),
-        make_batch,
+        batch_source(data, model, config, dist, pin_memory=device.type == "cuda"),
         config.loop,
         checkpoint_dir=out_dir / "checkpoints" if out_dir else None,
         resume=resume,
@@ -113,6 +123,7 @@ def pretrain(
         progress=progress,
         dist=dist,
         description="pretrain",
+        device=device,
     )
     model.eval()
     model_dir = None
@@ -122,3 +133,20 @@ def pretrain(
         model_dir = out_dir / "model"
         save_model(model, model_dir)
     return PretrainResult(model, loop, model_dir)
+
+
+def batch_source(data: Sequence[PretrainExample] | Sequence[Shard], model: HCMRM, config: PretrainConfig,
+                 dist: DistInfo, pin_memory: bool = False) -> BatchSource:
+    """Batches of examples in memory, or of shards streamed through loader workers that collate them."""
+    tokenizer = Tokenizer.from_config(model.config)
+    if data and isinstance(data[0], Shard):
+        def collate(rows, generator):
+            return collate_pretrain([example_from_row(r) for r in rows], tokenizer, model.config, generator)
+
+        return ShardBatches(data, COLUMNS, collate, config.stream, config.loop.batch_size, config.loop.seed,
+                            dist.rank, dist.world_size, pin_memory)
+
+    def make_batch(indices, generator):
+        return collate_pretrain([data[i] for i in indices], tokenizer, model.config, generator)
+
+    return IndexedBatches(len(data), make_batch, config.loop.batch_size, config.loop.seed, dist)

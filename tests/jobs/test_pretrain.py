@@ -11,6 +11,7 @@ from hcmrm.tracking import store as tracking
 from hcmrm.model.checkpoint import load_model
 from jobs import pretrain as job
 from jobs.common import build_parser
+from jobs.corpus import delta_corpus, plain_corpus
 
 
 def png(color) -> bytes:
@@ -49,7 +50,7 @@ def test_parquet_input_logs_params_losses_and_the_model(settings, capsys, tmp_pa
     client = tracking.configure(settings).MlflowClient()
     (run,) = client.search_runs([client.get_experiment_by_name("hcmrm-pretrain").experiment_id])
     assert run.data.params["weights.pqvm"] == "0.5" and run.data.params["data.pairs"] == "6"
-    assert run.data.params["data.with_frames"] == "4"
+    assert (run.data.params["data.shards"], run.data.params["device"]) == ("1", "cpu")
     for name in ("train/loss", "train/itc", "train/itm", "train/mlm", "train/pqvm"):
         assert len(client.get_metric_history(run.info.run_id, name)) == 4
     assert "model" in {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -75,13 +76,35 @@ def test_bad_weights_flag_is_refused(settings, capsys, tmp_path):
 
 @pytest.mark.spark
 def test_lake_table_and_date_filter(spark, settings, capsys, tmp_path):
-    from pyspark.testing import assertDataFrameEqual
-
     from jobs.tables import overwrite_table
 
     df = spark.createDataFrame(PAIRS.assign(frames=[f if f is not None else None for f in PAIRS["frames"]]))
     overwrite_table(df, settings.table("pretrain_pairs"), "dt")
-    selected = job.select_pairs(spark.read.format("delta").load(settings.table("pretrain_pairs")), ["2024-09-01"])
-    assertDataFrameEqual(selected.select("video_id"), spark.createDataFrame([("v4",), ("v5",), ("v6",)], "video_id string"))
+    corpus = delta_corpus(spark, settings.table("pretrain_pairs"), ["2024-09-01"])
+    assert corpus.version == 0 and corpus.rows == 3  # only that partition's files, listed by Delta
+    assert all("dt=2024-09-01" in s.path for s in corpus.shards)
     out = run_job(settings, capsys, "--date", "2024-09-01", "--steps", "2", "--out", str(tmp_path / "run"))
     assert "pre-trained model" in out
+
+
+@pytest.mark.spark
+def test_a_table_with_rows_hidden_by_deletion_vectors_is_refused_until_purged(spark, settings):
+    from hcmrm.errors import InputDataError
+    from jobs.tables import overwrite_table
+
+    path = settings.table("pretrain_pairs")
+    overwrite_table(spark.createDataFrame(PAIRS.drop(columns=["frames"])), path, "dt")
+    spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('delta.enableDeletionVectors' = true)")
+    spark.sql(f"DELETE FROM delta.`{path}` WHERE video_id = 'v2'")
+    with pytest.raises(InputDataError, match="1 deleted rows are still in its files .* REORG TABLE"):
+        delta_corpus(spark, path, None)
+    spark.sql(f"REORG TABLE delta.`{path}` APPLY (PURGE)")
+    assert delta_corpus(spark, path, None).rows == 5
+
+
+def test_plain_files_take_no_date_filter(tmp_path):
+    from hcmrm.errors import InputDataError
+
+    PAIRS.to_parquet(tmp_path / "pairs.parquet")
+    with pytest.raises(InputDataError, match="--date selects partitions of a Delta table"):
+        plain_corpus(str(tmp_path / "pairs.parquet"), ["2024-08-25"])

@@ -34,7 +34,7 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     from hcmrm.train import distributed
 
-    info = distributed.init("gloo")
+    info = distributed.init()  # CPU: gloo
     try:
         result = finetune(pairs(), None, config(), None, progress=False, dist=info)
         save_file({k: v.contiguous() for k, v in result.model.state_dict().items()}, f"{out_dir}/rank{rank}.safetensors")
@@ -73,3 +73,22 @@ def test_from_env_reads_the_launchers_variables(monkeypatch):
 def test_batch_must_divide_over_processes():
     with pytest.raises(ValueError, match="must divide"):
         finetune(pairs(), None, config(), None, progress=False, dist=DistInfo(rank=0, world_size=3))
+
+
+def test_the_device_is_the_local_ranks_gpu_when_cuda_is_there_and_the_cpu_otherwise(monkeypatch):
+    from hcmrm.train.distributed import pick_device
+
+    info = DistInfo(rank=3, world_size=4, local_rank=1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert pick_device("auto", info) == torch.device("cuda", 1)
+    assert pick_device("cuda", info) == torch.device("cuda", 1)
+    assert pick_device("cpu", info) == torch.device("cpu")
+    with pytest.raises(RuntimeError, match="LOCAL_RANK 2 but only 2"):
+        pick_device("auto", DistInfo(rank=2, world_size=3, local_rank=2))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device("auto", info) == torch.device("cpu")
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        pick_device("cuda", info)
+    with pytest.raises(ValueError, match="one of auto, cpu, cuda"):
+        pick_device("tpu", info)

@@ -13,6 +13,7 @@ from hcmrm.model.frames import encode_image
 from hcmrm.config import from_dict
 from hcmrm.train.pretrain import PretrainConfig, examples_from_records, pretrain
 from hcmrm.train.loop import latest_checkpoint
+from hcmrm.train.shards import ShardReadError, list_shards
 
 COLORS = ["red", "green", "blue", "yellow", "purple", "orange", "white", "black"]
 WORDS = ["红色", "绿色", "蓝色", "黄色", "紫色", "橙色", "白色", "黑色"]
@@ -109,3 +110,53 @@ def test_an_e5_model_pre_trains_from_its_base_with_its_own_tokenizer(tmp_path):
     assert (result.model_dir / "tokenizer.json").exists()
     reloaded = load_model(result.model_dir)
     assert torch.equal(reloaded.embeddings.word.weight, result.model.embeddings.word.weight)
+def write_shards(folder, copies=3):
+    """The corpus as Parquet: `copies` files of one row group each, so two loader workers share the work."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir()
+    rows = corpus()
+    for i in range(copies):
+        pq.write_table(pa.table({"pseudo_query": [e.pseudo_query for e in rows],
+                                 "context_text": [e.context_text for e in rows],
+                                 "frames": [e.frames for e in rows]}), folder / f"part-{i}.parquet")
+    return list_shards([folder])
+
+
+def streamed(steps, **loop):
+    c = config(steps, **loop)
+    c.stream.workers, c.stream.shuffle_buffer = 2, 6
+    return c
+
+
+def test_a_streamed_corpus_trains_and_resumes_exactly(tmp_path):
+    shards = write_shards(tmp_path / "corpus")
+    straight = pretrain(shards, streamed(8, checkpoint_every=3), tmp_path / "a", progress=False)
+    assert len(straight.loop.losses) == 8 and all(torch.isfinite(torch.tensor(straight.loop.losses)))
+
+    def crash_after_step_4(metrics, step):
+        if step == 4:
+            raise Crash  # the last checkpoint is step 3: mid-epoch, with the loader workers' buffers in flight
+    with pytest.raises(Crash):
+        pretrain(shards, streamed(8, checkpoint_every=3), tmp_path / "b", log_metrics=crash_after_step_4, progress=False)
+    resumed = pretrain(shards, streamed(8, checkpoint_every=3), tmp_path / "b", progress=False)
+    assert resumed.loop.resumed_from == 3
+    assert resumed.loop.losses == straight.loop.losses[3:]
+    with pytest.raises(ValueError, match="another run .*shards"):
+        pretrain(shards[:2], streamed(8, checkpoint_every=3), tmp_path / "b", progress=False)
+
+
+def test_a_streamed_row_without_a_pseudo_query_is_named_by_shard_and_row(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "corpus").mkdir()
+    queries = [e.pseudo_query for e in corpus()]
+    queries[5] = None
+    pq.write_table(pa.table({"pseudo_query": queries, "context_text": [e.context_text for e in corpus()]}),
+                   tmp_path / "corpus" / "part-0.parquet")
+    c = streamed(2)
+    c.stream.workers = 1
+    with pytest.raises(ShardReadError, match=r"part-0.parquet row group 0, row 5: ValueError: no pseudo-query"):
+        pretrain(list_shards([tmp_path / "corpus"]), c, None, progress=False)
