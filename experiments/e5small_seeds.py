@@ -1,6 +1,6 @@
 """The e5small recipe's seeds and the shipped model: `hcmrm evaluate` JSON per set -> mean +- std and a table.
 
-    runs/e5/train_all.sh          # 3 seeds of hcmrm/conf/train/e5small.yaml, each evaluated (see docs/training.md)
+    runs/e5/train_all.sh          # 3 seeds of conf/train/e5small.yaml, each evaluated (see docs/training.md)
     .venv/bin/python experiments/e5small_seeds.py [--runs runs/e5] [--out experiments/results/e5small]
 
 Reads runs/e5/seed*/eval_<set>.json and runs/e5/shipped/eval_<set>.json (sets: kuake, v0, v1first4000, v1),
