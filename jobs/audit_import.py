@@ -35,7 +35,8 @@ from hcmrm.tables import (
     NO_RATER, RELEVANCE_SCORES, UNKNOWN_PAIR,
 )
 from jobs.common import script_main, settings_from_args, spark_from_args
-from jobs.tables import append_run, conform, is_delta_table, read_table
+from jobs.commit import append_run
+from jobs.tables import conform, is_delta_table, read_table
 
 COMMAND = "audit-import"
 HELP = "validate raters' labels (CSV or Parquet) and append them to audit_labels; rejected rows go to a file"
