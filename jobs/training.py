@@ -14,8 +14,9 @@ from pathlib import Path
 
 from hcmrm.errors import UsageError
 from hcmrm.settings import Settings
+from hcmrm.train.shards import JSON_SUFFIXES, PARQUET_SUFFIXES
 
-FILE_SUFFIXES = (".parquet", ".pq", ".json", ".jsonl")
+FILE_SUFFIXES = PARQUET_SUFFIXES + JSON_SUFFIXES  # the files hcmrm.train.shards reads
 
 
 def add_training_arguments(parser: argparse.ArgumentParser, conf_file: Path) -> None:
