@@ -561,6 +561,10 @@ def _score_and_write(spark, settings, config, date, model, run_id) -> DateResult
         for df in (scored, fingerprints, validated):
             if df is not None:
                 df.unpersist()
+        # The scores' append re-caches `scored` (its plan reads relevance_scores for the carry-over) under a
+        # plan that unpersist no longer finds; left there, every later write to the lake re-plans it, slower
+        # each day of a backfill. The job owns its session, so nothing else of it is cached.
+        spark.catalog.clearCache()
 
     result = DateResult(
         dt=date, status="scored", model_version=model.version, input_pairs=t.input_pairs,

@@ -216,6 +216,12 @@ def test_a_rerun_replaces_the_day_with_the_same_rows_and_leaves_other_days(spark
     assert (day2.carried_pairs, day2.vision_encodes, day2.distinct_ads) == (2, 1, 3)
 
 
+def test_a_scored_day_leaves_nothing_cached_in_the_session(spark, scored):
+    # DAY2 carried pairs over from DAY1's scores: a cache entry left by a day would be re-planned by every
+    # later write to the lake (a backfill scores many days in one session).
+    assert spark._jsparkSession.sharedState().cacheManager().isEmpty()
+
+
 def test_model_version_flag_picks_a_version_that_is_not_champion(spark, scored, tmp_path):
     from jobs import score
 
