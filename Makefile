@@ -12,7 +12,7 @@ export PYSPARK_DRIVER_PYTHON  ?= $(abspath $(PY))
 export TOKENIZERS_PARALLELISM  = false
 export PYTHONUNBUFFERED        = 1
 
-.PHONY: setup demo test cluster-up cluster-down wheel dist bench bench-pseudo-query bench-scoring bench-scale bench-compare bench-incremental bench-worker-memory bench-flops bench-gpu bench-train-scale keyword-quality ablation params lock clean report-check
+.PHONY: setup demo test cluster-up cluster-down wheel dist bench bench-pseudo-query bench-scoring bench-scale bench-compare bench-incremental bench-worker-memory bench-flops bench-gpu bench-train-scale bench-train-gpu keyword-quality ablation params lock clean report-check
 
 setup: $(STAMP) $(JARS_STAMP)
 
@@ -110,6 +110,11 @@ bench-gpu: setup
 # Pre-training at 20k and 1M rows on the standalone cluster (2 ranks, tiny): memory, steps/s, data wait.
 bench-train-scale: setup
 	$(PY) benchmarks/train_scale.py --rows 20000 1000000
+
+# Pre-training and fine-tuning steps of `base` on the accelerator (bf16 autocast, fp32 weights), no pyspark:
+# samples/s, MFU, peak memory per batch size, and one step's bf16 loss next to fp32 on the CPU (docs/training.md).
+bench-train-gpu: setup
+	$(PY) benchmarks/train_gpu.py --preset base
 
 keyword-quality: setup
 	$(PY) experiments/keyword_quality.py

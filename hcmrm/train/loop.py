@@ -387,6 +387,8 @@ class _Run:
                 break
             waited = time.perf_counter() - asked  # the step waited this long for its data
             parts, grad_norm = self.optimizer_step(batch.to(self.device, non_blocking=True))
+            if self.device.type == "cuda":  # CUDA runs the step asynchronously: time its kernels, not their launch
+                torch.cuda.synchronize(self.device)
             parts.update(data_wait_s=waited, step_s=time.perf_counter() - asked)
             self.record(parts, grad_norm)
             if self.config.checkpoint_every and self.position.step % self.config.checkpoint_every == 0:
