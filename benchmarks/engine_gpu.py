@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
     full_ref = models.get("full") or build_model(args.preset, max_frames=max_frames).eval()
     cached_ref = models.get("cached") or build_model(args.preset, max_frames=max_frames, text_attention="cached").eval()
     configs = {n: ScoringConfig(pairs_per_batch=args.pairs_per_batch, frames_per_chunk=args.frames_per_chunk,
-                                bf16=True, cpu_threads=args.threads, prepare_threads=n) for n in args.prepare_threads}
+                                bf16=True, torch_threads=args.threads, prepare_threads=n) for n in args.prepare_threads}
     tokenizer = Tokenizer.from_config(full_ref.config)
     cells = []
     query_len = min(args.query_len, full_ref.config.max_query_len)

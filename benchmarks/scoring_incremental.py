@@ -125,7 +125,7 @@ def main() -> None:
     from hcmrm.tracking.model_uri import champion_uri
     from hcmrm.tracking.store import use_experiment
     from jobs.score import CONF_FILE, ScoreJobConfig, release_model, resolve_model, score_date, ship_model
-    from jobs.session import arrow_batch_rows, spark_session
+    from jobs.session import arrow_batches, spark_session
 
     rng = random.Random(args.seed)
     root = Path(tempfile.mkdtemp(prefix="hcmrm-bench-incr-"))
@@ -142,7 +142,7 @@ def main() -> None:
     model = ship_model(spark, resolve_model(settings, champion_uri(settings.model_name), config.engine))
     days, load_before = [], os.getloadavg()[0]
     try:
-        with arrow_batch_rows(spark, config.ads_per_arrow_batch), contextlib.redirect_stderr(io.StringIO()):
+        with arrow_batches(spark, config.arrow_batch, config.pairs_per_row), contextlib.redirect_stderr(io.StringIO()):
             score_date(spark, settings, config, base, model, experiment)  # the earlier day; warms the workers
             for kind, day in order:
                 start = time.perf_counter()

@@ -116,7 +116,7 @@ def main() -> None:
     from hcmrm.tracking.store import use_experiment
     from hcmrm.config import load
     from jobs.score import CONF_FILE, ScoreJobConfig, score_date
-    from jobs.session import arrow_batch_rows, spark_session
+    from jobs.session import arrow_batches, spark_session
 
     root = Path(tempfile.mkdtemp(prefix="hcmrm-bench-"))
     settings = Settings(lake=str(root / "lake"), tracking_uri=f"sqlite:///{root / 'mlruns.db'}",
@@ -132,7 +132,7 @@ def main() -> None:
     experiment = use_experiment(settings, config.experiment)
     model = job_model(spark, settings, config)
     load_before = os.getloadavg()[0]
-    with arrow_batch_rows(spark, config.ads_per_arrow_batch), contextlib.redirect_stderr(io.StringIO()):
+    with arrow_batches(spark, config.arrow_batch, config.pairs_per_row), contextlib.redirect_stderr(io.StringIO()):
         score_date(spark, settings, config, args.date, model, experiment)  # warm-up: workers load torch + model
         start = time.perf_counter()
         result = score_date(spark, settings, config, args.date, model, experiment)

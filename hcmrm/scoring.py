@@ -33,7 +33,7 @@ class ScoringConfig:
     sort_by_length: bool = True  # order a chunk's pairs by token count before batching, to cut padding
     sort_window: int = 64  # a chunk holds at most this many batches of pairs (bounds tokenized memory)
     bf16: bool = True  # bf16 autocast on CUDA; CPU always runs float32
-    cpu_threads: int = 1  # torch threads per Python worker on CPU (Spark runs one worker per core)
+    torch_threads: int | None = None  # torch threads per Python worker; None: the Spark task's cpus (udfs.score)
     frame_limits: FrameLimits = field(default_factory=FrameLimits)  # caps checked before a frame is decoded
     # Threads that decode and tokenise the next chunk while the device runs this one. None: 0 on CPU, where
     # Spark already runs a worker per core and no core is spare; up to 8 on an accelerator, which would

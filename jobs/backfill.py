@@ -39,7 +39,7 @@ from jobs.score import (
     DateResult, ScoreJobConfig, add_model_arguments, add_require_input_argument, day, days_between, log, prepare,
     release_model, score_date,
 )
-from jobs.session import arrow_batch_rows
+from jobs.session import arrow_batches
 from jobs.input_changes import changes_since
 from jobs.tables import committed_runs, read_table, table_version
 
@@ -247,7 +247,7 @@ def run(args: argparse.Namespace) -> int:
     failures = list(found.unreadable.values())
     started = time.perf_counter()
     try:
-        with arrow_batch_rows(spark, config.ads_per_arrow_batch), ThreadPoolExecutor(parallel) as pool:
+        with arrow_batches(spark, config.arrow_batch, config.pairs_per_row), ThreadPoolExecutor(parallel) as pool:
             futures = {pool.submit(score_with_retries, spark, settings, config, options.retries, d, model, experiment_id,
                                    parent): d for d in todo}
             for done, future in enumerate(as_completed(futures), 1):

@@ -51,7 +51,7 @@ from hcmrm.text.video_text import TextSettings, describe, fingerprint
 from hcmrm.settings import CONF_DIR, Settings
 from jobs.common import script_main, settings_from_args, spark_from_args
 from jobs.commit import append_run, commit_run
-from jobs.session import arrow_batch_rows
+from jobs.session import ArrowBatches, arrow_batches
 from jobs.tables import (
     check_contract, conform, is_delta_table, overwrite_table, read_table, reason_code, spark_schema,
 )
@@ -72,7 +72,7 @@ class JobConfig:
     keywords: KeywordConfig = field(default_factory=KeywordConfig)  # extraction and sampling
     seed: int = 0  # the run seed; each video samples with a seed from (seed, video_id)
     max_sequence_chars: int = 128  # length bound of the video keyword sequence (video_text)
-    arrow_batch_rows: int = 512  # rows per Arrow batch into Python (frames make rows heavy), unless the profile sets it
+    arrow_batch: ArrowBatches = field(default_factory=ArrowBatches)  # per Arrow batch into Python: rows, bytes
     partitions: int = 0  # tasks per pass; 0 = max(cores, input partitions)
     experiment: str = "hcmrm-pseudo-queries"  # MLflow experiment of the runs (one per build: its dates, its counts)
     claim_hours: float = 24.0  # a RUNNING build of a shared dt younger than this makes a new one stop (exit 5)
@@ -343,7 +343,7 @@ def build(spark: SparkSession, settings: Settings, input_path: str, dates: list[
         raise ValueError(f"no videos in {input_path} for dt {dates}: nothing to build (existing output kept)")
     videos = spread(videos, config.partitions)
     with (
-        arrow_batch_rows(spark, config.arrow_batch_rows),
+        arrow_batches(spark, config.arrow_batch),
         ThreadPoolExecutor(max_workers=3, thread_name_prefix="pseudo-queries-write") as pool,
     ):
         idf, idf_stored = resolve_idf(spark, settings, videos, config.keywords, pool)

@@ -53,7 +53,7 @@ from hcmrm.tables import (
 from hcmrm.text.normalize import SPARK_BLANK_PATTERN
 from jobs.common import script_main, settings_from_args, spark_from_args
 from jobs.commit import append_run, commit_run, committed_among
-from jobs.session import arrow_batch_rows
+from jobs.session import ArrowBatches, arrow_batches
 from jobs.tables import (
     check_contract, check_output, conform, contract_columns, is_delta_table, read_table, reason_code, spark_schema,
     table_version,
@@ -78,7 +78,8 @@ class ScoreJobConfig:
     require_text: bool = True  # reject ads whose video has no text at all
     require_input: bool = True  # a day with no rows in query_ad_pairs is an error (exit 3), not an empty day
     claim_hours: float = 24.0  # a RUNNING score of the same date younger than this makes a new one stop (claim_dates)
-    ads_per_arrow_batch: int = 128  # ad rows (frames included) per Arrow batch into a Python worker, unless the profile sets it
+    # What one Arrow batch into a scoring worker holds: ad rows, their pairs (rows of pairs_per_row), bytes.
+    arrow_batch: ArrowBatches = field(default_factory=lambda: ArrowBatches(rows=128, pairs=128 * 4096))
     pairs_per_row: int = 4096  # pairs of one ad per row: a hot ad is cut into rows of at most this many
     # Incremental scoring: a pair whose (query, ad_fingerprint, model version) has a committed score in the
     # carry_over_days before the date is carried over, not scored again; 0 scores every pair (--full-rescore).
@@ -624,7 +625,7 @@ def prepare(args: argparse.Namespace, command: str):
 def run(args: argparse.Namespace) -> int:
     settings, config, spark, model, experiment_id = prepare(args, COMMAND)
     try:
-        with arrow_batch_rows(spark, config.ads_per_arrow_batch):
+        with arrow_batches(spark, config.arrow_batch, config.pairs_per_row):
             r = score_date(spark, settings, config, args.date, model, experiment_id)
     finally:
         release_model(model)
