@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 
-from scoring_incremental import spread, text  # noqa: E402
+from scoring_incremental import spread, text, write_video_texts  # noqa: E402
 from scoring_spark_overhead import register  # noqa: E402
 
 
@@ -68,8 +68,7 @@ def video_rows(rng: random.Random, pool: list[bytes], ids: list[str], day: str, 
 
 def write_lake(spark, settings, rng, pool, args, other_videos: int, day: str) -> None:
     """The day's pairs and ads, their videos (dt day - 1), and `other_videos` videos spread over other dates."""
-    from hcmrm.tables import VIDEO_TEXTS
-    from jobs.tables import overwrite_table, spark_schema
+    from jobs.tables import overwrite_table
 
     video_day = (dt.date.fromisoformat(day) - dt.timedelta(days=1)).isoformat()
     videos = video_rows(rng, pool, [f"v{a}" for a in range(args.ads)], video_day, args.frames)
@@ -77,12 +76,11 @@ def write_lake(spark, settings, rng, pool, args, other_videos: int, day: str) ->
         other_day = (dt.date.fromisoformat(day) - dt.timedelta(days=30 + k)).isoformat()
         ids = [f"o{k}_{i}" for i in range(k, other_videos, args.other_dates)]
         videos += video_rows(rng, pool, ids, other_day, args.frames)
-    texts = [(v[0], v[-1], f"{v[1]} {v[2]}", "{}", "bench", None) for v in videos]
+    texts = [(v[0], v[-1], f"{v[1]} {v[2]}") for v in videos]
     pairs = [(day, text(rng, 2, 8), f"ad{a}", 1) for a in range(args.ads) for _ in range(args.queries_per_ad)]
     schema = "video_id string, title string, ocr_text string, asr_text string, frames array<binary>, dt string"
     tables = {
         "videos": (spark.createDataFrame(videos, schema), "dt"),
-        VIDEO_TEXTS.name: (spark.createDataFrame(texts, spark_schema(VIDEO_TEXTS)), "dt"),
         "ads": (spark.createDataFrame([(f"ad{a}", f"v{a}", "adv", "ind") for a in range(args.ads)],
                                       "ad_id string, video_id string, advertiser string, industry string"), None),
         "query_ad_pairs": (spark.createDataFrame(pairs, "dt string, query string, ad_id string, impressions long"),
@@ -90,6 +88,7 @@ def write_lake(spark, settings, rng, pool, args, other_videos: int, day: str) ->
     }
     for name, (df, part) in tables.items():
         overwrite_table(df, settings.table(name), part)
+    write_video_texts(spark, settings, texts)  # as pseudo-queries writes them, content fingerprints included
 
 
 def main() -> None:

@@ -68,7 +68,8 @@ def write_lake(spark, settings, pairs, ads, videos, texts: dict) -> None:
     from jobs.tables import overwrite_table
 
     rows = videos[["video_id", "dt"]].assign(video_text=videos.video_id.map(texts), text_settings="{}",
-                                             text_fingerprint="benchmark", pseudo_query_run_id=None)
+                                             text_fingerprint="benchmark", pseudo_query_run_id=None,
+                                             content_fingerprint=None, videos_version=None)  # scoring hashes
     videos = videos.assign(frames=[None if v is None else list(v) for v in videos.frames])
     for table, df in ((QUERY_AD_PAIRS, pairs), (ADS, ads), (VIDEOS, videos), (VIDEO_TEXTS, rows)):
         frame = spark.createDataFrame(df[table.schema.names], schema=from_arrow_schema(table.schema))

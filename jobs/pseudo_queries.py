@@ -56,6 +56,7 @@ from jobs.tables import (
     check_contract, conform, is_delta_table, overwrite_table, read_table, reason_code, spark_schema,
 )
 from udfs.pseudo_query import document_terms_frame, pretrain_rows_frame
+from udfs.score import content_fingerprint
 
 COMMAND = "pseudo-queries"
 HELP = "build PQVM pre-training pairs (pseudo-query, context text, frames) from the videos table"
@@ -101,10 +102,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # --- read ---------------------------------------------------------------------------------------
 
 
-def read_videos(spark: SparkSession, path: str) -> DataFrame:
-    """The input videos (Delta or Parquet) with exactly the contract's columns and types (a column of
-    another type is an InputDataError naming it, not a cast)."""
-    return conform(check_contract(read_table(spark, path), VIDEOS, path), VIDEOS, f"videos at {path}")
+def read_videos(spark: SparkSession, path: str, version: int | None = None) -> DataFrame:
+    """The input videos (Delta or Parquet; a Delta table at `version` when given) with exactly the contract's
+    columns and types (a column of another type is an InputDataError naming it, not a cast)."""
+    return conform(check_contract(read_table(spark, path, version), VIDEOS, path), VIDEOS, f"videos at {path}")
 
 
 def select_dates(videos: DataFrame, dates: list[str] | None) -> tuple[DataFrame, list[str]]:
@@ -225,13 +226,16 @@ def pairs_of(results: DataFrame, run_id: str | None = None) -> DataFrame:
         *[c for c in PRETRAIN_PAIRS.columns if c != RUN_COLUMN], _run_stamp(run_id))
 
 
-def video_texts_of(results: DataFrame, text_settings: dict, run_id: str | None = None) -> DataFrame:
-    """The `video_texts` rows of `pretrain_results`: every video with a usable key, stamped with its settings
-    and the run."""
+def video_texts_of(results: DataFrame, text_settings: dict, run_id: str | None = None,
+                   videos_version: int | None = None) -> DataFrame:
+    """The `video_texts` rows of `pretrain_results`: every video with a usable key, stamped with its settings,
+    the run, its content fingerprint and the Delta version of `videos` it was read at (None: Parquet)."""
     settings_json = json.dumps(text_settings, sort_keys=True, ensure_ascii=False)
     return results.where(F.col("video_text").isNotNull()).select(
         "video_id", "dt", "video_text", F.lit(settings_json).alias("text_settings"),
         F.lit(fingerprint(text_settings)).alias("text_fingerprint"), _run_stamp(run_id),
+        content_fingerprint(F.col("video_text"), F.col("frames")).alias("content_fingerprint"),
+        F.lit(videos_version).cast("long").alias("videos_version"),
     )
 
 
@@ -335,7 +339,8 @@ def build(spark: SparkSession, settings: Settings, input_path: str, dates: list[
     of a dt at a time). The IDF table is written while the pairs are computed; pairs, rejects and video
     texts are written as one run, all or nothing per dt (write_run).
     """
-    videos, dates = select_dates(read_videos(spark, input_path), dates)
+    videos_version = table_version(spark, input_path)  # read at one version: video_texts records it
+    videos, dates = select_dates(read_videos(spark, input_path, videos_version), dates)
     if claim is not None:
         claim(dates)
     n_input = videos.count()
@@ -363,7 +368,8 @@ def build(spark: SparkSession, settings: Settings, input_path: str, dates: list[
                 raise RuntimeError(f"counts do not reconcile, no pairs written: {counts.summary()}")
             if idf_stored is not None:
                 idf_stored.result()  # the IDF the pairs were made with is in the lake before they are
-            write_run(spark, settings, results, dates, describe(config.text_settings(), idf), pool, pending)
+            write_run(spark, settings, results, dates, describe(config.text_settings(), idf), pool, pending,
+                      videos_version)
         finally:
             wait(pending)  # a write still running reads the cache: release it only after
             results.unpersist()
@@ -373,7 +379,7 @@ def build(spark: SparkSession, settings: Settings, input_path: str, dates: list[
 
 
 def write_run(spark: SparkSession, settings: Settings, results: DataFrame, dates: list[str], text_settings: dict,
-              pool: Executor, pending: list[Future]) -> str:
+              pool: Executor, pending: list[Future], videos_version: int | None = None) -> str:
     """Write the run all or nothing per dt across its tables; its id.
 
     Its rows go into pretrain_pairs, pretrain_rejects and video_texts beside the committed run's (side by
@@ -385,7 +391,7 @@ def write_run(spark: SparkSession, settings: Settings, results: DataFrame, dates
     run_id = uuid.uuid4().hex
     now = datetime.now(timezone.utc).replace(microsecond=0)
     outputs = [(PRETRAIN_PAIRS, pairs_of(results, run_id)), (PRETRAIN_REJECTS, rejects_of(results, now, run_id)),
-               (VIDEO_TEXTS, video_texts_of(results, text_settings, run_id))]
+               (VIDEO_TEXTS, video_texts_of(results, text_settings, run_id, videos_version))]
     pending += [pool.submit(append_run, df, settings.table(table.name)) for table, df in outputs]
     for write in pending:
         write.result()  # the IDF the pairs were made with is in the lake before the commit, too

@@ -58,7 +58,8 @@ from jobs.tables import (
     check_contract, check_output, conform, contract_columns, is_delta_table, read_table, reason_code, spark_schema,
     table_version,
 )
-from udfs.score import ModelRef, ad_fingerprint, score_ads
+from jobs.input_changes import changes_since
+from udfs.score import ModelRef, ad_fingerprint, content_fingerprint, score_ads
 
 COMMAND = "score"
 HELP = "score one day's query_ad_pairs with a registered model -> relevance_scores (+ scoring_rejects)"
@@ -303,16 +304,64 @@ def validate_pairs(pairs: DataFrame, ads: DataFrame, videos: DataFrame, video_te
     return df.withColumn("reason", reason).drop("_ad_rows", "_video_rows", "_dt", "_has_text", "_nth")
 
 
-def video_content(valid: DataFrame, videos: DataFrame, video_texts: DataFrame, salt: str = "") -> DataFrame:
-    """(video_id, video_text, frames, ad_fingerprint) of the videos the pairs `valid` need, and no others:
-    each video's frames with its text of the same dt, and the fingerprint of both (udfs.score.ad_fingerprint,
-    with `salt`: the job's settings that decide whether an ad is scored)."""
+def needed_dates(valid: DataFrame, videos: DataFrame) -> list[str]:
+    """The dts of the videos the pairs `valid` need: the only partitions of `videos` and `video_texts` the
+    night reads, however many other dates the lake holds. (Their ids and dts only: no frame is read.)"""
     needed = valid.select("video_id").distinct()
+    rows = videos.select("video_id", "dt").join(F.broadcast(needed), "video_id", "left_semi").select("dt").distinct()
+    return sorted(r[0] for r in rows.collect())
+
+
+def fresh_fingerprint_dates(spark: SparkSession, settings: Settings, texts: DataFrame) -> set[str]:
+    """The dts of `texts` (video_texts rows) whose content fingerprints still hold: pseudo-queries computed
+    them from a Delta version of `videos` that no later commit changed in that dt (jobs.input_changes).
+    None of them for Parquet videos, or where the log since then is gone."""
+    path = settings.table(VIDEOS.name)
+    now = table_version(spark, path)
+    if now is None:
+        return set()
+    read_at = {r["dt"]: r["v"] for r in texts.groupBy("dt").agg(F.min("videos_version").alias("v")).collect()
+               if r["v"] is not None}
+    return set(read_at) - set(changes_since(spark, path, read_at, now))
+
+
+def video_texts_keyed(spark: SparkSession, settings: Settings, valid: DataFrame, videos: DataFrame,
+                      video_texts: DataFrame, dates: list[str], salt: str = "") -> DataFrame:
+    """(video_id, dt, video_text, ad_fingerprint) of the videos the pairs `valid` need: each video's text of
+    its own dt, and the fingerprint of what the engine would read (udfs.score.ad_fingerprint, `salt`: the
+    job's settings that decide whether an ad is scored). The fingerprint is video_texts' content_fingerprint
+    where it still holds (fresh_fingerprint_dates): no frame is read for it. The frames of the other videos
+    (a table written before fingerprints, Parquet videos, a dt changed since pseudo-queries ran) are hashed."""
+    for column, kind in (("content_fingerprint", "string"), ("videos_version", "long")):
+        if column not in video_texts.columns:  # a video_texts table written before
+            video_texts = video_texts.withColumn(column, F.lit(None).cast(kind))
+    needed = valid.select("video_id").distinct()
+    own_dt = videos.where(F.col("dt").isin(dates)).select("video_id", "dt")
+    texts = (video_texts.where(F.col("dt").isin(dates)).join(F.broadcast(needed), "video_id", "left_semi")
+             .join(own_dt, ["video_id", "dt"], "left_semi")
+             .select("video_id", "dt", "video_text", "content_fingerprint", "videos_version"))
+    fresh = fresh_fingerprint_dates(spark, settings, texts)
+    trusted = F.col("dt").isin(sorted(fresh)) & F.col("content_fingerprint").isNotNull()
+    keyed = texts.where(trusted)
+    if texts.where(~trusted).limit(1).count():  # only then are frames read to hash them
+        frames = videos.where(F.col("dt").isin(dates)).select("video_id", "dt", "frames")
+        hashed = (texts.where(~trusted).join(frames, ["video_id", "dt"])
+                  .withColumn("content_fingerprint", content_fingerprint(F.col("video_text"), F.col("frames")))
+                  .drop("frames"))
+        keyed = keyed.unionByName(hashed)
+    return keyed.select("video_id", "dt", "video_text",
+                        ad_fingerprint(F.col("content_fingerprint"), salt).alias("ad_fingerprint"))
+
+
+def video_content(pairs: DataFrame, videos: DataFrame, keyed: DataFrame, dates: list[str]) -> DataFrame:
+    """(video_id, video_text, frames, ad_fingerprint) of the videos `pairs` need, and no others: the frames
+    of the pairs the engine scores are read, from their videos' dts only (a carried pair reads none)."""
+    needed = pairs.select("video_id").distinct()
     return (
-        videos.select("video_id", "dt", "frames").join(F.broadcast(needed), "video_id", "left_semi")
-        .join(video_texts.select("video_id", "dt", "video_text"), ["video_id", "dt"])
+        videos.where(F.col("dt").isin(dates)).select("video_id", "dt", "frames")
+        .join(F.broadcast(needed), "video_id", "left_semi")
+        .join(keyed, ["video_id", "dt"])
         .drop("dt")
-        .withColumn("ad_fingerprint", ad_fingerprint(F.col("video_text"), F.col("frames"), salt))
     )
 
 
@@ -537,13 +586,15 @@ def _score_and_write(spark, settings, config, date, model, run_id) -> DateResult
 
     validated = validate_pairs(pairs, ads, videos, video_texts, config.dimensions).persist(StorageLevel.MEMORY_AND_DISK)
     valid = validated.where(F.col("reason").isNull())
-    content = video_content(valid, videos, video_texts, fingerprint_salt(config))
+    dates = needed_dates(valid, videos)
+    keyed = video_texts_keyed(spark, settings, valid, videos, video_texts, dates, fingerprint_salt(config))
     earlier = earlier_scores(spark, settings, date, model, config.carry_over_days)
-    # The lookup's misses and carried rows (and through the misses, the engine's rows) share one hash of
-    # each video's frames: only the small (video_id, fingerprint) rows are kept, not the frames.
-    fingerprints = None if earlier is None else content.select("video_id", "ad_fingerprint").persist(
+    # The lookup's misses and carried rows (and through the misses, the engine's rows) share one fingerprint
+    # per video: only the small (video_id, fingerprint) rows are kept.
+    fingerprints = None if earlier is None else keyed.select("video_id", "ad_fingerprint").persist(
         StorageLevel.MEMORY_AND_DISK)
     misses, carried = carry_over(valid, fingerprints, earlier)
+    content = video_content(misses, videos, keyed, dates)
     ad_rows = ad_major(misses, content, ["query", *impressions, *from_pairs], from_ads, config.pairs_per_row)
     scored = score_ads(ad_rows, model, config.engine, config.device, config.require_text)
     scored = with_carried(scored, carried).persist(StorageLevel.MEMORY_AND_DISK)

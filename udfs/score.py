@@ -41,15 +41,22 @@ PAIRS_COLUMN = "pairs"
 SCORED = PREDICTION.append(SCORING_REJECTS.schema.field("reason")).append(pa.field("vision_encodes", pa.int32()))
 
 
-def ad_fingerprint(video_text: Column, frames: Column, salt: str) -> Column:
-    """A stable hash (hex SHA-256) of what score_batch hands the engine for one ad: its video text (null
-    read as "", as score_batch does), each frame's bytes in order (null frames as null: the engine rejects
-    those) and `salt`, the settings that decide whether the ad is scored at all. Equal fingerprints, equal
-    query and model version: equal model input, so equal scores (incremental scoring reuses them)."""
+def content_fingerprint(video_text: Column, frames: Column) -> Column:
+    """A stable hash (hex SHA-256) of what score_batch hands the engine for one video: its text (null read
+    as "", as score_batch does) and each frame's bytes in order (null frames as null: the engine rejects
+    those). pseudo-queries computes it once, beside the video's text in `video_texts`, so scoring keys its
+    carry-over without reading a frame."""
     no_frames = F.array().cast("array<binary>")
     each = F.transform(F.coalesce(frames, no_frames), lambda f: F.coalesce(F.sha2(f, 256), F.lit("null")))
     text = F.sha2(F.coalesce(video_text, F.lit("")), 256)
-    return F.sha2(F.concat_ws("|", F.lit(salt), text, F.array_join(each, ",")), 256)  # hex parts: no ambiguity
+    return F.sha2(F.concat_ws("|", text, F.array_join(each, ",")), 256)  # hex parts: no ambiguity
+
+
+def ad_fingerprint(content: Column, salt: str) -> Column:
+    """An ad's video content_fingerprint with `salt`, the settings that decide whether the ad is scored at
+    all. Equal fingerprints, equal query and model version: equal model input, so equal scores (incremental
+    scoring reuses them)."""
+    return F.sha2(F.concat_ws("|", F.lit(salt), content), 256)
 
 
 @dataclass(frozen=True)

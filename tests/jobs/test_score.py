@@ -61,8 +61,9 @@ def write_lake(spark, settings, pairs=PAIRS, videos=VIDEOS, texts=TEXTS):
         "video_id string, title string, ocr_text string, asr_text string, frames array<binary>, dt string",
     )
     overwrite_table(videos, settings.table("videos"), "dt")
-    texts = [(v, "2024-09-01", t, "{}", "test", None) for v, t in texts.items()]
-    texts.append(("v1", "2024-08-01", "an older date's text of v1", "{}", "test", None))  # not v1's dt in videos
+    # No content_fingerprint, as in a table written before pseudo-queries wrote one: scoring hashes the frames.
+    texts = [(v, "2024-09-01", t, "{}", "test", None, None, None) for v, t in texts.items()]
+    texts.append(("v1", "2024-08-01", "an older date's text of v1", "{}", "test", None, None, None))  # not v1's dt
     overwrite_table(spark.createDataFrame(texts, spark_schema(VIDEO_TEXTS)), settings.table(VIDEO_TEXTS.name), "dt")
     overwrite_table(spark.createDataFrame(ADS, "ad_id string, video_id string, advertiser string, industry string"),
                     settings.table("ads"))

@@ -157,7 +157,7 @@ def test_model_ref_prefers_the_unpacked_archive_and_fails_in_one_line_without_an
 
 
 @pytest.mark.spark
-def test_ad_fingerprint_changes_with_the_text_a_frame_their_order_and_the_salt_only(spark):
+def test_an_ads_fingerprint_changes_with_the_text_a_frame_their_order_and_the_salt_only(spark):
     from pyspark.sql import functions as F
 
     red, blue = png((200, 0, 0)), png((0, 0, 200))
@@ -167,8 +167,9 @@ def test_ad_fingerprint_changes_with_the_text_a_frame_their_order_and_the_salt_o
          ("null text", None, []), ("empty text", "", None), ("null frame", "", [None])],
         "ad string, video_text string, frames array<binary>")
     got = {r.ad: (r.fp, r.salted) for r in ads.select(
-        "ad", udf.ad_fingerprint(F.col("video_text"), F.col("frames"), "").alias("fp"),
-        udf.ad_fingerprint(F.col("video_text"), F.col("frames"), "other settings").alias("salted")).collect()}
+        "ad", udf.ad_fingerprint(udf.content_fingerprint(F.col("video_text"), F.col("frames")), "").alias("fp"),
+        udf.ad_fingerprint(udf.content_fingerprint(F.col("video_text"), F.col("frames")), "other settings")
+        .alias("salted")).collect()}
     assert got["base"] == got["same"]
     assert len({got[k][0] for k in ("base", "text", "frame", "order", "null text", "null frame")}) == 6
     assert got["null text"] == got["empty text"]  # score_batch reads both as an ad with no text and no frames
