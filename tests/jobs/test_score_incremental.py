@@ -101,13 +101,13 @@ def test_a_day_with_earlier_scores_hashes_each_needed_video_once(spark, lake, mo
     engine's rows; the frames behind it are hashed once a day, not once per use."""
     from pyspark.sql import functions as F
 
-    from jobs import score
+    from jobs import scoring_plan
     from udfs.score import ad_fingerprint
 
     settings, _ = lake
-    pairs, ads, videos, texts, _ = score.read_inputs(spark, settings, DAY2)
-    valid = score.validate_pairs(pairs, ads, videos, texts).where(F.col("reason").isNull())
-    needed = score.video_content(valid, videos, texts).count()
+    pairs, ads, videos, texts, _ = scoring_plan.read_inputs(spark, settings, DAY2)
+    valid = scoring_plan.validate_pairs(pairs, ads, videos, texts).where(F.col("reason").isNull())
+    needed = scoring_plan.video_content(valid, videos, texts).count()
     hashed = spark.sparkContext.accumulator(0)
 
     def counted(video_text, frames, salt):  # the job's fingerprint, each evaluation counted
@@ -116,7 +116,7 @@ def test_a_day_with_earlier_scores_hashes_each_needed_video_once(spark, lake, mo
             return fingerprint
         return F.udf(seen, "string")(ad_fingerprint(video_text, frames, salt))
 
-    monkeypatch.setattr(score, "ad_fingerprint", counted)
+    monkeypatch.setattr(scoring_plan, "ad_fingerprint", counted)
     _, _, carried_pairs = score_day2(spark, settings)
     assert carried_pairs > 0 and needed > 0
     assert hashed.value == needed
