@@ -77,9 +77,9 @@ def write_lake(spark, settings, pairs, ads, videos, texts: dict) -> None:
 
 
 def job_model(spark, settings, config):
-    """The champion resolved, checked and shipped to the executors as `hcmrm score` does (jobs.score.prepare)."""
+    """The champion resolved, checked and shipped to the executors as `hcmrm score` does (jobs.model_shipping.prepare_scoring)."""
     from hcmrm.tracking.model_uri import champion_uri
-    from jobs.score import resolve_model, ship_model
+    from jobs.model_shipping import resolve_model, ship_model
 
     return ship_model(spark, resolve_model(settings, champion_uri(settings.model_name), config.engine))
 
@@ -89,7 +89,7 @@ def engine_run(sample: Path, date: str, repeat: int, model_dir: Path, threads: i
 
     from hcmrm.config import load
     from hcmrm.scoring import Scorer
-    from jobs.score import CONF_FILE, ScoreJobConfig
+    from jobs.scoring_config import CONF_FILE, ScoreJobConfig
 
     torch.set_num_threads(threads)
     config = load(ScoreJobConfig, CONF_FILE).engine
@@ -116,7 +116,8 @@ def main() -> None:
     from hcmrm.settings import Settings
     from hcmrm.tracking.store import use_experiment
     from hcmrm.config import load
-    from jobs.score import CONF_FILE, ScoreJobConfig, score_date
+    from jobs.score import score_date
+    from jobs.scoring_config import CONF_FILE, ScoreJobConfig
     from jobs.session import arrow_batches, spark_session
 
     root = Path(tempfile.mkdtemp(prefix="hcmrm-bench-"))

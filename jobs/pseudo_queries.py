@@ -13,7 +13,7 @@ joins it), with the settings that made it. The tables are partitioned by `dt`; e
 run, a row per dt in `pseudo_query_runs` commits the run (readers see a dt's committed run only, never
 pairs of one run with rejects of another), and a rerun of a date replaces it. Each build is an MLflow
 run tagged with its dates, and a second build of one of them stops at once (exit 5) while the first
-runs (hcmrm.tracking.runs.claim_dates, as for `hcmrm score`). The counts must
+runs (jobs.claimed_run, as for `hcmrm score`). The counts must
 reconcile, input = pairs + rejects and video texts = input - key rejects, or the job fails before
 writing.
 
@@ -49,6 +49,7 @@ from hcmrm.tables import (
 from hcmrm.text.keywords import Idf, KeywordConfig
 from hcmrm.text.video_text import TextSettings, describe, fingerprint
 from hcmrm.settings import CONF_DIR, Settings
+from jobs.claimed_run import claimed_run
 from jobs.common import script_main, settings_from_args, spark_from_args
 from jobs.commit import append_run, commit_run
 from jobs.session import ArrowBatches, arrow_batches
@@ -404,32 +405,20 @@ def write_run(spark: SparkSession, settings: Settings, results: DataFrame, dates
 
 @contextlib.contextmanager
 def tracked_build(settings: Settings, config: JobConfig):
-    """`claim(dates)` for build: opens the build's MLflow run, tagged with its dates, and stops the job
-    (ClaimLost, exit 5) while another build of one of them runs (hcmrm.tracking.runs.claim_dates, as
-    `hcmrm score` does for its date). The run ends FINISHED with the block, or FAILED with the error."""
-    from hcmrm.tracking.runs import DATE_TAG, JOB_TAG, adopt_run, claim_dates, date_tag
+    """`claim(dates)` for build: opens the build's claimed MLflow run, tagged with its dates, and stops the
+    job (ClaimLost, exit 5) while another build of one of them runs (jobs.claimed_run, as `hcmrm score` does
+    for its date). The run ends FINISHED with the block, or FAILED with the error."""
     from hcmrm.tracking.store import configure, use_experiment
 
     client = configure(settings).MlflowClient()
-    opened = []
+    with contextlib.ExitStack() as opened:
 
-    def claim(dates: list[str]) -> None:
-        tags = {JOB_TAG: COMMAND, DATE_TAG: date_tag(dates)}
-        run_id = client.create_run(use_experiment(settings, config.experiment), tags=tags,
-                                   run_name=f"pseudo-queries {dates[0]}..{dates[-1]}" if dates else COMMAND).info.run_id
-        opened.append(run_id)
-        adopt_run(client, run_id)  # KILLED if the command is stopped; closes the same dates' runs a kill -9 left
-        claim_dates(client, client.get_run(run_id), config.claim_hours, "before building anything")
+        def claim(dates: list[str]) -> None:
+            name = f"pseudo-queries {dates[0]}..{dates[-1]}" if dates else COMMAND
+            opened.enter_context(claimed_run(client, use_experiment(settings, config.experiment), COMMAND, name,
+                                             dates, config.claim_hours, "before building anything"))
 
-    try:
         yield claim
-    except BaseException as err:
-        for run_id in opened:
-            client.set_tag(run_id, "error", str(err)[:4000])
-            client.set_terminated(run_id, "FAILED")
-        raise
-    for run_id in opened:
-        client.set_terminated(run_id, "FINISHED")
 
 
 def run(args: argparse.Namespace) -> int:

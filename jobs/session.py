@@ -20,7 +20,6 @@ from pyspark.sql import SparkSession
 
 from hcmrm.config import ConfigError
 from hcmrm.settings import CONF_DIR
-from jobs.common import SPARK_LOG_LEVEL
 
 SCALA_VERSION = "2.13"
 ARROW_BATCH_ROWS = "spark.sql.execution.arrow.maxRecordsPerBatch"
@@ -71,11 +70,6 @@ def load_profile(name: str) -> dict:
     return {**merged, **profile, "conf": conf}
 
 
-def log_level() -> str:
-    """The driver JVM's log level: HCMRM_SPARK_LOG_LEVEL, else OFF (--debug sets WARN, Spark's default)."""
-    return os.environ.get(SPARK_LOG_LEVEL, "OFF").upper()
-
-
 def builder_conf(profile: dict, overrides: dict | None = None, level: str = "WARN") -> dict[str, str]:
     """Every `spark.*` setting the profile asks for, flags (`overrides`) last; at a quiet log `level`,
     the driver JVM gets QUIET_LOG4J unless the flags give it a log4j configuration of their own."""
@@ -95,8 +89,10 @@ def builder_conf(profile: dict, overrides: dict | None = None, level: str = "WAR
     return conf
 
 
-def spark_session(profile: str = "local", overrides: dict | None = None, app_name: str = "hcmrm") -> SparkSession:
-    """Get or create the SparkSession for `profile`; `overrides` are `spark.*` keys from flags."""
+def spark_session(profile: str = "local", overrides: dict | None = None, app_name: str = "hcmrm",
+                  log_level: str = "OFF") -> SparkSession:
+    """Get or create the SparkSession for `profile`; `overrides` are `spark.*` keys from flags; `log_level`
+    is the driver JVM's (OFF: a command's default, jobs.common.spark_log_level)."""
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     # Workers must run this interpreter (with torch, jieba, ...), not whatever python3 is on PATH.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -105,7 +101,7 @@ def spark_session(profile: str = "local", overrides: dict | None = None, app_nam
     builder = SparkSession.builder.appName(app_name)
     if settings.get("master"):
         builder = builder.master(settings["master"])
-    level = log_level()
+    level = log_level.upper()
     for key, value in builder_conf(settings, overrides, level).items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

@@ -97,10 +97,10 @@ def test_a_changed_frame_or_text_or_another_model_version_is_scored_again(spark,
 
 
 def counting_content_fingerprint(spark, monkeypatch):
-    """An accumulator of the job's frame hashing: score.content_fingerprint, each evaluation counted."""
+    """An accumulator of the job's frame hashing: scoring_plan.content_fingerprint, each evaluation counted."""
     from pyspark.sql import functions as F
 
-    from jobs import score
+    from jobs import scoring_plan
     from udfs.score import content_fingerprint
 
     hashed = spark.sparkContext.accumulator(0)
@@ -111,7 +111,7 @@ def counting_content_fingerprint(spark, monkeypatch):
             return fingerprint
         return F.udf(seen, "string")(content_fingerprint(video_text, frames))
 
-    monkeypatch.setattr(score, "content_fingerprint", counted)
+    monkeypatch.setattr(scoring_plan, "content_fingerprint", counted)
     return hashed
 
 
@@ -169,13 +169,13 @@ def test_a_day_with_earlier_scores_hashes_each_needed_video_once(spark, lake, mo
     for each needed video, not once per use (the lookup's misses and carried rows, the engine's rows)."""
     from pyspark.sql import functions as F
 
-    from jobs import score
+    from jobs import scoring_plan as plan
 
     settings, _ = lake
     write_lake(spark, settings, {DAY1: PAIRS[DAY1], DAY2: DAY2_PAIRS})
-    pairs, ads, videos, texts, _ = score.read_inputs(spark, settings, DAY2)
-    valid = score.validate_pairs(pairs, ads, videos, texts).where(F.col("reason").isNull())
-    needed = score.video_texts_keyed(spark, settings, valid, videos, texts, score.needed_dates(valid, videos)).count()
+    pairs, ads, videos, texts, _ = plan.read_inputs(spark, settings, DAY2)
+    valid = plan.validate_pairs(pairs, ads, videos, texts).where(F.col("reason").isNull())
+    needed = plan.video_texts_keyed(spark, settings, valid, videos, texts, plan.needed_dates(valid, videos)).count()
     hashed = counting_content_fingerprint(spark, monkeypatch)
     _, _, carried_pairs = score_day2(spark, settings)
     assert carried_pairs > 0 and needed > 0
