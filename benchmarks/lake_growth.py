@@ -71,16 +71,21 @@ def write_lake(spark, settings, rng, pool, args, other_videos: int, day: str) ->
     from jobs.tables import overwrite_table
 
     video_day = (dt.date.fromisoformat(day) - dt.timedelta(days=1)).isoformat()
+    # Written a date at a time: a whole lake's frames in one createDataFrame would pass through the driver's heap.
+    schema = "video_id string, title string, ocr_text string, asr_text string, frames array<binary>, dt string"
     videos = video_rows(rng, pool, [f"v{a}" for a in range(args.ads)], video_day, args.frames)
+    overwrite_table(spark.createDataFrame(videos, schema), settings.table("videos"), "dt")
+    texts_of = [(v[0], v[-1], f"{v[1]} {v[2]}") for v in videos]
     for k in range(args.other_dates):
         other_day = (dt.date.fromisoformat(day) - dt.timedelta(days=30 + k)).isoformat()
         ids = [f"o{k}_{i}" for i in range(k, other_videos, args.other_dates)]
-        videos += video_rows(rng, pool, ids, other_day, args.frames)
-    texts = [(v[0], v[-1], f"{v[1]} {v[2]}") for v in videos]
+        rows = video_rows(rng, pool, ids, other_day, args.frames)
+        spark.createDataFrame(rows, schema).write.format("delta").mode("append").partitionBy("dt").save(
+            settings.table("videos"))
+        texts_of += [(v[0], v[-1], f"{v[1]} {v[2]}") for v in rows]
+    texts = texts_of
     pairs = [(day, text(rng, 2, 8), f"ad{a}", 1) for a in range(args.ads) for _ in range(args.queries_per_ad)]
-    schema = "video_id string, title string, ocr_text string, asr_text string, frames array<binary>, dt string"
     tables = {
-        "videos": (spark.createDataFrame(videos, schema), "dt"),
         "ads": (spark.createDataFrame([(f"ad{a}", f"v{a}", "adv", "ind") for a in range(args.ads)],
                                       "ad_id string, video_id string, advertiser string, industry string"), None),
         "query_ad_pairs": (spark.createDataFrame(pairs, "dt string, query string, ad_id string, impressions long"),

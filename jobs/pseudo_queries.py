@@ -54,7 +54,7 @@ from jobs.common import script_main, settings_from_args, spark_from_args
 from jobs.commit import append_run, commit_run
 from jobs.session import ArrowBatches, arrow_batches
 from jobs.tables import (
-    check_contract, conform, is_delta_table, overwrite_table, read_table, reason_code, spark_schema,
+    check_contract, conform, is_delta_table, overwrite_table, read_table, reason_code, spark_schema, table_version,
 )
 from udfs.pseudo_query import document_terms_frame, pretrain_rows_frame
 from udfs.score import content_fingerprint
