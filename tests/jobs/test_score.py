@@ -279,8 +279,9 @@ def test_ad_major_gives_one_row_per_ad_with_its_queries_and_frames(spark):
                                   "query string, ad_id string, video_id string, advertiser string")
     videos = spark.createDataFrame([("v1", "d1", [b"x"]), ("v9", "d1", [b"y"])],
                                    "video_id string, dt string, frames array<binary>")
-    texts = spark.createDataFrame([("v1", "d1", "视频文本"), ("v9", "d1", "别的")], "video_id string, dt string, video_text string")
-    rows = ad_major(valid, video_content(valid, videos, texts), ["query"], ["advertiser"]).select(
+    keyed = spark.createDataFrame([("v1", "d1", "视频文本", "fp1"), ("v9", "d1", "别的", "fp9")],
+                                  "video_id string, dt string, video_text string, ad_fingerprint string")
+    rows = ad_major(valid, video_content(valid, videos, keyed, ["d1"]), ["query"], ["advertiser"]).select(
         "ad_id", "advertiser", F.array_sort(F.col("pairs.query")).alias("queries"), "video_text", "frames"
     ).orderBy("ad_id").collect()
     assert [(r.ad_id, r.advertiser, r.queries, r.video_text, r.frames) for r in rows] == [
@@ -295,8 +296,9 @@ def test_ad_major_cuts_a_hot_ad_into_rows_of_at_most_pairs_per_row_each_with_the
     valid = spark.createDataFrame([(f"q{i}", "hot", "v1") for i in range(5)] + [("q0", "cold", "v1")],
                                   "query string, ad_id string, video_id string")
     videos = spark.createDataFrame([("v1", "d1", [b"x"])], "video_id string, dt string, frames array<binary>")
-    texts = spark.createDataFrame([("v1", "d1", "视频文本")], "video_id string, dt string, video_text string")
-    rows = ad_major(valid, video_content(valid, videos, texts), ["query"], [], pairs_per_row=2).select(
+    keyed = spark.createDataFrame([("v1", "d1", "视频文本", "fp1")],
+                                  "video_id string, dt string, video_text string, ad_fingerprint string")
+    rows = ad_major(valid, video_content(valid, videos, keyed, ["d1"]), ["query"], [], pairs_per_row=2).select(
         "ad_id", F.col("pairs.query").alias("queries"), "frames").collect()
     hot = [r for r in rows if r.ad_id == "hot"]
     assert sorted(len(r.queries) for r in hot) == [1, 2, 2] and all(r.frames == [b"x"] for r in hot)
