@@ -12,7 +12,7 @@ export PYSPARK_DRIVER_PYTHON  ?= $(abspath $(PY))
 export TOKENIZERS_PARALLELISM  = false
 export PYTHONUNBUFFERED        = 1
 
-.PHONY: setup demo test cluster-up cluster-down wheel dist bench bench-pseudo-query bench-scoring bench-scale bench-compare bench-incremental bench-worker-memory bench-flops bench-gpu bench-train-scale bench-train-gpu keyword-quality ablation params lock clean report-check
+.PHONY: setup demo test cluster-up cluster-down wheel dist bench bench-pseudo-query bench-scoring bench-scale bench-compare bench-incremental bench-lake-growth bench-worker-memory bench-flops bench-gpu bench-train-scale bench-train-gpu keyword-quality ablation params lock clean report-check
 
 setup: $(STAMP) $(JARS_STAMP)
 
@@ -87,6 +87,10 @@ bench-scale: setup
 # Incremental scoring: a day with 80% of its pairs scored on an earlier day against a fresh day, 3 interleaved rounds.
 bench-incremental: setup
 	$(PY) benchmarks/scoring_incremental.py --preset small --ads 120 --queries-per-ad 40 --rounds 3
+
+# One fixed day scored in a lake holding 1x and 10x as many videos on other dates: the night's time ratio.
+bench-lake-growth: setup
+	$(PY) benchmarks/lake_growth.py
 
 # A scoring Python worker's private memory by cause (imports, model, one day's batch), tiny and base.
 bench-worker-memory: setup

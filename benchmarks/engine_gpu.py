@@ -8,8 +8,9 @@ FLOP per pair are counted by torch.utils.flop_counter (hcmrm.model.flops, amorti
 MFU = pairs/s x FLOP per pair / peak, the peak being a square bf16 matmul (fp32 on CPU) measured in the
 same run, or --peak-tflops. Each cell runs once per --prepare-threads setting (0: frames decoded and text
 tokenised in line; N: the next chunk prepared on N threads while the device runs this one), the settings
-interleaved over --rounds timed passes after a warm-up: best pairs/s per setting, and the median (min-max)
-ratio of each setting over the first. Last line: JSON.
+interleaved over --rounds timed passes after a warm-up: best pairs/s per setting, the median (min-max)
+ratio of each setting over the first, and the median share of the time the device waited on the host
+(decoding and tokenising in line, or waiting for the prepare threads to finish the next chunk). Last line: JSON.
 
     .venv/bin/python benchmarks/engine_gpu.py [--device auto] [--preset base] [--ads 256] [--rounds 3]
     .venv/bin/python benchmarks/engine_gpu.py --device cpu --preset tiny --ads 4 --rounds 1   # smoke test
@@ -77,20 +78,25 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_cell(scorers: dict[int, Scorer], ads: list[AdPairs], rounds: int) -> dict[int, list[float]]:
-    """pairs/s of each scorer over `rounds` timed passes, the scorers interleaved within a round, after a warm-up."""
+def run_cell(scorers: dict[int, Scorer], ads: list[AdPairs], rounds: int) -> tuple[dict, dict]:
+    """(pairs/s, the share of the time the device waited on the host) of each scorer over `rounds` timed
+    passes, the scorers interleaved within a round, after a warm-up. The wait is the scoring thread's time in
+    the host's work done in line or waiting for the prepare threads (Scorer.counters.host_seconds)."""
     pairs = sum(len(a.queries) for a in ads)
     for scorer in scorers.values():
         scorer.score(ads[: max(1, len(ads) // 8)])
     rates: dict[int, list[float]] = {key: [] for key in scorers}
+    waits: dict[int, list[float]] = {key: [] for key in scorers}
     for _ in range(rounds):
         for key, scorer in scorers.items():
             sync(scorer.device)
-            start = time.perf_counter()
+            host_before, start = scorer.counters.host_seconds, time.perf_counter()
             scorer.score(ads)
             sync(scorer.device)
-            rates[key].append(pairs / (time.perf_counter() - start))
-    return rates
+            seconds = time.perf_counter() - start
+            rates[key].append(pairs / seconds)
+            waits[key].append((scorer.counters.host_seconds - host_before) / seconds)
+    return rates, waits
 
 
 def prepare_rate(scorer: Scorer, ads: list[AdPairs]) -> float:
@@ -140,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
     full_ref = models.get("full") or build_model(args.preset, max_frames=max_frames).eval()
     cached_ref = models.get("cached") or build_model(args.preset, max_frames=max_frames, text_attention="cached").eval()
     configs = {n: ScoringConfig(pairs_per_batch=args.pairs_per_batch, frames_per_chunk=args.frames_per_chunk,
-                                bf16=True, cpu_threads=args.threads, prepare_threads=n) for n in args.prepare_threads}
+                                bf16=True, torch_threads=args.threads, prepare_threads=n) for n in args.prepare_threads}
     tokenizer = Tokenizer.from_config(full_ref.config)
     cells = []
     query_len = min(args.query_len, full_ref.config.max_query_len)
@@ -151,11 +157,12 @@ def main(argv: list[str] | None = None) -> dict:
             ads = synthetic_ads(args.ads, args.queries_per_ad, query_len, text_len, frames)
             for mode in args.modes:
                 scorers = {n: Scorer(models[mode], tokenizer, config, device) for n, config in configs.items()}
-                rates = run_cell(scorers, ads, args.rounds)
+                rates, waits = run_cell(scorers, ads, args.rounds)
                 per_pair = flops.full_amortised if mode == "full" else flops.cached_amortised
                 base = args.prepare_threads[0]
                 cells.append({"text_len": text_len, "frames": frames, "mode": mode,
                               "pairs_per_s": {n: round(max(r), 1) for n, r in rates.items()},
+                              "device_waits_on_host": {n: round(statistics.median(w), 3) for n, w in waits.items()},
                               "prepare_only_pairs_per_s": round(prepare_rate(scorers[base], ads), 1),
                               "over_prepare_threads_" + str(base): {n: ratio_text(r, rates[base]) for n, r in rates.items()
                                                                      if n != base},

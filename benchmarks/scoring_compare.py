@@ -64,7 +64,7 @@ def plain_init(model_dir: str) -> None:
     import torch
 
     from hcmrm.scoring import Scorer
-    from jobs.score import canary_batch
+    from jobs.model_shipping import canary_batch
 
     torch.set_num_threads(1)
     _PLAIN["scorer"] = Scorer.from_dir(model_dir)
@@ -234,8 +234,8 @@ def main() -> None:
     from hcmrm.settings import Settings
     from hcmrm.tracking.pyfunc import save_pyfunc
     from hcmrm.tracking.store import use_experiment
-    from jobs.score import CONF_FILE, ScoreJobConfig
-    from jobs.session import arrow_batch_rows, spark_session
+    from jobs.scoring_config import CONF_FILE, ScoreJobConfig
+    from jobs.session import arrow_batches, spark_session
     from scoring_engine import video_texts
     from scoring_spark_overhead import job_model, register, write_lake
 
@@ -256,7 +256,7 @@ def main() -> None:
     m_udf, b_udf = mlflow_udf(spark, pyfunc_dir), batch_udf(model.local_dir, args.batch_size)
 
     def job():
-        with arrow_batch_rows(spark, config.ads_per_arrow_batch):  # the job's batch size, for the job only
+        with arrow_batches(spark, config.arrow_batch, config.pairs_per_row):  # the job's batch size, for the job only
             return job_run(spark, settings, config, model, experiment)
 
     context = {"preset": args.preset, "text_attention": args.text_attention, "ads": args.ads,

@@ -87,22 +87,42 @@ def plan_days(rng: random.Random, ads: int, per_ad: int, rounds: int, share: flo
     return rows, start, order
 
 
-def write_lake(spark, settings, rng: random.Random, ads: int, rows: list) -> None:
+def write_video_texts(spark, settings, texts: list[tuple]) -> None:
+    """video_texts from `texts` (video_id, dt, video_text) as pseudo-queries writes them: beside each text the
+    content fingerprint of the video's frames in the lake's `videos` and the Delta version they were read at."""
+    from pyspark.sql import functions as F
+
     from hcmrm.tables import VIDEO_TEXTS
-    from jobs.tables import overwrite_table, spark_schema
+    from jobs.tables import overwrite_table, read_table, table_version
+    from udfs.score import content_fingerprint
+
+    version = table_version(spark, settings.table("videos"))
+    frames = read_table(spark, settings.table("videos"), version).select("video_id", "dt", "frames")
+    rows = (spark.createDataFrame(texts, "video_id string, dt string, video_text string")
+            .join(frames, ["video_id", "dt"], "left")
+            .select("video_id", "dt", "video_text", F.lit("{}").alias("text_settings"),
+                    F.lit("bench").alias("text_fingerprint"), F.lit(None).cast("string").alias("pseudo_query_run_id"),
+                    content_fingerprint(F.col("video_text"), F.col("frames")).alias("content_fingerprint"),
+                    F.lit(version).cast("long").alias("videos_version")))
+    assert rows.columns == VIDEO_TEXTS.columns
+    overwrite_table(rows, settings.table(VIDEO_TEXTS.name), "dt")
+
+
+def write_lake(spark, settings, rng: random.Random, ads: int, rows: list) -> None:
+    from jobs.tables import overwrite_table
 
     videos = [(f"v{a}", text(rng, 8, 20), text(rng, 20, 50), None, [jpeg(rng)], "2024-08-01") for a in range(ads)]
-    texts = [(v[0], v[-1], " ".join(t for t in v[1:3] if t) + text(rng, 30, 50), "{}", "bench", None) for v in videos]
+    texts = [(v[0], v[-1], " ".join(t for t in v[1:3] if t) + text(rng, 30, 50)) for v in videos]
     tables = {
         "videos": (spark.createDataFrame(videos, "video_id string, title string, ocr_text string, asr_text string, "
                                                  "frames array<binary>, dt string"), "dt"),
-        VIDEO_TEXTS.name: (spark.createDataFrame(texts, spark_schema(VIDEO_TEXTS)), "dt"),
         "ads": (spark.createDataFrame([(f"ad{a}", f"v{a}", "adv", "ind") for a in range(ads)],
                                       "ad_id string, video_id string, advertiser string, industry string"), None),
         "query_ad_pairs": (spark.createDataFrame(rows, "dt string, query string, ad_id string, impressions long"), "dt"),
     }
     for name, (df, part) in tables.items():
         overwrite_table(df, settings.table(name), part)
+    write_video_texts(spark, settings, texts)
 
 
 def spread(values: list[float]) -> dict:
@@ -124,8 +144,10 @@ def main() -> None:
     from hcmrm.settings import Settings
     from hcmrm.tracking.model_uri import champion_uri
     from hcmrm.tracking.store import use_experiment
-    from jobs.score import CONF_FILE, ScoreJobConfig, release_model, resolve_model, score_date, ship_model
-    from jobs.session import arrow_batch_rows, spark_session
+    from jobs.model_shipping import release_model, resolve_model, ship_model
+    from jobs.score import score_date
+    from jobs.scoring_config import CONF_FILE, ScoreJobConfig
+    from jobs.session import arrow_batches, spark_session
 
     rng = random.Random(args.seed)
     root = Path(tempfile.mkdtemp(prefix="hcmrm-bench-incr-"))
@@ -142,7 +164,7 @@ def main() -> None:
     model = ship_model(spark, resolve_model(settings, champion_uri(settings.model_name), config.engine))
     days, load_before = [], os.getloadavg()[0]
     try:
-        with arrow_batch_rows(spark, config.ads_per_arrow_batch), contextlib.redirect_stderr(io.StringIO()):
+        with arrow_batches(spark, config.arrow_batch, config.pairs_per_row), contextlib.redirect_stderr(io.StringIO()):
             score_date(spark, settings, config, base, model, experiment)  # the earlier day; warms the workers
             for kind, day in order:
                 start = time.perf_counter()

@@ -68,7 +68,8 @@ def write_lake(spark, settings, pairs, ads, videos, texts: dict) -> None:
     from jobs.tables import overwrite_table
 
     rows = videos[["video_id", "dt"]].assign(video_text=videos.video_id.map(texts), text_settings="{}",
-                                             text_fingerprint="benchmark", pseudo_query_run_id=None)
+                                             text_fingerprint="benchmark", pseudo_query_run_id=None,
+                                             content_fingerprint=None, videos_version=None)  # scoring hashes
     videos = videos.assign(frames=[None if v is None else list(v) for v in videos.frames])
     for table, df in ((QUERY_AD_PAIRS, pairs), (ADS, ads), (VIDEOS, videos), (VIDEO_TEXTS, rows)):
         frame = spark.createDataFrame(df[table.schema.names], schema=from_arrow_schema(table.schema))
@@ -76,9 +77,9 @@ def write_lake(spark, settings, pairs, ads, videos, texts: dict) -> None:
 
 
 def job_model(spark, settings, config):
-    """The champion resolved, checked and shipped to the executors as `hcmrm score` does (jobs.score.prepare)."""
+    """The champion resolved, checked and shipped to the executors as `hcmrm score` does (jobs.model_shipping.prepare_scoring)."""
     from hcmrm.tracking.model_uri import champion_uri
-    from jobs.score import resolve_model, ship_model
+    from jobs.model_shipping import resolve_model, ship_model
 
     return ship_model(spark, resolve_model(settings, champion_uri(settings.model_name), config.engine))
 
@@ -88,7 +89,7 @@ def engine_run(sample: Path, date: str, repeat: int, model_dir: Path, threads: i
 
     from hcmrm.config import load
     from hcmrm.scoring import Scorer
-    from jobs.score import CONF_FILE, ScoreJobConfig
+    from jobs.scoring_config import CONF_FILE, ScoreJobConfig
 
     torch.set_num_threads(threads)
     config = load(ScoreJobConfig, CONF_FILE).engine
@@ -115,8 +116,9 @@ def main() -> None:
     from hcmrm.settings import Settings
     from hcmrm.tracking.store import use_experiment
     from hcmrm.config import load
-    from jobs.score import CONF_FILE, ScoreJobConfig, score_date
-    from jobs.session import arrow_batch_rows, spark_session
+    from jobs.score import score_date
+    from jobs.scoring_config import CONF_FILE, ScoreJobConfig
+    from jobs.session import arrow_batches, spark_session
 
     root = Path(tempfile.mkdtemp(prefix="hcmrm-bench-"))
     settings = Settings(lake=str(root / "lake"), tracking_uri=f"sqlite:///{root / 'mlruns.db'}",
@@ -132,7 +134,7 @@ def main() -> None:
     experiment = use_experiment(settings, config.experiment)
     model = job_model(spark, settings, config)
     load_before = os.getloadavg()[0]
-    with arrow_batch_rows(spark, config.ads_per_arrow_batch), contextlib.redirect_stderr(io.StringIO()):
+    with arrow_batches(spark, config.arrow_batch, config.pairs_per_row), contextlib.redirect_stderr(io.StringIO()):
         score_date(spark, settings, config, args.date, model, experiment)  # warm-up: workers load torch + model
         start = time.perf_counter()
         result = score_date(spark, settings, config, args.date, model, experiment)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,7 +22,9 @@ import torch
 
 from hcmrm.errors import ModelError
 from hcmrm.labels import GRADE_NAMES
-from hcmrm.model.frames import FrameDecodeError, FrameLimits, OversizedFrameError, decode_frames, stack_videos
+from hcmrm.model.frames import (
+    FrameDecodeError, FrameLimits, OversizedFrameError, decode_frames, normalize_pixels, stack_videos,
+)
 from hcmrm.tables import OVERSIZED_FRAME, UNDECODABLE_FRAMES
 from hcmrm.text.normalize import normalize_text
 
@@ -33,7 +36,7 @@ class ScoringConfig:
     sort_by_length: bool = True  # order a chunk's pairs by token count before batching, to cut padding
     sort_window: int = 64  # a chunk holds at most this many batches of pairs (bounds tokenized memory)
     bf16: bool = True  # bf16 autocast on CUDA; CPU always runs float32
-    cpu_threads: int = 1  # torch threads per Python worker on CPU (Spark runs one worker per core)
+    torch_threads: int | None = None  # torch threads per Python worker; None: the Spark task's cpus (udfs.score)
     frame_limits: FrameLimits = field(default_factory=FrameLimits)  # caps checked before a frame is decoded
     # Threads that decode and tokenise the next chunk while the device runs this one. None: 0 on CPU, where
     # Spark already runs a worker per core and no core is spare; up to 8 on an accelerator, which would
@@ -75,6 +78,7 @@ class ScoringCounters:
     batches: int = 0  # fusion forward passes
     padded_tokens: int = 0  # token slots of those passes, padding included
     real_tokens: int = 0  # token slots holding real tokens
+    host_seconds: float = 0.0  # the scoring thread's time decoding/tokenising in line or waiting for the prepare threads
 
     def snapshot(self) -> "ScoringCounters":
         return ScoringCounters(**vars(self))
@@ -88,7 +92,7 @@ class PreparedChunk:
     """A chunk's CPU work, maybe still running on the prepare threads: each ad's decoded frames (or the reason
     they are unusable) and the tokens of all its pairs (Scorer._tokenize)."""
 
-    videos: list[Future]  # per ad: (frames [f, 3, H, W] | None, reason | None)
+    videos: list[Future]  # per ad: (uint8 frames [f, 3, H, W] | None, reason | None)
     tokens: Future  # dict of token tensors, every ad's pairs in order
 
 
@@ -177,8 +181,10 @@ class Scorer:
             ahead = None
             for chunk in chunks:
                 chunk_ads = [ads[i] for i in chunk]
+                started = time.perf_counter()  # in line, the work itself runs here
                 submitted = (chunk, PreparedChunk([pool.submit(self._decode, ad) for ad in chunk_ads],
                                                   pool.submit(self._tokenize, chunk_ads)))
+                self.counters.host_seconds += time.perf_counter() - started
                 if ahead is not None:
                     yield ahead
                 ahead = submitted
@@ -237,7 +243,10 @@ class Scorer:
     # -- one chunk of ads: one vision pass, then their pairs in length-sorted batches --
 
     def _score_chunk(self, ads: Sequence[AdPairs], prepared: PreparedChunk) -> list[AdScores]:
+        started = time.perf_counter()  # the device idles while the host catches up
         videos, reasons = zip(*(future.result() for future in prepared.videos))
+        prepared.tokens.exception()  # waits for the tokens too (read below, once the frames are on the device)
+        self.counters.host_seconds += time.perf_counter() - started
         kept = [i for i, r in enumerate(reasons) if r is None]
         self.counters.ads_rejected += len(ads) - len(kept)
         results = [AdScores(ad.ad_id, None, None, reason) for ad, reason in zip(ads, reasons)]
@@ -248,8 +257,7 @@ class Scorer:
         pair_rows = torch.from_numpy(np.concatenate([np.arange(first[i], first[i + 1]) for i in kept]))
 
         with self._inference():
-            frames, frame_mask = stack_videos([videos[i] for i in kept], self.max_frames)
-            memory = self.model.encode_video(frames.to(self.device), frame_mask.to(self.device))
+            memory = self.model.encode_video(*self._frames_on_device([videos[i] for i in kept]))
             self.counters.vision_encodes += len(kept)
             # Pair j of the kept ads belongs to the row ad_row[j] of `memory`.
             ad_row = np.concatenate([np.full(len(ads[i].queries), row, dtype=np.int64) for row, i in enumerate(kept)])
@@ -266,6 +274,16 @@ class Scorer:
             offset += n
         return results
 
+    def _frames_on_device(self, videos: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The chunk's uint8 frames padded, copied to the device (from pinned memory, without waiting, on a
+        GPU) and normalised there; padded slots stay 0, as the model's masked frames always were."""
+        on_gpu = self.device.type == "cuda"
+        pixels, frame_mask = stack_videos(videos, self.max_frames, pin_memory=on_gpu)
+        frame_mask = frame_mask.to(self.device, non_blocking=on_gpu)
+        frames = normalize_pixels(pixels.to(self.device, non_blocking=on_gpu), self.vision_config.mean,
+                                  self.vision_config.std)
+        return frames.masked_fill_(~frame_mask[:, :, None, None, None], 0.0), frame_mask
+
     def _tokenize(self, ads: Sequence[AdPairs]) -> dict[str, dict[str, torch.Tensor]]:
         """The tokens of every pair of `ads` (rejected ads too: they are rare, and this may run before their
         frames are decoded). One tokenisation at a time: the fast tokenizer is not safe across threads."""
@@ -281,7 +299,9 @@ class Scorer:
         v = self.vision_config
         try:
             frames = list(ad.frames or [])
-            return decode_frames(frames, v.image_size, self.max_frames, v.mean, v.std, self.config.frame_limits), None
+            pixels = decode_frames(frames, v.image_size, self.max_frames, limits=self.config.frame_limits,
+                                   normalized=False)
+            return pixels, None
         except OversizedFrameError as err:
             return None, OVERSIZED_FRAME.detail(err)
         except FrameDecodeError as err:

@@ -191,8 +191,14 @@ VIDEO_TEXTS = Table(  # one row per (video_id, dt): the model's text about the v
     pa.schema([("video_id", pa.string()), ("dt", pa.string()), ("video_text", pa.string()),
                ("text_settings", pa.string()),  # JSON of hcmrm.text.video_text.describe: keywords, max_chars, IDF
                ("text_fingerprint", pa.string()),  # its short digest: equal fingerprints, texts made the same way
-               ("pseudo_query_run_id", pa.string())]),
-    key=("video_id", "dt"), partition="dt", optional=("pseudo_query_run_id",),
+               ("pseudo_query_run_id", pa.string()),
+               # udfs.score.content_fingerprint of the text and the video's frames: scoring's carry-over key,
+               # so a carried pair never reads frames (absent or null in tables written before: scoring hashes)
+               ("content_fingerprint", pa.string()),
+               # the Delta version of `videos` it was computed from: scoring trusts the fingerprint only while
+               # no later commit touched the video's dt (null: Parquet input, never trusted)
+               ("videos_version", pa.int64())]),
+    key=("video_id", "dt"), partition="dt", optional=("pseudo_query_run_id", "content_fingerprint", "videos_version"),
     run_column="pseudo_query_run_id", run_log="pseudo_query_runs",
 )
 PRETRAIN_REJECTS = Table(

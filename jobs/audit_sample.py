@@ -27,8 +27,8 @@ from pyspark.sql import functions as F
 
 from hcmrm.errors import InputDataError, UsageError
 from hcmrm.tables import ADS, AUDIT_SAMPLE, DIMENSIONS, RELEVANCE_SCORES, VIDEOS
+from jobs.arguments import day
 from jobs.common import script_main, settings_from_args, spark_from_args
-from jobs.score import day
 from jobs.tables import conform, is_delta_table, read_table
 
 COMMAND = "audit-sample"

@@ -21,6 +21,7 @@ has it. Ends with one summary line per date.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -34,19 +35,22 @@ from hcmrm.config import load
 from hcmrm.settings import CONF_DIR, Settings
 from hcmrm.errors import INTERNAL, ClaimLost, HcmrmError, UsageError, classify, is_concurrent_write
 from hcmrm.tables import QUERY_AD_PAIRS, SCORING_RUNS
+from jobs.arguments import add_model_arguments, add_require_input_argument, day, days_between
 from jobs.common import script_main
-from jobs.score import (
-    DateResult, ScoreJobConfig, add_model_arguments, add_require_input_argument, day, days_between, log, prepare,
-    release_model, score_date,
-)
-from jobs.session import arrow_batch_rows
 from jobs.input_changes import changes_since
+from jobs.model_shipping import prepare_scoring, release_model
+from jobs.score import score_date  # the score job's one day: backfill runs it per date
+from jobs.scoring_config import ScoreJobConfig
+from jobs.scoring_plan import DateResult
+from jobs.session import arrow_batches
 from jobs.tables import committed_runs, read_table, table_version
 
 COMMAND = "backfill"
 HELP = "score every date from --start to --end with one model version; skips days already done; resumable"
 
 CONF_FILE = CONF_DIR / "jobs" / "backfill.yaml"
+
+log = logging.getLogger("hcmrm.backfill")
 
 
 @dataclass(frozen=True)
@@ -214,7 +218,7 @@ def exit_code(failures: list[HcmrmError]) -> int:
 def run(args: argparse.Namespace) -> int:
     options = load(BackfillConfig, args.backfill_config, {"parallel": args.parallel})
     dates = checked_range(args, options.max_days)
-    settings, config, spark, model, experiment_id = prepare(args, COMMAND)
+    settings, config, spark, model, experiment_id = prepare_scoring(args, COMMAND)
     parallel = max(1, options.parallel)
     last = last_runs(spark, settings, dates)
     found = input_now(spark, settings, dates)
@@ -247,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
     failures = list(found.unreadable.values())
     started = time.perf_counter()
     try:
-        with arrow_batch_rows(spark, config.ads_per_arrow_batch), ThreadPoolExecutor(parallel) as pool:
+        with arrow_batches(spark, config.arrow_batch, config.pairs_per_row), ThreadPoolExecutor(parallel) as pool:
             futures = {pool.submit(score_with_retries, spark, settings, config, options.retries, d, model, experiment_id,
                                    parent): d for d in todo}
             for done, future in enumerate(as_completed(futures), 1):

@@ -17,7 +17,7 @@ from hcmrm.errors import INTERNAL, Interrupted, TrackingStoreError, UsageError, 
 from hcmrm.settings import Settings
 from hcmrm.tracking.runs import CommandScope
 
-SPARK_LOG_LEVEL = "HCMRM_SPARK_LOG_LEVEL"  # the driver JVM's log level (jobs/session.py); --debug sets WARN
+SPARK_LOG_LEVEL = "HCMRM_SPARK_LOG_LEVEL"  # a user's choice of the driver JVM's log level (spark_log_level)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -61,10 +61,16 @@ def spark_conf_overrides(pairs: list[str]) -> dict[str, str]:
     return overrides
 
 
-def spark_from_args(args: argparse.Namespace, settings: Settings, app_name: str):
-    from jobs.session import spark_session
+def spark_log_level(args: argparse.Namespace) -> str:
+    """The driver JVM's log level: HCMRM_SPARK_LOG_LEVEL when set, else WARN (Spark's own) with --debug, else OFF."""
+    return (os.environ.get(SPARK_LOG_LEVEL) or ("WARN" if getattr(args, "debug", False) else "OFF")).upper()
 
-    spark = spark_session(settings.spark_profile, spark_conf_overrides(args.conf), app_name=f"hcmrm-{app_name}")
+
+def spark_from_args(args: argparse.Namespace, settings: Settings, app_name: str):
+    from jobs.session import spark_session  # here: pyspark loads only for the commands that start Spark
+
+    spark = spark_session(settings.spark_profile, spark_conf_overrides(args.conf), app_name=f"hcmrm-{app_name}",
+                          log_level=spark_log_level(args))
     _catch_stop_signals()  # a new SparkContext installs its own SIGINT handler: ours comes back on top
     return spark
 
@@ -100,8 +106,6 @@ def run_command(args: argparse.Namespace, command: str) -> int:
     `hcmrm <command>: <what went wrong>; <what to do>`, with the exit code of its class (hcmrm.errors)
     and, with --debug, the full trace first. SIGTERM and SIGINT stop it cleanly (hcmrm.tracking.runs)."""
     debug = getattr(args, "debug", False)
-    if debug:
-        os.environ.setdefault(SPARK_LOG_LEVEL, "WARN")
     scope = CommandScope()
     try:
         with scope, _stop_signals_raise():

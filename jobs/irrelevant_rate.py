@@ -37,8 +37,9 @@ from hcmrm.config import load
 from hcmrm.labels import IRRELEVANT_GRADES, IRRELEVANT_MAX_LABEL
 from hcmrm.settings import Settings
 from hcmrm.tables import AUDIT_COUNTS, AUDIT_ESTIMATES, AUDIT_LABELS, IRRELEVANT_RATE_DAILY, RELEVANCE_SCORES
+from jobs.arguments import day, days_between
 from jobs.common import script_main, settings_from_args, spark_from_args
-from jobs.score import CONF_FILE, ScoreJobConfig, day, days_between
+from jobs.scoring_config import CONF_FILE, ScoreJobConfig
 from jobs.tables import is_delta_table, read_table, replace_partitions
 from udfs.rates import with_estimates
 

@@ -13,7 +13,7 @@ joins it), with the settings that made it. The tables are partitioned by `dt`; e
 run, a row per dt in `pseudo_query_runs` commits the run (readers see a dt's committed run only, never
 pairs of one run with rejects of another), and a rerun of a date replaces it. Each build is an MLflow
 run tagged with its dates, and a second build of one of them stops at once (exit 5) while the first
-runs (hcmrm.tracking.runs.claim_dates, as for `hcmrm score`). The counts must
+runs (jobs.claimed_run, as for `hcmrm score`). The counts must
 reconcile, input = pairs + rejects and video texts = input - key rejects, or the job fails before
 writing.
 
@@ -49,13 +49,15 @@ from hcmrm.tables import (
 from hcmrm.text.keywords import Idf, KeywordConfig
 from hcmrm.text.video_text import TextSettings, describe, fingerprint
 from hcmrm.settings import CONF_DIR, Settings
+from jobs.claimed_run import claimed_run
 from jobs.common import script_main, settings_from_args, spark_from_args
 from jobs.commit import append_run, commit_run
-from jobs.session import arrow_batch_rows
+from jobs.session import ArrowBatches, arrow_batches
 from jobs.tables import (
-    check_contract, conform, is_delta_table, overwrite_table, read_table, reason_code, spark_schema,
+    check_contract, conform, is_delta_table, overwrite_table, read_table, reason_code, spark_schema, table_version,
 )
 from udfs.pseudo_query import document_terms_frame, pretrain_rows_frame
+from udfs.score import content_fingerprint
 
 COMMAND = "pseudo-queries"
 HELP = "build PQVM pre-training pairs (pseudo-query, context text, frames) from the videos table"
@@ -72,7 +74,7 @@ class JobConfig:
     keywords: KeywordConfig = field(default_factory=KeywordConfig)  # extraction and sampling
     seed: int = 0  # the run seed; each video samples with a seed from (seed, video_id)
     max_sequence_chars: int = 128  # length bound of the video keyword sequence (video_text)
-    arrow_batch_rows: int = 512  # rows per Arrow batch into Python (frames make rows heavy), unless the profile sets it
+    arrow_batch: ArrowBatches = field(default_factory=ArrowBatches)  # per Arrow batch into Python: rows, bytes
     partitions: int = 0  # tasks per pass; 0 = max(cores, input partitions)
     experiment: str = "hcmrm-pseudo-queries"  # MLflow experiment of the runs (one per build: its dates, its counts)
     claim_hours: float = 24.0  # a RUNNING build of a shared dt younger than this makes a new one stop (exit 5)
@@ -101,10 +103,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # --- read ---------------------------------------------------------------------------------------
 
 
-def read_videos(spark: SparkSession, path: str) -> DataFrame:
-    """The input videos (Delta or Parquet) with exactly the contract's columns and types (a column of
-    another type is an InputDataError naming it, not a cast)."""
-    return conform(check_contract(read_table(spark, path), VIDEOS, path), VIDEOS, f"videos at {path}")
+def read_videos(spark: SparkSession, path: str, version: int | None = None) -> DataFrame:
+    """The input videos (Delta or Parquet; a Delta table at `version` when given) with exactly the contract's
+    columns and types (a column of another type is an InputDataError naming it, not a cast)."""
+    return conform(check_contract(read_table(spark, path, version), VIDEOS, path), VIDEOS, f"videos at {path}")
 
 
 def select_dates(videos: DataFrame, dates: list[str] | None) -> tuple[DataFrame, list[str]]:
@@ -225,13 +227,16 @@ def pairs_of(results: DataFrame, run_id: str | None = None) -> DataFrame:
         *[c for c in PRETRAIN_PAIRS.columns if c != RUN_COLUMN], _run_stamp(run_id))
 
 
-def video_texts_of(results: DataFrame, text_settings: dict, run_id: str | None = None) -> DataFrame:
-    """The `video_texts` rows of `pretrain_results`: every video with a usable key, stamped with its settings
-    and the run."""
+def video_texts_of(results: DataFrame, text_settings: dict, run_id: str | None = None,
+                   videos_version: int | None = None) -> DataFrame:
+    """The `video_texts` rows of `pretrain_results`: every video with a usable key, stamped with its settings,
+    the run, its content fingerprint and the Delta version of `videos` it was read at (None: Parquet)."""
     settings_json = json.dumps(text_settings, sort_keys=True, ensure_ascii=False)
     return results.where(F.col("video_text").isNotNull()).select(
         "video_id", "dt", "video_text", F.lit(settings_json).alias("text_settings"),
         F.lit(fingerprint(text_settings)).alias("text_fingerprint"), _run_stamp(run_id),
+        content_fingerprint(F.col("video_text"), F.col("frames")).alias("content_fingerprint"),
+        F.lit(videos_version).cast("long").alias("videos_version"),
     )
 
 
@@ -335,7 +340,8 @@ def build(spark: SparkSession, settings: Settings, input_path: str, dates: list[
     of a dt at a time). The IDF table is written while the pairs are computed; pairs, rejects and video
     texts are written as one run, all or nothing per dt (write_run).
     """
-    videos, dates = select_dates(read_videos(spark, input_path), dates)
+    videos_version = table_version(spark, input_path)  # read at one version: video_texts records it
+    videos, dates = select_dates(read_videos(spark, input_path, videos_version), dates)
     if claim is not None:
         claim(dates)
     n_input = videos.count()
@@ -343,7 +349,7 @@ def build(spark: SparkSession, settings: Settings, input_path: str, dates: list[
         raise ValueError(f"no videos in {input_path} for dt {dates}: nothing to build (existing output kept)")
     videos = spread(videos, config.partitions)
     with (
-        arrow_batch_rows(spark, config.arrow_batch_rows),
+        arrow_batches(spark, config.arrow_batch),
         ThreadPoolExecutor(max_workers=3, thread_name_prefix="pseudo-queries-write") as pool,
     ):
         idf, idf_stored = resolve_idf(spark, settings, videos, config.keywords, pool)
@@ -363,7 +369,8 @@ def build(spark: SparkSession, settings: Settings, input_path: str, dates: list[
                 raise RuntimeError(f"counts do not reconcile, no pairs written: {counts.summary()}")
             if idf_stored is not None:
                 idf_stored.result()  # the IDF the pairs were made with is in the lake before they are
-            write_run(spark, settings, results, dates, describe(config.text_settings(), idf), pool, pending)
+            write_run(spark, settings, results, dates, describe(config.text_settings(), idf), pool, pending,
+                      videos_version)
         finally:
             wait(pending)  # a write still running reads the cache: release it only after
             results.unpersist()
@@ -373,7 +380,7 @@ def build(spark: SparkSession, settings: Settings, input_path: str, dates: list[
 
 
 def write_run(spark: SparkSession, settings: Settings, results: DataFrame, dates: list[str], text_settings: dict,
-              pool: Executor, pending: list[Future]) -> str:
+              pool: Executor, pending: list[Future], videos_version: int | None = None) -> str:
     """Write the run all or nothing per dt across its tables; its id.
 
     Its rows go into pretrain_pairs, pretrain_rejects and video_texts beside the committed run's (side by
@@ -385,7 +392,7 @@ def write_run(spark: SparkSession, settings: Settings, results: DataFrame, dates
     run_id = uuid.uuid4().hex
     now = datetime.now(timezone.utc).replace(microsecond=0)
     outputs = [(PRETRAIN_PAIRS, pairs_of(results, run_id)), (PRETRAIN_REJECTS, rejects_of(results, now, run_id)),
-               (VIDEO_TEXTS, video_texts_of(results, text_settings, run_id))]
+               (VIDEO_TEXTS, video_texts_of(results, text_settings, run_id, videos_version))]
     pending += [pool.submit(append_run, df, settings.table(table.name)) for table, df in outputs]
     for write in pending:
         write.result()  # the IDF the pairs were made with is in the lake before the commit, too
@@ -398,32 +405,20 @@ def write_run(spark: SparkSession, settings: Settings, results: DataFrame, dates
 
 @contextlib.contextmanager
 def tracked_build(settings: Settings, config: JobConfig):
-    """`claim(dates)` for build: opens the build's MLflow run, tagged with its dates, and stops the job
-    (ClaimLost, exit 5) while another build of one of them runs (hcmrm.tracking.runs.claim_dates, as
-    `hcmrm score` does for its date). The run ends FINISHED with the block, or FAILED with the error."""
-    from hcmrm.tracking.runs import DATE_TAG, JOB_TAG, adopt_run, claim_dates, date_tag
+    """`claim(dates)` for build: opens the build's claimed MLflow run, tagged with its dates, and stops the
+    job (ClaimLost, exit 5) while another build of one of them runs (jobs.claimed_run, as `hcmrm score` does
+    for its date). The run ends FINISHED with the block, or FAILED with the error."""
     from hcmrm.tracking.store import configure, use_experiment
 
     client = configure(settings).MlflowClient()
-    opened = []
+    with contextlib.ExitStack() as opened:
 
-    def claim(dates: list[str]) -> None:
-        tags = {JOB_TAG: COMMAND, DATE_TAG: date_tag(dates)}
-        run_id = client.create_run(use_experiment(settings, config.experiment), tags=tags,
-                                   run_name=f"pseudo-queries {dates[0]}..{dates[-1]}" if dates else COMMAND).info.run_id
-        opened.append(run_id)
-        adopt_run(client, run_id)  # KILLED if the command is stopped; closes the same dates' runs a kill -9 left
-        claim_dates(client, client.get_run(run_id), config.claim_hours, "before building anything")
+        def claim(dates: list[str]) -> None:
+            name = f"pseudo-queries {dates[0]}..{dates[-1]}" if dates else COMMAND
+            opened.enter_context(claimed_run(client, use_experiment(settings, config.experiment), COMMAND, name,
+                                             dates, config.claim_hours, "before building anything"))
 
-    try:
         yield claim
-    except BaseException as err:
-        for run_id in opened:
-            client.set_tag(run_id, "error", str(err)[:4000])
-            client.set_terminated(run_id, "FAILED")
-        raise
-    for run_id in opened:
-        client.set_terminated(run_id, "FINISHED")
 
 
 def run(args: argparse.Namespace) -> int:

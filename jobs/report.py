@@ -24,9 +24,9 @@ from hcmrm.config import load
 from hcmrm.rates_plot import DailyRate, Estimate, plot_rates, write_html
 from hcmrm.settings import CONF_DIR
 from hcmrm.tables import IRRELEVANT_RATE_DAILY
+from jobs.arguments import day
 from jobs.common import script_main, settings_from_args, spark_from_args
 from jobs.irrelevant_rate import EXPECTED, by_day, rollup
-from jobs.score import day
 from jobs.tables import is_delta_table
 
 COMMAND = "report"

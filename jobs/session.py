@@ -8,22 +8,28 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import logging
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyspark
 import yaml
 from pyspark.sql import SparkSession
 
+from hcmrm.config import ConfigError
 from hcmrm.settings import CONF_DIR
-from jobs.common import SPARK_LOG_LEVEL
 
 SCALA_VERSION = "2.13"
 ARROW_BATCH_ROWS = "spark.sql.execution.arrow.maxRecordsPerBatch"
+ARROW_BATCH_BYTES = "spark.sql.execution.arrow.maxBytesPerBatch"
+MAX_ARROW_BATCH_BYTES = 2**31 - 1  # Spark's limit for maxBytesPerBatch, Arrow's for one binary column
 DRIVER_JAVA_OPTIONS = "spark.driver.extraJavaOptions"
 QUIET_LOG4J = CONF_DIR / "spark" / "log4j2-quiet.properties"  # errors only, one line each, no Java stacks
 QUIET_LEVELS = ("ERROR", "FATAL", "OFF")
+
+log = logging.getLogger("hcmrm.session")
 
 
 def delta_artifact() -> str:
@@ -64,11 +70,6 @@ def load_profile(name: str) -> dict:
     return {**merged, **profile, "conf": conf}
 
 
-def log_level() -> str:
-    """The driver JVM's log level: HCMRM_SPARK_LOG_LEVEL, else OFF (--debug sets WARN, Spark's default)."""
-    return os.environ.get(SPARK_LOG_LEVEL, "OFF").upper()
-
-
 def builder_conf(profile: dict, overrides: dict | None = None, level: str = "WARN") -> dict[str, str]:
     """Every `spark.*` setting the profile asks for, flags (`overrides`) last; at a quiet log `level`,
     the driver JVM gets QUIET_LOG4J unless the flags give it a log4j configuration of their own."""
@@ -88,8 +89,10 @@ def builder_conf(profile: dict, overrides: dict | None = None, level: str = "WAR
     return conf
 
 
-def spark_session(profile: str = "local", overrides: dict | None = None, app_name: str = "hcmrm") -> SparkSession:
-    """Get or create the SparkSession for `profile`; `overrides` are `spark.*` keys from flags."""
+def spark_session(profile: str = "local", overrides: dict | None = None, app_name: str = "hcmrm",
+                  log_level: str = "OFF") -> SparkSession:
+    """Get or create the SparkSession for `profile`; `overrides` are `spark.*` keys from flags; `log_level`
+    is the driver JVM's (OFF: a command's default, jobs.common.spark_log_level)."""
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     # Workers must run this interpreter (with torch, jieba, ...), not whatever python3 is on PATH.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -98,7 +101,7 @@ def spark_session(profile: str = "local", overrides: dict | None = None, app_nam
     builder = SparkSession.builder.appName(app_name)
     if settings.get("master"):
         builder = builder.master(settings["master"])
-    level = log_level()
+    level = log_level.upper()
     for key, value in builder_conf(settings, overrides, level).items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
@@ -106,18 +109,47 @@ def spark_session(profile: str = "local", overrides: dict | None = None, app_nam
     return spark
 
 
+@dataclass(frozen=True)
+class ArrowBatches:
+    """What one Arrow batch into a job's Python workers may hold; the first bound reached ends the batch."""
+
+    rows: int = 512  # rows (ads or videos, with their frames)
+    pairs: int | None = None  # score only: pairs over all rows, so rows <= pairs // pairs_per_row
+    bytes: int = 256 * 2**20  # the rows' Arrow bytes (frames dominate); a single row over it goes alone
+
+    def __post_init__(self):
+        if self.rows < 1 or (self.pairs is not None and self.pairs < 1):
+            raise ConfigError(f"arrow_batch: rows and pairs must be >= 1, got rows={self.rows} pairs={self.pairs}")
+        if not 2**20 <= self.bytes < MAX_ARROW_BATCH_BYTES:
+            raise ConfigError(f"arrow_batch.bytes must be 1 MiB..2 GiB (Arrow's limit for one column), "
+                              f"got {self.bytes}")
+
+    def max_rows(self, pairs_per_row: int = 1) -> int:
+        """Rows per batch: `rows`, fewer where rows of `pairs_per_row` pairs would pass `pairs`."""
+        return self.rows if self.pairs is None else max(1, min(self.rows, self.pairs // pairs_per_row))
+
+
 @contextlib.contextmanager
-def arrow_batch_rows(spark: SparkSession, rows: int):
-    """Rows per Arrow batch into the Python workers while the block runs: a job's default for heavy
-    rows (frames). A value the Spark profile or a --conf flag set wins and is left as it is."""
-    if spark.conf.get(ARROW_BATCH_ROWS, None) is not None:  # None = not set explicitly (Spark's default)
-        yield
-        return
-    spark.conf.set(ARROW_BATCH_ROWS, str(rows))
+def arrow_batches(spark: SparkSession, limits: ArrowBatches, pairs_per_row: int = 1):
+    """Arrow batches into the Python workers bounded by `limits` while the block runs. The job's bounds
+    win: a value the Spark profile, spark-defaults or --conf set is not used (one warning line names it)
+    and is set back afterwards, since what a batch may hold is the job's to know (frames, pairs)."""
+    wanted = {ARROW_BATCH_ROWS: str(limits.max_rows(pairs_per_row)), ARROW_BATCH_BYTES: str(limits.bytes)}
+    before = {key: spark.conf.get(key, None) for key in wanted}  # None: not set (Spark's default)
+    for key, value in before.items():
+        if value is not None and value != wanted[key]:
+            log.warning("%s=%s from the Spark conf is not used: the job's arrow_batch wins (%s=%s)",
+                        key, value, key, wanted[key])
+    for key, value in wanted.items():
+        spark.conf.set(key, value)
     try:
         yield
     finally:
-        spark.conf.unset(ARROW_BATCH_ROWS)
+        for key, value in before.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""What the training jobs (pretrain, finetune) share: their flags, the MLflow run, the launch of N processes.
+"""What the training jobs (pretrain, finetune) share: their flags, the claimed MLflow run, the launch of N
+processes.
 
 Several processes: `--num-processes N` runs them through Spark's TorchDistributor, in local mode under a
 local master and one barrier task per rank on a cluster; each rank streams its own shards of the corpus,
@@ -15,6 +16,7 @@ from pathlib import Path
 from hcmrm.errors import UsageError
 from hcmrm.settings import Settings
 from hcmrm.train.shards import JSON_SUFFIXES, PARQUET_SUFFIXES
+from jobs.claimed_run import claimed_run
 
 FILE_SUFFIXES = PARQUET_SUFFIXES + JSON_SUFFIXES  # the files hcmrm.train.shards reads
 
@@ -64,17 +66,20 @@ def flatten(d: dict, prefix: str = "") -> dict:
 
 @contextmanager
 def tracked_run(settings: Settings, experiment: str, run_name: str, params: dict, is_main: bool = True):
-    """An MLflow run on the main process (yields a step logger); nothing on the others."""
+    """A claimed MLflow run (jobs.claimed_run) on the main process, active for MLflow's module-level calls
+    (yields it and a step logger); nothing on the others."""
     if not is_main:
         yield None, (lambda metrics, step: None)
         return
-    from hcmrm.tracking.runs import JOB_TAG, adopt_run
+    from mlflow.tracking.context.registry import resolve_tags
+
     from hcmrm.tracking.store import configure, use_experiment
 
     mlflow = configure(settings)
-    use_experiment(settings, experiment)
-    with mlflow.start_run(run_name=run_name, tags={JOB_TAG: run_name}) as run:
-        adopt_run(mlflow.MlflowClient(), run.info.run_id)  # KILLED if stopped; closes runs a kill -9 left
+    experiment_id = use_experiment(settings, experiment)
+    # resolve_tags: the source, user and git tags mlflow.start_run would give a run it creates.
+    with (claimed_run(mlflow.MlflowClient(), experiment_id, run_name, run_name, tags=resolve_tags()) as claimed,
+          mlflow.start_run(run_id=claimed.run_id) as run):
         mlflow.log_params({k: str(v)[:500] for k, v in flatten(params).items()})
 
         def log_metrics(metrics: dict, step: int) -> None:

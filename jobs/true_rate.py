@@ -21,9 +21,9 @@ from hcmrm.errors import InputDataError
 from hcmrm.labels import IRRELEVANT_MAX_LABEL
 from hcmrm.settings import SAMPLE_TRUTH
 from hcmrm.tables import IRRELEVANT_RATE_DAILY, RELEVANCE_SCORES
+from jobs.arguments import day
 from jobs.common import script_main, settings_from_args, spark_from_args
 from jobs.irrelevant_rate import by_day
-from jobs.score import day
 from jobs.tables import is_delta_table, read_table
 
 COMMAND = "true-rate"

@@ -74,9 +74,10 @@ def alive_workers(webui_port: int) -> int:
 
 
 def start(state_file: Path, workers: int = 2, memory: str = "1g", timeout: float = 180.0,
-          isolated: bool = False) -> dict:
-    """Start the master and `workers` workers (1 core, `memory` each); the state, also in `state_file`
-    (logs and work folders beside it)."""
+          isolated: bool = False, cores: int = 1, gpu: str | None = None) -> dict:
+    """Start the master and `workers` workers (`cores` and `memory` each); the state, also in `state_file`
+    (logs and work folders beside it). `gpu`: each worker offers one GPU of that address, found by a
+    discovery script that only reports it (scheduling is tested without one; nothing uses CUDA)."""
     state_file = Path(state_file)
     state_dir = state_file.parent
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -86,11 +87,13 @@ def start(state_file: Path, workers: int = 2, memory: str = "1g", timeout: float
     state = {"master_url": master_url, "webui_port": webui, "pids": [], "dir": str(state_dir)}
     state["pids"].append(launch([MASTER_CLASS, "--host", HOST, "--port", str(port), "--webui-port", str(webui)],
                                 state_dir / "master.log", env))
+    if gpu is not None:
+        env = dict(env, SPARK_WORKER_OPTS=gpu_options(state_dir, gpu))
     for i in range(workers):
         work = state_dir / f"worker-{i}"
         work.mkdir(exist_ok=True)
-        args = [WORKER_CLASS, "--host", HOST, "--webui-port", str(free_port()), "--cores", "1", "--memory", memory,
-                "--work-dir", str(work), master_url]
+        args = [WORKER_CLASS, "--host", HOST, "--webui-port", str(free_port()), "--cores", str(cores),
+                "--memory", memory, "--work-dir", str(work), master_url]
         state["pids"].append(launch(args, state_dir / f"worker-{i}.log", env))
     state_file.write_text(json.dumps(state, indent=1))  # written first: stop() works if we fail
     deadline = time.monotonic() + timeout
@@ -100,6 +103,15 @@ def start(state_file: Path, workers: int = 2, memory: str = "1g", timeout: float
             raise RuntimeError(f"standalone cluster not up in {timeout:.0f}s (logs in {state_dir})")
         time.sleep(1)
     return state
+
+
+def gpu_options(state_dir: Path, address: str) -> str:
+    """The worker JVM options that make it offer one GPU at `address`, via a discovery script in `state_dir`
+    that prints what Spark's getGpusResources.sh prints on a one-GPU host."""
+    script = state_dir / "fake_gpu_discovery.sh"
+    script.write_text(f"#!/bin/sh\necho '{{\"name\": \"gpu\", \"addresses\": [\"{address}\"]}}'\n")
+    script.chmod(0o755)
+    return f"-Dspark.worker.resource.gpu.amount=1 -Dspark.worker.resource.gpu.discoveryScript={script}"
 
 
 def _running(pid: int) -> bool:
@@ -145,11 +157,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state", type=Path, default=DEFAULT_STATE, help=f"state file (default {DEFAULT_STATE})")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--memory", default="1g", help="memory each worker offers its executors")
+    parser.add_argument("--cores", type=int, default=1, help="cores each worker offers its executors")
+    parser.add_argument("--fake-gpu", metavar="ADDRESS", help="each worker offers one (fake) GPU at ADDRESS")
     parser.add_argument("--isolated", action="store_true",
                         help="executors see neither this checkout nor its venv (submit with HCMRM_ENV_ARCHIVE)")
     args = parser.parse_args(argv)
     if args.action == "start":
-        print(start(args.state, args.workers, args.memory, isolated=args.isolated)["master_url"])
+        print(start(args.state, args.workers, args.memory, isolated=args.isolated, cores=args.cores,
+                    gpu=args.fake_gpu)["master_url"])
         return 0
     if not args.state.is_file():
         print(f"no cluster state at {args.state}: start one with `{Path(__file__).name} start`", file=sys.stderr)

@@ -9,18 +9,23 @@ could not be scored.
 
 mapInArrow rather than mapInPandas: the rows carry nested lists and binary frames, which Arrow
 flattens without building a Python object per pair. The model is loaded once per Python worker
-(Spark reuses workers) on the GPU Spark assigned to the task, else on the CPU.
+(Spark reuses workers) on the GPU Spark assigned to the task, else on the CPU. Where executors have
+GPUs, only the scoring stage asks for one (a stage-level ResourceProfile): the stages around it keep
+their task per core.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from pyspark import SparkConf
+from pyspark.resource import ExecutorResourceRequests, ResourceProfile, ResourceProfileBuilder, TaskResourceRequests
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
@@ -36,15 +41,22 @@ PAIRS_COLUMN = "pairs"
 SCORED = PREDICTION.append(SCORING_REJECTS.schema.field("reason")).append(pa.field("vision_encodes", pa.int32()))
 
 
-def ad_fingerprint(video_text: Column, frames: Column, salt: str) -> Column:
-    """A stable hash (hex SHA-256) of what score_batch hands the engine for one ad: its video text (null
-    read as "", as score_batch does), each frame's bytes in order (null frames as null: the engine rejects
-    those) and `salt`, the settings that decide whether the ad is scored at all. Equal fingerprints, equal
-    query and model version: equal model input, so equal scores (incremental scoring reuses them)."""
+def content_fingerprint(video_text: Column, frames: Column) -> Column:
+    """A stable hash (hex SHA-256) of what score_batch hands the engine for one video: its text (null read
+    as "", as score_batch does) and each frame's bytes in order (null frames as null: the engine rejects
+    those). pseudo-queries computes it once, beside the video's text in `video_texts`, so scoring keys its
+    carry-over without reading a frame."""
     no_frames = F.array().cast("array<binary>")
     each = F.transform(F.coalesce(frames, no_frames), lambda f: F.coalesce(F.sha2(f, 256), F.lit("null")))
     text = F.sha2(F.coalesce(video_text, F.lit("")), 256)
-    return F.sha2(F.concat_ws("|", F.lit(salt), text, F.array_join(each, ",")), 256)  # hex parts: no ambiguity
+    return F.sha2(F.concat_ws("|", text, F.array_join(each, ",")), 256)  # hex parts: no ambiguity
+
+
+def ad_fingerprint(content: Column, salt: str) -> Column:
+    """An ad's video content_fingerprint with `salt`, the settings that decide whether the ad is scored at
+    all. Equal fingerprints, equal query and model version: equal model input, so equal scores (incremental
+    scoring reuses them)."""
+    return F.sha2(F.concat_ws("|", F.lit(salt), content), 256)
 
 
 @dataclass(frozen=True)
@@ -81,6 +93,30 @@ class ModelRef:
 _WORKER: dict = {}  # {"key": (model folder, version, device), "scorer": Scorer}: the worker's one model
 
 
+def cuda_ordinal(address: str, visible: str | None) -> int:
+    """torch's index of the GPU that Spark's discovery script named `address`. Where the executor narrowed
+    what CUDA sees (CUDA_VISIBLE_DEVICES, as YARN, Kubernetes and TorchDistributor do), torch numbers the
+    visible GPUs from 0, so the address is looked up in that list."""
+    if not visible:
+        return int(address)
+    names = [name.strip() for name in visible.split(",") if name.strip()]
+    if address not in names:
+        raise RuntimeError(f"Spark gave this task GPU {address}, which CUDA_VISIBLE_DEVICES={visible} hides "
+                           f"from torch: the discovery script and the executor's environment disagree")
+    return names.index(address)
+
+
+def task_resources() -> tuple[list[str], int]:
+    """(the GPU addresses Spark assigned to this task, the task's cpus); ([], 1) outside a task."""
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    if context is None:
+        return [], 1
+    gpus = context.resources().get("gpu")
+    return (list(gpus.addresses) if gpus is not None else []), max(1, context.cpus())
+
+
 def task_device(mode: str = "auto"):
     """The GPU Spark assigned to this task; with no assignment cuda:0 if CUDA exists; else the CPU."""
     import torch
@@ -91,13 +127,20 @@ def task_device(mode: str = "auto"):
         if mode == "cuda":
             raise RuntimeError("device 'cuda' asked for but torch sees no CUDA device on this worker")
         return torch.device("cpu")
-    from pyspark import TaskContext
-
-    context = TaskContext.get()
-    gpus = context.resources().get("gpu") if context is not None else None
-    if gpus is not None and gpus.addresses:
-        return torch.device("cuda", int(gpus.addresses[0]))
+    gpus, _ = task_resources()
+    if gpus:
+        return torch.device("cuda", cuda_ordinal(gpus[0], os.environ.get("CUDA_VISIBLE_DEVICES")))
     return torch.device("cuda", 0)  # local mode: Spark assigns no task resources
+
+
+def worker_config(config: ScoringConfig, device_type: str, cpus: int) -> ScoringConfig:
+    """The engine's threads from the task's cpus where the config leaves them open: torch gets the task's
+    cpus; on a GPU the prepare threads too (at most 8), on CPU none (Spark already runs a task per core)."""
+    torch_threads = config.torch_threads or cpus
+    prepare = config.prepare_threads
+    if prepare is None:
+        prepare = 0 if device_type == "cpu" else min(8, cpus)
+    return replace(config, torch_threads=torch_threads, prepare_threads=prepare)
 
 
 def worker_scorer(ref: ModelRef, config: ScoringConfig, device_mode: str = "auto") -> Scorer:
@@ -105,14 +148,47 @@ def worker_scorer(ref: ModelRef, config: ScoringConfig, device_mode: str = "auto
     import torch
 
     device = task_device(device_mode)
-    key = (ref.local_dir, ref.version, str(device))
+    gpus, cpus = task_resources()
+    config = worker_config(config, device.type, cpus)
+    key = (ref.local_dir, ref.version, str(device), config)
     if _WORKER.get("key") != key:
         _WORKER.clear()  # one model per worker: drop any previous one before loading
-        if device.type == "cpu":
-            torch.set_num_threads(config.cpu_threads)  # Spark already runs one worker per core
+        torch.set_num_threads(config.torch_threads)  # on a GPU too: torch would take every core of the host
         _WORKER["scorer"] = Scorer.from_dir(ref.folder(), config, device)
         _WORKER["key"] = key
+        print(placement(ref, device, gpus, cpus, config), file=sys.stderr, flush=True)  # the executor's log
     return _WORKER["scorer"]
+
+
+def placement(ref: ModelRef, device, gpus: list[str], cpus: int, config: ScoringConfig) -> str:
+    """One line for the executor's log: where this worker put the model, from which task resources."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if gpus:
+        try:
+            ordinal = f"cuda ordinal {cuda_ordinal(gpus[0], visible)}"
+        except RuntimeError as err:
+            ordinal = str(err)
+        where = f"task GPU {gpus[0]} -> {ordinal} (CUDA_VISIBLE_DEVICES={visible})"
+    else:
+        where = "no task GPU"
+    return (f"hcmrm scoring worker: {ref.name} v{ref.version} on {device}; {where}; task cpus {cpus}: "
+            f"{config.torch_threads} torch threads, {config.prepare_threads} prepare threads")
+
+
+def scoring_profile(conf: SparkConf) -> ResourceProfile | None:
+    """The scoring stage's task resources where executors have GPUs (`spark.executor.resource.gpu.amount`):
+    one GPU and the executor's cores per GPU, so the stage runs one task per GPU while the others keep a
+    task per core. None on CPU executors and in local mode (Spark schedules no resources there)."""
+    gpus = float(conf.get("spark.executor.resource.gpu.amount", "0") or 0)
+    if gpus <= 0 or conf.get("spark.master", "local").startswith("local"):
+        return None
+    cores = int(conf.get("spark.executor.cores", "1"))
+    builder = ResourceProfileBuilder().require(TaskResourceRequests().cpus(max(1, cores // int(gpus))).resource("gpu", 1))
+    if conf.get("spark.dynamicAllocation.enabled", "false") == "true":  # then Spark needs executors to start for it
+        script = conf.get("spark.executor.resource.gpu.discoveryScript", "")
+        vendor = conf.get("spark.executor.resource.gpu.vendor", "")
+        builder.require(ExecutorResourceRequests().cores(cores).resource("gpu", int(gpus), script, vendor))
+    return builder.build
 
 
 # --- one Arrow batch of ads -> one Arrow batch of pairs ------------------------------------------
@@ -200,4 +276,5 @@ def score_ads(ad_rows: DataFrame, ref: ModelRef, config: ScoringConfig, device: 
             scorer = scorer or worker_scorer(ref, config, device)
             yield score_batch(batch, scorer, require_text)
 
-    return ad_rows.mapInArrow(score_partition, output_schema(ad_rows.schema))
+    profile = scoring_profile(ad_rows.sparkSession.sparkContext.getConf())
+    return ad_rows.mapInArrow(score_partition, output_schema(ad_rows.schema), profile=profile)

@@ -132,7 +132,9 @@ def test_prepare_threads_give_the_same_scores_as_preparing_in_line(text_attentio
         assert (a.ad_id, a.reason) == (b.ad_id, b.reason)
         if a.probs is not None:
             np.testing.assert_array_equal(a.probs, b.probs)
-    assert vars(inline.counters) == vars(threaded.counters) and threaded.counters.ads_rejected == 1
+    counts = [{k: v for k, v in vars(s.counters).items() if k != "host_seconds"} for s in (inline, threaded)]
+    assert counts[0] == counts[1] and threaded.counters.ads_rejected == 1
+    assert inline.counters.host_seconds > 0  # in line, the device waits for all of the host's work
     assert decoded_on and all(name.startswith("hcmrm-prepare") for name in decoded_on)
 
 

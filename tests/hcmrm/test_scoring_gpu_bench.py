@@ -24,5 +24,7 @@ def test_bench_gpu_runs_on_cpu_without_pyspark():
         assert all(rate > 0 for rate in cell["pairs_per_s"].values()) and cell["prepare_only_pairs_per_s"] > 0
         assert all(0 < mfu < 1 for mfu in cell["mfu"].values())
         assert set(cell["over_prepare_threads_0"]) == {"2"}
+        waits = cell["device_waits_on_host"]
+        assert 0 < waits["0"] <= 1 and 0 <= waits["2"] <= 1  # in line, the device always waits on the host
         if mode == "cached":
             assert cell["gflop_per_pair"] < cells[(text_len, frames, "full")]["gflop_per_pair"]

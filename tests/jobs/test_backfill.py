@@ -9,7 +9,7 @@ import pytest
 
 from hcmrm.config import load
 from jobs.backfill import CONF_FILE, BackfillConfig, DaySeen, plan, summary
-from jobs.score import DateResult
+from jobs.scoring_plan import DateResult
 from tests.jobs.test_score import DAY1, DAY2, job_args, make_settings, read, register_tiny_model, write_lake
 
 DAY3 = "2024-09-12"  # no pairs in the lake that day
@@ -67,7 +67,8 @@ def test_summary_has_one_line_per_date_and_the_totals():
 def test_a_date_another_score_holds_is_skipped_with_its_reason_not_retried_and_a_conflict_is_retried(monkeypatch):
     from hcmrm.errors import ClaimLost, ConcurrentWriteError
     from jobs import backfill
-    from jobs.score import ModelRef, ScoreJobConfig
+    from jobs.scoring_config import ScoreJobConfig
+    from udfs.score import ModelRef
 
     model = ModelRef("hcmrm", "2", "r", "/m", None, "/m")
     outcomes = {DAY1: [ClaimLost(f"another score of {DAY1} is running: MLflow run abc (host h, pid 1); this run "

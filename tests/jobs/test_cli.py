@@ -39,6 +39,15 @@ def test_unknown_spark_setting_syntax_is_refused():
         spark_conf_overrides(["spark.a"])
 
 
+def test_the_driver_jvm_logs_nothing_by_default_warn_with_debug_and_the_environment_wins(monkeypatch):
+    from jobs.common import SPARK_LOG_LEVEL, spark_log_level
+
+    monkeypatch.delenv(SPARK_LOG_LEVEL, raising=False)
+    assert (spark_log_level(Namespace()), spark_log_level(Namespace(debug=True))) == ("OFF", "WARN")
+    monkeypatch.setenv(SPARK_LOG_LEVEL, "info")
+    assert spark_log_level(Namespace(debug=True)) == "INFO"
+
+
 # --- how a command fails: one line on stderr, an exit code per class ----------------------------
 
 

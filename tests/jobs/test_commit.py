@@ -24,7 +24,7 @@ def log_rows(spark, rows):
 def texts(spark, run_id):
     from jobs.tables import spark_schema
 
-    return spark.createDataFrame([("v1", "d1", f"text of {run_id}", "{}", "test", run_id)], spark_schema(VIDEO_TEXTS))
+    return spark.createDataFrame([("v1", "d1", f"text of {run_id}", "{}", "test", run_id, None, None)], spark_schema(VIDEO_TEXTS))
 
 
 def committed(spark, log_path):

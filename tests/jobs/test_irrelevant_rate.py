@@ -36,7 +36,7 @@ def args(settings, **extra):
                   model_name=settings.model_name, spark_profile="test", conf=[], date=None, start=None, end=None,
                   sql=None)
     values.update(extra)
-    from jobs.score import CONF_FILE
+    from jobs.scoring_config import CONF_FILE
 
     return Namespace(job_config=CONF_FILE, **values)
 

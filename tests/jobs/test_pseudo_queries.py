@@ -1,5 +1,6 @@
 """The pseudo-queries job: its transforms on small frames, then the whole job on a temp lake."""
 
+import hashlib
 import io
 import json
 import math
@@ -121,9 +122,19 @@ def test_pretrain_results_split_into_pairs_and_rejects(spark, videos):
     # Every video with a usable key has its text, rejected for pre-training or not (v3: no text at all).
     recipe = describe(TextSettings(), None)
     texts = [(v, d, build_video_text(t, o, a), json.dumps(recipe, sort_keys=True, ensure_ascii=False),
-              fingerprint(recipe), None) for v, t, o, a, _, d in VIDEOS if v is not None and t != VIDEOS[2][1]]
+              fingerprint(recipe), None, content_digest(build_video_text(t, o, a), f), None)
+             for v, t, o, a, f, d in VIDEOS if v is not None and t != VIDEOS[2][1]]
     assertDataFrameEqual(job.video_texts_of(results, recipe), spark.createDataFrame(texts, spark_schema(VIDEO_TEXTS_TABLE)))
     results.unpersist()
+
+
+def content_digest(text: str, frames) -> str:
+    """udfs.score.content_fingerprint as written in its docstring: the key scoring's carry-over reads."""
+    def sha(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+    parts = ",".join("null" if f is None else sha(f) for f in frames or [])
+    return sha(f"{sha(text.encode())}|{parts}".encode())
 
 
 def test_labeled_rows_get_their_text_as_video_texts_are_built(tmp_path):

@@ -61,8 +61,9 @@ def write_lake(spark, settings, pairs=PAIRS, videos=VIDEOS, texts=TEXTS):
         "video_id string, title string, ocr_text string, asr_text string, frames array<binary>, dt string",
     )
     overwrite_table(videos, settings.table("videos"), "dt")
-    texts = [(v, "2024-09-01", t, "{}", "test", None) for v, t in texts.items()]
-    texts.append(("v1", "2024-08-01", "an older date's text of v1", "{}", "test", None))  # not v1's dt in videos
+    # No content_fingerprint, as in a table written before pseudo-queries wrote one: scoring hashes the frames.
+    texts = [(v, "2024-09-01", t, "{}", "test", None, None, None) for v, t in texts.items()]
+    texts.append(("v1", "2024-08-01", "an older date's text of v1", "{}", "test", None, None, None))  # not v1's dt
     overwrite_table(spark.createDataFrame(texts, spark_schema(VIDEO_TEXTS)), settings.table(VIDEO_TEXTS.name), "dt")
     overwrite_table(spark.createDataFrame(ADS, "ad_id string, video_id string, advertiser string, industry string"),
                     settings.table("ads"))
@@ -97,7 +98,7 @@ def job_args(settings, **extra) -> Namespace:
                   device="cpu", job_config=None)
     values.update(extra)
     if values["job_config"] is None:
-        from jobs.score import CONF_FILE
+        from jobs.scoring_config import CONF_FILE
 
         values["job_config"] = CONF_FILE
     return Namespace(**values)
@@ -236,7 +237,7 @@ def test_model_version_flag_picks_a_version_that_is_not_champion(spark, scored, 
 def test_score_yaml_holds_the_defaults_and_the_device_flag_wins():
     from hcmrm.config import load
     from hcmrm.scoring import ScoringConfig
-    from jobs.score import CONF_FILE, ScoreJobConfig
+    from jobs.scoring_config import CONF_FILE, ScoreJobConfig
 
     assert load(ScoreJobConfig, CONF_FILE) == ScoreJobConfig()
     flagged = load(ScoreJobConfig, CONF_FILE, {"device": "cpu", "engine.pairs_per_batch": 64})
@@ -246,7 +247,7 @@ def test_score_yaml_holds_the_defaults_and_the_device_flag_wins():
 def test_validate_pairs_gives_each_bad_row_its_reason(spark):
     from pyspark.testing import assertDataFrameEqual
 
-    from jobs.score import validate_pairs
+    from jobs.scoring_plan import validate_pairs
 
     pairs = spark.createDataFrame(
         [("q", "a1", 1), ("q", "a1", 5), (None, "a1", 1), ("\u3000", "a1", 1), ("q", None, 1), ("q", "a9", 1),
@@ -272,14 +273,15 @@ def test_validate_pairs_gives_each_bad_row_its_reason(spark):
 def test_ad_major_gives_one_row_per_ad_with_its_queries_and_frames(spark):
     from pyspark.sql import functions as F
 
-    from jobs.score import ad_major, video_content
+    from jobs.scoring_plan import ad_major, video_content
 
     valid = spark.createDataFrame([("q1", "a1", "v1", "s"), ("q2", "a1", "v1", "s"), ("q3", "a2", "v1", "t")],
                                   "query string, ad_id string, video_id string, advertiser string")
     videos = spark.createDataFrame([("v1", "d1", [b"x"]), ("v9", "d1", [b"y"])],
                                    "video_id string, dt string, frames array<binary>")
-    texts = spark.createDataFrame([("v1", "d1", "视频文本"), ("v9", "d1", "别的")], "video_id string, dt string, video_text string")
-    rows = ad_major(valid, video_content(valid, videos, texts), ["query"], ["advertiser"]).select(
+    keyed = spark.createDataFrame([("v1", "d1", "视频文本", "fp1"), ("v9", "d1", "别的", "fp9")],
+                                  "video_id string, dt string, video_text string, ad_fingerprint string")
+    rows = ad_major(valid, video_content(valid, videos, keyed, ["d1"]), ["query"], ["advertiser"]).select(
         "ad_id", "advertiser", F.array_sort(F.col("pairs.query")).alias("queries"), "video_text", "frames"
     ).orderBy("ad_id").collect()
     assert [(r.ad_id, r.advertiser, r.queries, r.video_text, r.frames) for r in rows] == [
@@ -289,13 +291,14 @@ def test_ad_major_gives_one_row_per_ad_with_its_queries_and_frames(spark):
 def test_ad_major_cuts_a_hot_ad_into_rows_of_at_most_pairs_per_row_each_with_the_frames(spark):
     from pyspark.sql import functions as F
 
-    from jobs.score import ad_major, video_content
+    from jobs.scoring_plan import ad_major, video_content
 
     valid = spark.createDataFrame([(f"q{i}", "hot", "v1") for i in range(5)] + [("q0", "cold", "v1")],
                                   "query string, ad_id string, video_id string")
     videos = spark.createDataFrame([("v1", "d1", [b"x"])], "video_id string, dt string, frames array<binary>")
-    texts = spark.createDataFrame([("v1", "d1", "视频文本")], "video_id string, dt string, video_text string")
-    rows = ad_major(valid, video_content(valid, videos, texts), ["query"], [], pairs_per_row=2).select(
+    keyed = spark.createDataFrame([("v1", "d1", "视频文本", "fp1")],
+                                  "video_id string, dt string, video_text string, ad_fingerprint string")
+    rows = ad_major(valid, video_content(valid, videos, keyed, ["d1"]), ["query"], [], pairs_per_row=2).select(
         "ad_id", F.col("pairs.query").alias("queries"), "frames").collect()
     hot = [r for r in rows if r.ad_id == "hot"]
     assert sorted(len(r.queries) for r in hot) == [1, 2, 2] and all(r.frames == [b"x"] for r in hot)
@@ -305,13 +308,14 @@ def test_ad_major_cuts_a_hot_ad_into_rows_of_at_most_pairs_per_row_each_with_the
 
 def test_a_day_cut_into_one_pair_per_row_scores_the_same_with_one_vision_encode_per_row(spark, scored, tmp_path):
     from jobs import score
+    from jobs.scoring_config import CONF_FILE
 
     _, _, _, whole = scored
     settings = make_settings(tmp_path)
     write_lake(spark, settings)
     register_tiny_model(settings, tmp_path)
     conf = tmp_path / "score.yaml"
-    conf.write_text(score.CONF_FILE.read_text().replace("pairs_per_row: 4096", "pairs_per_row: 1"))
+    conf.write_text(CONF_FILE.read_text().replace("pairs_per_row: 4096", "pairs_per_row: 1"))
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         assert score.run(job_args(settings, date=DAY1, job_config=conf)) == 0
@@ -326,6 +330,6 @@ def test_a_day_cut_into_one_pair_per_row_scores_the_same_with_one_vision_encode_
 
 
 def F_code(column):
-    from jobs.score import reason_code
+    from jobs.tables import reason_code
 
     return reason_code(column).alias(column)

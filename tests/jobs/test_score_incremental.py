@@ -96,27 +96,87 @@ def test_a_changed_frame_or_text_or_another_model_version_is_scored_again(spark,
     assert carried_pairs == 0 and {r.model_version for r in by_other.values()} == {other}
 
 
-def test_a_day_with_earlier_scores_hashes_each_needed_video_once(spark, lake, monkeypatch):
-    """The fingerprint keys the lookup of earlier scores (its misses and carried rows) and goes into the
-    engine's rows; the frames behind it are hashed once a day, not once per use."""
+def counting_content_fingerprint(spark, monkeypatch):
+    """An accumulator of the job's frame hashing: scoring_plan.content_fingerprint, each evaluation counted."""
     from pyspark.sql import functions as F
 
-    from jobs import score
-    from udfs.score import ad_fingerprint
+    from jobs import scoring_plan
+    from udfs.score import content_fingerprint
 
-    settings, _ = lake
-    pairs, ads, videos, texts, _ = score.read_inputs(spark, settings, DAY2)
-    valid = score.validate_pairs(pairs, ads, videos, texts).where(F.col("reason").isNull())
-    needed = score.video_content(valid, videos, texts).count()
     hashed = spark.sparkContext.accumulator(0)
 
-    def counted(video_text, frames, salt):  # the job's fingerprint, each evaluation counted
+    def counted(video_text, frames):
         def seen(fingerprint):
             hashed.add(1)
             return fingerprint
-        return F.udf(seen, "string")(ad_fingerprint(video_text, frames, salt))
+        return F.udf(seen, "string")(content_fingerprint(video_text, frames))
 
-    monkeypatch.setattr(score, "ad_fingerprint", counted)
+    monkeypatch.setattr(scoring_plan, "content_fingerprint", counted)
+    return hashed
+
+
+def fingerprints_upstream(spark, settings):
+    """video_texts as pseudo-queries writes them: each text with its video's content fingerprint and the Delta
+    version of `videos` they were computed from."""
+    from pyspark.sql import functions as F
+
+    from hcmrm.tables import VIDEO_TEXTS
+    from jobs.tables import overwrite_table, read_table, table_version
+    from udfs.score import content_fingerprint
+
+    version = table_version(spark, settings.table("videos"))
+    frames = read_table(spark, settings.table("videos"), version).select("video_id", "dt", "frames")
+    texts = read_table(spark, settings.table(VIDEO_TEXTS.name)).drop("content_fingerprint", "videos_version")
+    rows = (texts.join(frames, ["video_id", "dt"], "left")
+            .withColumn("content_fingerprint", content_fingerprint(F.col("video_text"), F.col("frames")))
+            .withColumn("videos_version", F.lit(version).cast("long")).select(*VIDEO_TEXTS.columns))
+    overwrite_table(rows.localCheckpoint(), settings.table(VIDEO_TEXTS.name), "dt")
+
+
+def test_with_the_fingerprints_of_pseudo_queries_no_frame_is_hashed_and_the_rows_are_a_full_rescores(
+        spark, lake, monkeypatch):
+    settings, _ = lake
+    write_lake(spark, settings, {DAY1: PAIRS[DAY1], DAY2: DAY2_PAIRS})
+    fingerprints_upstream(spark, settings)
+    full, full_rejects, _ = score_day2(spark, settings, full_rescore=True)
+    hashed = counting_content_fingerprint(spark, monkeypatch)
+    carried, rejects, carried_pairs = score_day2(spark, settings)
+    assert hashed.value == 0 and carried_pairs == len(REPEATED)  # DAY1's fingerprints, hashed then, match
+    assert_same_rows(carried, full)
+    assert rejects == full_rejects
+
+
+def test_a_video_dt_changed_since_pseudo_queries_ran_is_hashed_again_not_trusted(spark, lake, monkeypatch):
+    from jobs.tables import overwrite_table
+
+    settings, _ = lake
+    write_lake(spark, settings, {DAY1: PAIRS[DAY1], DAY2: DAY2_PAIRS})
+    fingerprints_upstream(spark, settings)
+    # v2's frame replaced after video_texts were built (pseudo-queries not run again): its fingerprint is stale.
+    changed = [(v, *rest[:-1], [png((0, 250, 0))], "2024-09-01") if v == "v2" else (v, *rest, "2024-09-01")
+               for v, *rest in VIDEOS]
+    overwrite_table(spark.createDataFrame(changed, "video_id string, title string, ocr_text string, "
+                                                   "asr_text string, frames array<binary>, dt string"),
+                    settings.table("videos"), "dt")
+    hashed = counting_content_fingerprint(spark, monkeypatch)
+    _, _, carried_pairs = score_day2(spark, settings)
+    assert hashed.value > 0  # the dt's fingerprints are not trusted: its videos' frames are hashed
+    assert carried_pairs == 2  # (连衣裙, a1) and (英语, a3); a2's two pairs are scored again
+
+
+def test_a_day_with_earlier_scores_hashes_each_needed_video_once(spark, lake, monkeypatch):
+    """With no fingerprints in video_texts (a table written before), the frames are hashed here: once a day
+    for each needed video, not once per use (the lookup's misses and carried rows, the engine's rows)."""
+    from pyspark.sql import functions as F
+
+    from jobs import scoring_plan as plan
+
+    settings, _ = lake
+    write_lake(spark, settings, {DAY1: PAIRS[DAY1], DAY2: DAY2_PAIRS})
+    pairs, ads, videos, texts, _ = plan.read_inputs(spark, settings, DAY2)
+    valid = plan.validate_pairs(pairs, ads, videos, texts).where(F.col("reason").isNull())
+    needed = plan.video_texts_keyed(spark, settings, valid, videos, texts, plan.needed_dates(valid, videos)).count()
+    hashed = counting_content_fingerprint(spark, monkeypatch)
     _, _, carried_pairs = score_day2(spark, settings)
     assert carried_pairs > 0 and needed > 0
     assert hashed.value == needed

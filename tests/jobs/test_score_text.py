@@ -21,7 +21,7 @@ def test_the_spark_pattern_blanks_exactly_what_normalize_text_blanks(spark):
 
 
 def test_a_query_of_only_zero_width_spaces_is_rejected_as_empty_query(spark):
-    from jobs.score import validate_pairs
+    from jobs.scoring_plan import validate_pairs
 
     pairs = spark.createDataFrame([("2024-09-10", "\u200b\u200b", "a1", 1), ("2024-09-10", "\ufeff\x07", "a1", 1),
                                    ("2024-09-10", "手机\u200b", "a1", 1)],

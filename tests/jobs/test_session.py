@@ -12,10 +12,14 @@ def test_test_profile_extends_local_and_overrides_keys():
     assert profile["conf"]["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
 
 
-def test_gpu_profile_asks_for_one_gpu_per_task_and_leaves_master_to_spark_submit():
+def test_gpu_profile_gives_executors_a_gpu_and_leaves_tasks_and_arrow_batches_to_the_job():
     profile = session.load_profile("gpu")
     assert profile["master"] is None and profile["delta_jars"] is False
-    assert profile["conf"]["spark.task.resource.gpu.amount"] == "1"
+    conf = profile["conf"]
+    assert conf["spark.executor.resource.gpu.amount"] == "1" and conf["spark.executor.memoryOverhead"] == "6g"
+    # the scoring stage asks for the GPU itself (udfs.score.scoring_profile); the job bounds its batches
+    assert not {"spark.task.resource.gpu.amount", "spark.task.cpus", session.ARROW_BATCH_ROWS} & conf.keys()
+    assert "spark.executor.pyspark.memory" not in conf  # an address-space cap, which CUDA exceeds at start
 
 
 def test_flags_win_over_the_profile():
@@ -40,21 +44,51 @@ def test_local_session_loads_delta_from_the_cache(spark):
     assert spark.conf.get("spark.jars", "").count(".jar") >= 1
 
 
-@pytest.mark.spark
-def test_arrow_batch_rows_applies_the_jobs_value_only_when_the_profile_and_flags_left_it_unset(spark):
-    key = session.ARROW_BATCH_ROWS
-    assert spark.conf.get(key, None) is None  # the test profile does not set it
-    with session.arrow_batch_rows(spark, 128):
-        assert spark.conf.get(key) == "128"
-    assert spark.conf.get(key, None) is None  # back to Spark's default afterwards
+def test_arrow_batches_are_bounded_by_rows_pairs_and_bytes():
+    assert session.ArrowBatches(rows=128).max_rows(pairs_per_row=4096) == 128
+    assert session.ArrowBatches(rows=128, pairs=64 * 4096).max_rows(pairs_per_row=4096) == 64
+    assert session.ArrowBatches(rows=128, pairs=10).max_rows(pairs_per_row=4096) == 1  # a hot row goes alone
+    with pytest.raises(ValueError, match="2 GiB"):
+        session.ArrowBatches(bytes=2**31)
+    with pytest.raises(ValueError, match="rows and pairs must be >= 1"):
+        session.ArrowBatches(rows=0)
 
-    spark.conf.set(key, "20000")  # as conf/spark/gpu.yaml or --conf set it
+
+@pytest.mark.spark
+def test_arrow_batches_apply_the_jobs_bounds_and_put_back_what_the_spark_conf_had(spark, caplog):
+    rows, size = session.ARROW_BATCH_ROWS, session.ARROW_BATCH_BYTES
+    assert spark.conf.get(rows, None) is None and spark.conf.get(size, None) is None  # the test profile sets neither
+    with session.arrow_batches(spark, session.ArrowBatches(rows=128, pairs=8192, bytes=2**24), pairs_per_row=4096):
+        assert (spark.conf.get(rows), spark.conf.get(size)) == ("2", str(2**24))
+    assert spark.conf.get(rows, None) is None and spark.conf.get(size, None) is None  # Spark's defaults again
+    assert not caplog.records
+
+    spark.conf.set(rows, "20000")  # as an old gpu.yaml, spark-defaults or --conf set it
     try:
-        with session.arrow_batch_rows(spark, 128):
-            assert spark.conf.get(key) == "20000"
-        assert spark.conf.get(key) == "20000"
+        with caplog.at_level("WARNING", logger="hcmrm.session"):
+            with session.arrow_batches(spark, session.ArrowBatches(rows=128)):
+                assert spark.conf.get(rows) == "128"  # the job's bound wins
+        assert spark.conf.get(rows) == "20000"
+        assert [r.getMessage() for r in caplog.records] == [
+            f"{rows}=20000 from the Spark conf is not used: the job's arrow_batch wins ({rows}=128)"]
     finally:
-        spark.conf.unset(key)
+        spark.conf.unset(rows)
+
+
+@pytest.mark.spark
+def test_arrow_batches_hold_no_more_bytes_than_the_bound_into_mapinarrow(spark):
+    # 12 rows of 1 MiB (a video's frames): a 3 MiB bound cuts them into batches of at most 3 rows.
+    rows = spark.range(12).selectExpr("id", "unhex(repeat('00', 1048576)) AS frames").repartition(1)
+
+    def batch_rows(batches):
+        import pyarrow as pa
+
+        for batch in batches:
+            yield pa.RecordBatch.from_pydict({"n": [batch.num_rows]})
+
+    with session.arrow_batches(spark, session.ArrowBatches(rows=100, bytes=3 * 2**20)):
+        sizes = [r.n for r in rows.mapInArrow(batch_rows, "n long").collect()]
+    assert sum(sizes) == 12 and max(sizes) <= 3
 
 
 def test_local_profiles_retry_a_failed_task():

@@ -106,6 +106,40 @@ def test_task_device_is_the_cpu_without_cuda():
             udf.task_device("cuda")
 
 
+def test_the_tasks_gpu_address_is_looked_up_among_the_gpus_cuda_makes_visible():
+    assert udf.cuda_ordinal("3", None) == 3  # nothing narrowed: torch numbers the GPUs as the host does
+    assert udf.cuda_ordinal("5", "3,5") == 1  # torch's cuda:1 is the host's GPU 5
+    assert udf.cuda_ordinal("GPU-8a1f", "GPU-77, GPU-8a1f") == 1  # addresses may be UUIDs
+    with pytest.raises(RuntimeError, match="CUDA_VISIBLE_DEVICES=3 hides"):
+        udf.cuda_ordinal("5", "3")
+
+
+def test_the_engine_threads_follow_the_tasks_cpus_unless_the_config_sets_them():
+    on_gpu = udf.worker_config(ScoringConfig(), "cuda", cpus=12)
+    assert (on_gpu.torch_threads, on_gpu.prepare_threads) == (12, 8)  # prepare threads capped at 8
+    on_cpu = udf.worker_config(ScoringConfig(), "cpu", cpus=1)
+    assert (on_cpu.torch_threads, on_cpu.prepare_threads) == (1, 0)  # a task per core: none spare
+    fixed = udf.worker_config(ScoringConfig(torch_threads=2, prepare_threads=3), "cuda", cpus=12)
+    assert (fixed.torch_threads, fixed.prepare_threads) == (2, 3)
+
+
+def test_only_executors_with_gpus_give_the_scoring_stage_a_resource_profile():
+    from pyspark import SparkConf
+
+    def conf(**values):
+        return SparkConf(loadDefaults=False).setAll([(k.replace("_", "."), v) for k, v in values.items()])
+
+    assert udf.scoring_profile(conf(spark_master="local[4]", spark_executor_resource_gpu_amount="1")) is None
+    assert udf.scoring_profile(conf(spark_master="yarn")) is None  # CPU executors: a task per core everywhere
+    gpus = conf(spark_master="yarn", spark_executor_resource_gpu_amount="2", spark_executor_cores="16")
+    profile = udf.scoring_profile(gpus)
+    task = {name: request.amount for name, request in profile.taskResources.items()}
+    assert task == {"cpus": 16 // 2, "gpu": 1.0} and profile.executorResources == {}
+    # With dynamic allocation, Spark has to start executors for the profile: it names their shape too.
+    dynamic = udf.scoring_profile(gpus.set("spark.dynamicAllocation.enabled", "true"))
+    assert {name: r.amount for name, r in dynamic.executorResources.items()} == {"cores": 16, "gpu": 2}
+
+
 def test_model_ref_prefers_the_unpacked_archive_and_fails_in_one_line_without_any(tmp_path, monkeypatch):
     from pyspark import SparkFiles
 
@@ -123,7 +157,7 @@ def test_model_ref_prefers_the_unpacked_archive_and_fails_in_one_line_without_an
 
 
 @pytest.mark.spark
-def test_ad_fingerprint_changes_with_the_text_a_frame_their_order_and_the_salt_only(spark):
+def test_an_ads_fingerprint_changes_with_the_text_a_frame_their_order_and_the_salt_only(spark):
     from pyspark.sql import functions as F
 
     red, blue = png((200, 0, 0)), png((0, 0, 200))
@@ -133,8 +167,9 @@ def test_ad_fingerprint_changes_with_the_text_a_frame_their_order_and_the_salt_o
          ("null text", None, []), ("empty text", "", None), ("null frame", "", [None])],
         "ad string, video_text string, frames array<binary>")
     got = {r.ad: (r.fp, r.salted) for r in ads.select(
-        "ad", udf.ad_fingerprint(F.col("video_text"), F.col("frames"), "").alias("fp"),
-        udf.ad_fingerprint(F.col("video_text"), F.col("frames"), "other settings").alias("salted")).collect()}
+        "ad", udf.ad_fingerprint(udf.content_fingerprint(F.col("video_text"), F.col("frames")), "").alias("fp"),
+        udf.ad_fingerprint(udf.content_fingerprint(F.col("video_text"), F.col("frames")), "other settings")
+        .alias("salted")).collect()}
     assert got["base"] == got["same"]
     assert len({got[k][0] for k in ("base", "text", "frame", "order", "null text", "null frame")}) == 6
     assert got["null text"] == got["empty text"]  # score_batch reads both as an ad with no text and no frames

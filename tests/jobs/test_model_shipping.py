@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.score import pack_folder, release_model
+from jobs.model_shipping import pack_folder, release_model
 from udfs.score import ModelRef
 
 
@@ -34,7 +34,7 @@ def test_release_model_removes_the_download_and_the_archive(tmp_path):
 @pytest.mark.spark
 def test_resolve_model_ships_an_archive_that_tasks_load_and_cleans_up(spark, settings, tmp_path):
     from hcmrm.scoring import ScoringConfig
-    from jobs.score import resolve_model, ship_model
+    from jobs.model_shipping import resolve_model, ship_model
     from tests.jobs.test_score import register_tiny_model
 
     register_tiny_model(settings, tmp_path)
@@ -54,7 +54,7 @@ def test_check_model_scores_the_canary_and_refuses_a_nan_model_without_spark(tmp
     from hcmrm.model.checkpoint import save_model
     from hcmrm.model.network import build_model
     from hcmrm.scoring import ScoringConfig
-    from jobs.score import canary_batch, check_model
+    from jobs.model_shipping import canary_batch, check_model
     from tests.hcmrm.test_scoring import save_nan_model
 
     assert any(ad.frames for ad in canary_batch()) and any(not ad.frames for ad in canary_batch())
