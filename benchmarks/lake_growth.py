@@ -114,7 +114,9 @@ def main() -> None:
     from hcmrm.settings import Settings
     from hcmrm.tracking.model_uri import champion_uri
     from hcmrm.tracking.store import use_experiment
-    from jobs.score import CONF_FILE, ScoreJobConfig, release_model, resolve_model, score_date, ship_model
+    from jobs.model_shipping import release_model, resolve_model, ship_model
+    from jobs.score import score_date
+    from jobs.scoring_config import CONF_FILE, ScoreJobConfig
     from jobs.session import arrow_batches, spark_session
 
     rng = random.Random(args.seed)
