@@ -183,7 +183,8 @@ def test_the_gpu_profile_gives_the_scoring_stage_alone_a_gpu_mapped_through_cuda
     # falls back to the CPU after choosing the task's GPU. The executor sees the GPU as CUDA device 7.
     command = submit_command(settings, DAY1, profile="gpu", device="auto") + [
         "--conf", "spark.executor.cores=2", "--conf", "spark.executorEnv.CUDA_VISIBLE_DEVICES=7",
-        "--conf", "spark.eventLog.enabled=true", "--conf", f"spark.eventLog.dir={events.as_uri()}"]
+        "--conf", "spark.eventLog.enabled=true", "--conf", f"spark.eventLog.dir={events.as_uri()}",
+        "--conf", "spark.eventLog.compress=false", "--conf", "spark.eventLog.rolling.enabled=false"]  # plain JSON
     assert "16 pairs = 8 scored + 8 rejected" in submit(settings, master, DAY1, command)
 
     profiles, stages = stage_profiles(events)
@@ -201,7 +202,9 @@ def test_the_gpu_profile_gives_the_scoring_stage_alone_a_gpu_mapped_through_cuda
 def stage_profiles(events: Path) -> tuple[dict, dict]:
     """From a Spark event log: {profile id: {resource: amount per task}}, {stage id: (profile id, RDD scopes)}."""
     profiles, stages = {}, {}
-    for line in next(events.iterdir()).read_text().splitlines():
+    logs = [p for p in events.rglob("*") if p.is_file() and not p.name.startswith(".")]  # not Hadoop's .crc
+    assert logs, f"no event log under {events}"
+    for line in (line for log in logs for line in log.read_text().splitlines()):
         event = json.loads(line)
         if event["Event"] == "SparkListenerResourceProfileAdded":
             profiles[event["Resource Profile Id"]] = {
