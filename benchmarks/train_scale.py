@@ -40,7 +40,8 @@ FILE_ROWS, GROUP_ROWS = 50_000, 5_000
 def texts_and_frames(framed: int = 64) -> tuple[list[tuple[str, str]], list[bytes]]:
     """(pseudo-query, context) pairs from the sample's videos, and small JPEG frames from its photos."""
     videos = pq.read_table(SAMPLE_DIR / "videos.parquet", columns=["title", "ocr_text", "frames"]).to_pylist()
-    pairs = [(v["title"][:8], f"{v['title']} {v['ocr_text'] or ''}".strip()) for v in videos if v["title"]]
+    pairs = [(v["title"].strip()[:8], f"{v['title']} {v['ocr_text'] or ''}".strip())
+             for v in videos if v["title"] and v["title"].strip()]  # the sample keeps blank titles on purpose
     frames = []
     for v in videos:
         for raw in (v["frames"] or [])[:1]:
@@ -148,7 +149,10 @@ def run_size(master: str, rows: int, steps: int, args, work: Path) -> dict:
     memory.done.set()
     memory.join()
     if job.returncode:
-        raise SystemExit(f"pretrain at {rows} rows exited {job.returncode}:\n{err[-3000:]}")
+        log = Path(tempfile.gettempdir()) / f"hcmrm-bench-train-{rows}.log"
+        log.write_text(out + err)
+        errors = [line for line in err.splitlines() if "Error" in line]
+        raise SystemExit(f"pretrain at {rows} rows exited {job.returncode} (its output: {log}):\n" + "\n".join(errors[-20:]))
     return {"rows": rows, **mlflow_figures(tracking, state), "driver_peak_mb": memory.driver / 2**20,
             "rank_peak_mb": [v / 2**20 for v in memory.ranks.values()]}
 

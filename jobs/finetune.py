@@ -18,6 +18,11 @@ A title [+ OCR/ASR] becomes the model's text as the pseudo-queries job builds `v
 function, same settings: --text-conf). Rows that cannot be used are counted and logged to the
 MLflow run (`rejects.json`), never silently dropped.
 
+The training pairs are staged once as Parquet under --out/input (jobs/labeled_input.py; a table by Spark's
+executors) and streamed from there by every rank, its own shards, through loader workers that tokenise and
+decode; the dev pairs are read whole. A rerun with the same --out and inputs reuses the staged files and
+resumes from the last checkpoint.
+
 Each epoch ends with an evaluation on dev (AUC with label >= 2, Spearman, accuracy, per-query
 NDCG), scored by the production engine (hcmrm.scoring.Scorer), as is the gate's. The model folder
 is logged to the MLflow run (experiment `hcmrm-finetune`) and registered as a new version of the
@@ -33,17 +38,14 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import sys
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
 from hcmrm.config import load, to_dict
 from hcmrm.settings import CONF_DIR, Settings
 from jobs.common import configure_logging, script_main, settings_from_args
-from hcmrm.tables import VIDEO_TEXTS
-from jobs.training import add_training_arguments, is_plain_file, launch, tracked_run, training_overrides
+from jobs.training import add_training_arguments, launch, tracked_run, training_overrides
 from jobs.pseudo_queries import CONF_FILE as TEXT_CONF
 
 COMMAND = "finetune"
@@ -86,105 +88,14 @@ def load_config(args: argparse.Namespace):
 # --- read ---------------------------------------------------------------------------------------
 
 
-def with_video_text(labeled, videos, video_texts):
-    """Pairs given by video_id get their video's `text` (from video_texts, as scoring reads it) and frames,
-    of the video's latest dt; a transform.
-
-    A pair whose video or text is unknown keeps a null text, and is rejected downstream with that reason.
-    """
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
-    if "title" in labeled.columns or "text" in labeled.columns or "video_id" not in labeled.columns:
-        return labeled
-    latest = Window.partitionBy("video_id").orderBy(F.col("dt").desc())
-    frames = ["frames"] if "frames" in videos.columns else []
-    newest = videos.withColumn("_n", F.row_number().over(latest)).where("_n = 1").select("video_id", "dt", *frames)
-    texts = video_texts.select("video_id", "dt", F.col("video_text").alias("text"))
-    return labeled.join(newest.join(texts, ["video_id", "dt"], "left").drop("dt"), "video_id", "left")
-
-
-def read_frame(path: str | None, args: argparse.Namespace, settings: Settings):
-    """One labeled source as pandas: a file directly, a Delta table through Spark."""
-    from hcmrm.train.labeled_data import read_records
-
-    path = path or settings.table("labeled_pairs")
-    if is_plain_file(path):
-        return read_records(path)
+def read_training_data(args: argparse.Namespace, settings: Settings, out: Path):
+    """The training pairs staged under `out`/input (one folder per torchrun rank), the dev pairs read whole."""
     from jobs.common import spark_from_args
-    from jobs.tables import is_delta_table, read_table
+    from jobs.labeled_input import training_data
 
-    spark = spark_from_args(args, settings, COMMAND)
-    if "://" not in path and not Path(path).exists():
-        raise SystemExit(f"no labeled pairs at {path}: run `hcmrm build-lake`, or pass --train FILE")
-    df = read_table(spark, path)
-    videos_path, texts_path = args.videos or settings.table("videos"), settings.table(VIDEO_TEXTS.name)
-    if "video_id" in df.columns and "title" not in df.columns and "text" not in df.columns:
-        if not (is_delta_table(spark, videos_path) or Path(videos_path).exists()):
-            raise SystemExit(f"{path} names videos by video_id but there is no videos table at {videos_path}")
-        if not is_delta_table(spark, texts_path):
-            raise SystemExit(f"{path} names videos by video_id but there is no {VIDEO_TEXTS.name} table at {texts_path}: "
-                             f"run `hcmrm pseudo-queries` first")
-        df = with_video_text(df, read_table(spark, videos_path), read_table(spark, texts_path))
-    return df.toPandas()
-
-
-def split_rows(frame, split: str, source: str, flag: str):
-    """The rows of `split` (every row when there is no split column); a filter that keeps none is named."""
-    from hcmrm.train.labeled_data import LabeledDataError
-
-    if "split" not in frame.columns:
-        return frame
-    rows = frame[frame["split"] == split]
-    if rows.empty:
-        found = sorted(str(v) for v in frame["split"].dropna().unique())[:10]
-        raise LabeledDataError(f"{source}: no rows of split {split!r} ({flag} {split}); its splits are {found}")
-    return rows
-
-
-def read_source(value: str | None, args: argparse.Namespace, settings: Settings, label_maps: dict):
-    """(rows as pandas, the source's label map or None, its name) of one `--train`/`--dev` value."""
-    from hcmrm.train.labeled_data import parse_source
-
-    path, label_map = parse_source(value, label_maps) if value else (None, None)
-    return read_frame(path, args, settings), label_map, path or settings.table("labeled_pairs")
-
-
-def read_labeled_sets(args: argparse.Namespace, settings: Settings):
-    """(train pairs, dev pairs, rejects) after validation (hcmrm.train.labeled_data), each --train source
-    through its label map (`NAME=PATH`, the training YAML's `label_maps`)."""
-    import pandas as pd
-
-    from hcmrm.train.labeled_data import concat, normalize
-    from jobs.common import spark_from_args
-    from jobs.pseudo_queries import labeled_texts
-
-    label_maps = load_config(args).label_maps
-    train_parts, dev_parts = [], []
-    for value in args.train or [None]:  # no --train: the lake's labeled_pairs, split train -> dev
-        frame, label_map, name = read_source(value, args, settings, label_maps)
-        train = split_rows(frame, args.train_split, name, "--train-split")
-        train_parts.append(normalize(train, source=name, label_map=label_map))
-        if args.dev is None and "split" in frame.columns:
-            dev = split_rows(frame, args.dev_split, name, "--dev-split")
-            dev_parts.append(normalize(dev, source=name, label_map=label_map))
-    if args.dev:
-        frame, label_map, name = read_source(args.dev, args, settings, label_maps)
-        dev_parts = [normalize(split_rows(frame, args.dev_split, name, "--dev-split"), source=name, label_map=label_map)]
-    train = concat(train_parts)
-    dev = concat(dev_parts) if dev_parts else None
-    if args.limit:
-        train.pairs = train.pairs.head(args.limit)
-    rejects = pd.concat([r.rejects.assign(set=name) for name, r in (("train", train), ("dev", dev)) if r is not None])
-
-    def texts(pairs):  # as video_texts are built; Spark only when an OCR/ASR row needs the lake's IDF
-        return labeled_texts(pairs, settings, lambda: spark_from_args(args, settings, COMMAND), args.text_conf)
-
-    train_pairs = texts(train.pairs)
-    dev_pairs = texts(dev.pairs) if dev is not None and len(dev.pairs) else None
-    if len(train_pairs) == 0:
-        raise SystemExit("no usable training pairs" + (f" ({len(rejects)} rejected)" if len(rejects) else ""))
-    return train_pairs, dev_pairs, rejects
+    rank = os.environ.get("RANK") if "WORLD_SIZE" in os.environ else None  # torchrun: each rank stages its own copy
+    folder = out / ("input" if rank is None else f"input-rank{rank}")
+    return training_data(args, settings, folder, lambda: spark_from_args(args, settings, COMMAND))
 
 
 def fingerprint(examples) -> str:
@@ -209,10 +120,13 @@ def _rejects_summary(rejects) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
+    out = Path(args.out or Path("runs") / "finetune").resolve()
+    data = read_training_data(args, settings, out)
     if (args.num_processes or 1) > 1 and "WORLD_SIZE" not in os.environ:
-        summary = run_distributor(args, settings)
+        overrides = {"out": str(out), "training_data": data, "num_processes": None}
+        summary = launch(args, settings, COMMAND, distributed_worker, overrides)
     else:
-        summary = train_and_register(args, settings)
+        summary = train_and_register(args, settings, data)
     if summary is not None:
         if summary.get("gate"):
             print(gate_line(summary["gate"]))
@@ -226,29 +140,15 @@ def gate_line(decision: dict) -> str:
     return f"gate: v{decision['candidate_version']} {verdict} ({decision['reason']})"
 
 
-def run_distributor(args: argparse.Namespace, settings: Settings) -> dict | None:
-    """Read and validate here, hand the pairs to N processes (Parquet in a temp folder), return rank 0's summary."""
-    train_pairs, dev_pairs, rejects = read_labeled_sets(args, settings)
-    folder = Path(tempfile.mkdtemp(prefix="hcmrm-finetune-"))
-    try:
-        overrides = {"train": [str(folder / "train.parquet")], "dev": None, "limit": None, "num_processes": None,
-                     "upstream_rejects": int(len(rejects))}
-        train_pairs.drop(columns=["split"], errors="ignore").to_parquet(overrides["train"][0])  # labels mapped
-        if dev_pairs is not None:
-            overrides["dev"] = str(folder / "dev.parquet")
-            dev_pairs.drop(columns=["split"], errors="ignore").to_parquet(overrides["dev"])
-        return launch(args, settings, COMMAND, distributed_worker, overrides)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 def distributed_worker(options: dict):
-    """One of the N processes TorchDistributor starts (RANK, WORLD_SIZE... are set)."""
+    """One of the N processes TorchDistributor starts (RANK, WORLD_SIZE... are set); the driver staged the data."""
     configure_logging()
-    return train_and_register(argparse.Namespace(**options), settings_from_args(argparse.Namespace(**options)))
+    data = options.pop("training_data")
+    args = argparse.Namespace(**options)
+    return train_and_register(args, settings_from_args(args), data)
 
 
-def train_and_register(args: argparse.Namespace, settings: Settings) -> dict | None:
+def train_and_register(args: argparse.Namespace, settings: Settings, data) -> dict | None:
     """Train (joining a process group when launched as several), then register and gate on the main process."""
     from hcmrm.train import distributed
     from hcmrm.tracking import gate
@@ -259,18 +159,18 @@ def train_and_register(args: argparse.Namespace, settings: Settings) -> dict | N
     config = load_config(args)
     device = distributed.pick_device(args.device)
     dist = distributed.init(device)
-    train_pairs, dev_pairs, rejects = read_labeled_sets(args, settings)
-    train = to_examples(train_pairs)
-    dev = to_examples(dev_pairs) if dev_pairs is not None else None
-    if len(rejects):
+    dev = to_examples(data.dev) if data.dev is not None else None
+    rejects = data.rejects
+    if len(rejects) and dist.is_main:
         log.warning("%d labeled rows rejected: %s", len(rejects), rejects["reason"].value_counts().to_dict())
-    rejected = int(len(rejects)) + int(getattr(args, "upstream_rejects", 0) or 0)
-    out = args.out or Path("runs") / "finetune"
+    rejected = int(len(rejects))
+    out = Path(args.out or Path("runs") / "finetune")
     data_id = fingerprint(dev) if dev else None
     params = {**to_dict(config), "init": args.init or "none",
               "data": {"train": ", ".join(args.train or [settings.table("labeled_pairs")]),
                        "dev": args.dev or f"split={args.dev_split}",
-                       "train_pairs": len(train), "dev_pairs": len(dev or []), "rejected": rejected,
+                       "train_pairs": data.train_rows, "train_shards": len(data.shards), "dev_pairs": len(dev or []),
+                       "rejected": rejected,
                        "dev_fingerprint": data_id or "none"},
               "processes": dist.world_size, "device": device.type}
     summary = None
@@ -278,7 +178,7 @@ def train_and_register(args: argparse.Namespace, settings: Settings) -> dict | N
         with tracked_run(settings, args.experiment or EXPERIMENT, f"finetune-{config.loss}", params, dist.is_main) as (
             mlrun, log_metrics
         ):
-            result = finetune(train, dev, config, out, init=args.init, settings=settings, log_metrics=log_metrics,
+            result = finetune(data.shards, dev, config, out, init=args.init, settings=settings, log_metrics=log_metrics,
                               progress=not args.no_progress, dist=dist, resume=not args.no_resume,
                               device=device)
             if dist.is_main:

@@ -326,10 +326,15 @@ def labeled_texts(pairs, settings: Settings, spark: Callable[[], SparkSession], 
     """
     from hcmrm.train.labeled_data import build_texts, needs_idf
 
+    return build_texts(pairs, *labeled_text_inputs(needs_idf(pairs), settings, spark, conf))
+
+
+def labeled_text_inputs(needs_idf: bool, settings: Settings, spark: Callable[[], SparkSession],
+                        conf: Path = CONF_FILE) -> tuple[Idf | None, TextSettings]:
+    """(IDF, text settings) that labeled rows' texts are built with; the lake's IDF is read only when `needs_idf`."""
     config = load(JobConfig, conf)
-    from_lake = needs_idf(pairs) and config.keywords.idf_source != "jieba"
-    idf = lake_idf(spark(), settings, config.keywords) if from_lake else None
-    return build_texts(pairs, idf, config.text_settings())
+    from_lake = needs_idf and config.keywords.idf_source != "jieba"
+    return (lake_idf(spark(), settings, config.keywords) if from_lake else None), config.text_settings()
 
 
 def build(spark: SparkSession, settings: Settings, input_path: str, dates: list[str] | None, config: JobConfig,

@@ -2,6 +2,10 @@
 
     examples = to_examples(build_texts(read_labeled("train.jsonl").pairs))
     result = finetune(examples, dev_examples, FinetuneConfig(), "runs/ft", init="runs/pt/model")
+    result = finetune(list_shards(["runs/ft/input/train"]), dev_examples, ...)   # staged rows, streamed
+
+Training examples are in memory, or shards of staged rows (`labeled_data.STAGED_COLUMNS`, as
+jobs/labeled_input.py writes them) streamed through loader workers that tokenise and decode (hcmrm.train.shards).
 
 The loss is the hierarchical softmax (default) or the BCE baseline; `init` starts from a
 pre-trained model folder, a checkpoint root, a models:/ URI or a model object, and the relevance
@@ -25,13 +29,14 @@ from hcmrm.config import override
 from hcmrm.labels import GRADE_NAMES
 from hcmrm.model.config import preset
 from hcmrm.train.distributed import DistInfo
-from hcmrm.train.labeled_data import check_label_map
+from hcmrm.train.labeled_data import STAGED_COLUMNS, check_label_map, labeled_example
 from hcmrm.model.losses import relevance_loss
 from hcmrm.train.metrics import POSITIVE_LABEL, Metrics, p_at_least, relevance_metrics
 from hcmrm.model.checkpoint import new_model
 from hcmrm.model.network import HCMRM
 from hcmrm.model.tokenizer import Tokenizer
-from hcmrm.train.loop import IndexedBatches, LoopConfig, LoopResult, latest_checkpoint, run_loop
+from hcmrm.train.loop import BatchSource, IndexedBatches, LoopConfig, LoopResult, latest_checkpoint, run_loop
+from hcmrm.train.shards import Shard, ShardBatches, StreamConfig
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +58,7 @@ class FinetuneConfig:
     gate_metric: str = "auc"  # dev metric the registry gate compares
     gate_min_delta: float = 0.0  # margin the candidate must beat the champion by
     num_threads: int = 0  # torch CPU threads (0 = torch's default)
+    stream: StreamConfig = field(default_factory=StreamConfig)  # loader workers and shuffling of staged shards
     freeze: list = field(default_factory=list)  # parameter-name prefixes kept fixed, e.g. ["embeddings.word"]
     # raw label -> the model's 0..3, per source scale; `--train NAME=PATH` reads PATH through NAME's map
     label_maps: dict = field(default_factory=lambda: {name: dict(m) for name, m in DEFAULT_LABEL_MAPS.items()})
@@ -178,7 +184,7 @@ class FinetuneResult:
 
 
 def finetune(
-    train: Sequence[LabeledExample],
+    train: Sequence[LabeledExample] | Sequence[Shard],
     dev: Sequence[LabeledExample] | None,
     config: FinetuneConfig,
     out_dir: str | Path | None = None,
@@ -190,18 +196,15 @@ def finetune(
     resume: bool = True,
     device: torch.device | None = None,
 ) -> FinetuneResult:
-    """Train on `train` on `device` (default the CPU), evaluate on `dev` after each epoch; saves
-    out_dir/model (+ checkpoints)."""
+    """Train on `train` (examples, or shards of staged rows) on `device` (default the CPU), evaluate on `dev`
+    after each epoch; saves out_dir/model (+ checkpoints)."""
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     dist = dist or DistInfo()
     model = initial_model(config, init, settings)
-    tokenizer = Tokenizer.from_config(model.config)
     out_dir = Path(out_dir) if out_dir else None
     history: list[dict] = []
-
-    def make_batch(indices, generator):
-        return collate_labeled([train[i] for i in indices], tokenizer, model.config)
+    device = torch.device(device or "cpu")
 
     def on_epoch_end(epoch: int, step: int) -> dict:
         if not dev:
@@ -215,7 +218,7 @@ def finetune(
     loop = run_loop(
         RelevanceStep(model),
         model,
-        IndexedBatches(len(train), make_batch, config.loop.batch_size, config.loop.seed, dist),
+        batch_source(train, model, config, dist, pin_memory=device.type == "cuda"),
         config.loop,
         checkpoint_dir=out_dir / "checkpoints" if out_dir else None,
         resume=resume,
@@ -240,6 +243,23 @@ def finetune(
         model_dir = out_dir / "model"
         save_model(model, model_dir)
     return FinetuneResult(model, metrics, history, loop, model_dir)
+
+
+def batch_source(train: Sequence[LabeledExample] | Sequence[Shard], model: HCMRM, config: FinetuneConfig,
+                 dist: DistInfo, pin_memory: bool = False) -> BatchSource:
+    """Batches of examples in memory, or of staged shards streamed through loader workers that collate them."""
+    tokenizer = Tokenizer.from_config(model.config)
+    if train and isinstance(train[0], Shard):
+        def collate(rows, generator):
+            return collate_labeled([labeled_example(r) for r in rows], tokenizer, model.config)
+
+        return ShardBatches(train, STAGED_COLUMNS, collate, config.stream, config.loop.batch_size, config.loop.seed,
+                            dist.rank, dist.world_size, pin_memory)
+
+    def make_batch(indices, generator):
+        return collate_labeled([train[i] for i in indices], tokenizer, model.config)
+
+    return IndexedBatches(len(train), make_batch, config.loop.batch_size, config.loop.seed, dist)
 
 
 def _short(metrics: dict) -> str:

@@ -259,6 +259,39 @@ def _column(pairs: pd.DataFrame, name: str):
     return pairs[name] if name in pairs.columns else [None] * len(pairs)
 
 
+# A staged training row (jobs/labeled_input.py writes them, the fine-tuning stream reads them): accepted rows
+# carry the model's text, the mapped label and the frames; rejected rows their `reason`, the raw label and no frames.
+STAGED_COLUMNS = ("query", "text", "label", "frames", "raw_label", "reason")
+
+
+def staged_rows(df: pd.DataFrame, source: str = "input", label_map: dict[int, int] | None = None, idf=None,
+                settings=None) -> pd.DataFrame:
+    """Raw labeled rows -> staged rows (STAGED_COLUMNS): `normalize`, then `build_texts` on the accepted ones."""
+    checked = normalize(df, source=source, label_map=label_map)
+    good = build_texts(checked.pairs, idf, settings) if len(checked.pairs) else checked.pairs
+    bad = checked.rejects
+    raw = next((c for c in LABEL_COLUMNS if c in bad.columns), None)
+    shown = "title" if "title" in bad.columns else "text"
+    accepted = pd.DataFrame({"query": good["query"], "text": good["text"],
+                             "label": pd.array(good["label"], dtype="Int64"),
+                             "frames": list(good["frames"]) if "frames" in good.columns else [None] * len(good)})
+    rejected = pd.DataFrame({"query": _strings(bad["query"]), "text": _strings(bad[shown]),
+                             "label": pd.array([None] * len(bad), dtype="Int64"), "frames": [None] * len(bad),
+                             "raw_label": _strings(bad[raw]) if raw else None, "reason": bad["reason"]})
+    return pd.concat([accepted.assign(raw_label=None, reason=None), rejected], ignore_index=True)[list(STAGED_COLUMNS)]
+
+
+def _strings(values) -> list:
+    return [None if v is None or (isinstance(v, float) and v != v) else str(v) for v in values]
+
+
+def labeled_example(row: dict):
+    """One streamed staged row -> a LabeledExample."""
+    from hcmrm.train.batching import LabeledExample
+
+    return LabeledExample(query=row["query"], text=row["text"], frames=_frames(row.get("frames")), label=int(row["label"]))
+
+
 def to_examples(pairs: pd.DataFrame) -> list:
     """LabeledExample per row (frames as encoded image bytes, or none: text-only)."""
     from hcmrm.train.batching import LabeledExample

@@ -89,18 +89,6 @@ def test_bce_from_a_pretrained_folder_without_registering(settings, capsys, tmp_
     assert out["model_version"] is None and out["metrics"]["n"] == 16  # the dev split of the same file
 
 
-def test_train_repeats_each_source_through_its_label_map_and_dev_takes_their_dev_rows(settings, tmp_path):
-    kuake = write_jsonl(tmp_path / "kuake.jsonl", rows("train") + rows("dev"))
-    v0 = write_jsonl(tmp_path / "v0.jsonl", [{"query": "茶叶", "title": f"茶叶{r}", "relevant": str(r), "split": split}
-                                             for r in (0, 1, 2, 3) for split in ("train", "dev")])
-    args = build_parser(job).parse_args(["--train", kuake, "--train", f"qbqtc={v0}", "--lake", settings.lake])
-    train, dev, rejects = job.read_labeled_sets(args, settings)
-    assert train["label"].tolist()[16:] == [0, 1, 3]  # after KUAKE's 16 train rows; QBQTC's 2 is Excellent
-    assert len(dev) == 16 + 3 and dev["label"].tolist()[16:] == [0, 1, 3]
-    assert rejects["set"].tolist() == ["train", "dev"]  # QBQTC has no grade 3: quarantined, with its reason
-    assert set(rejects["reason"]) == {"label 3 not in the source's label map [0, 1, 2]"}
-
-
 @pytest.mark.spark
 def test_lake_labeled_pairs_by_split(spark, settings, capsys, tmp_path):
     from jobs.tables import overwrite_table
@@ -110,25 +98,9 @@ def test_lake_labeled_pairs_by_split(spark, settings, capsys, tmp_path):
     overwrite_table(df, settings.table("labeled_pairs"))
     out = run_job(settings, capsys, tmp_path, "--out", str(tmp_path / "r"))
     assert out["metrics"]["n"] == 16 and out["gate"]["promote"]
-
-
-@pytest.mark.spark
-def test_pairs_by_video_id_take_the_text_scoring_reads_of_the_latest_video(spark):
-    from pyspark.testing import assertDataFrameEqual
-
-    labeled = spark.createDataFrame([("耳机", "v1", 3), ("耳机", "v2", 1), ("耳机", "v9", 0)],
-                                    "query string, video_id string, label int")
-    videos = spark.createDataFrame(
-        [("v1", "旧标题", [b"old"], "2024-08-01"), ("v1", "蓝牙耳机", [b"new"], "2024-09-01"), ("v2", "耳机盒", [], "2024-09-01")],
-        "video_id string, title string, frames array<binary>, dt string",
-    )
-    texts = spark.createDataFrame([("v1", "2024-08-01", "旧标题 字幕"), ("v1", "2024-09-01", "蓝牙耳机 降噪")],
-                                  "video_id string, dt string, video_text string")
-    expected = spark.createDataFrame(
-        [("v1", "耳机", 3, [b"new"], "蓝牙耳机 降噪"), ("v2", "耳机", 1, [], None), ("v9", "耳机", 0, None, None)],
-        "video_id string, query string, label int, frames array<binary>, text string",
-    )  # v2 has no text yet, v9 no video: both null, rejected downstream
-    assertDataFrameEqual(job.with_video_text(labeled, videos, texts), expected)
+    run = tracking.configure(settings).MlflowClient().get_run(out["run_id"])
+    assert run.data.params["data.train_pairs"] == "16"  # streamed from the staged files under --out/input
+    assert (tmp_path / "r" / "input" / "00" / "status=accepted").is_dir()
 
 
 @pytest.mark.spark
@@ -140,17 +112,3 @@ def test_two_processes_through_torch_distributor(spark, settings, capsys, tmp_pa
     assert out["model_version"] == "1" and out["metrics"]["n"] == 16
     run = tracking.configure(settings).MlflowClient().get_run(out["run_id"])
     assert run.data.params["processes"] == "2"
-
-
-def test_a_split_filter_that_keeps_no_row_is_named_with_its_flag():
-    import pandas as pd
-
-    from hcmrm.errors import InputDataError
-    from jobs.finetune import split_rows
-
-    frame = pd.DataFrame({"query": ["q", "r"], "split": ["train", "dev"]})
-    assert list(split_rows(frame, "dev", "labeled_pairs", "--dev-split")["query"]) == ["r"]
-    with pytest.raises(InputDataError, match=r"labeled_pairs: no rows of split 'valid' \(--dev-split valid\); its "
-                                             r"splits are \['dev', 'train'\]"):
-        split_rows(frame, "valid", "labeled_pairs", "--dev-split")
-    assert len(split_rows(frame.drop(columns="split"), "valid", "x", "--dev-split")) == 2  # no split column: all

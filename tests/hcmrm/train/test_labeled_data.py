@@ -135,3 +135,19 @@ def test_a_source_names_a_known_map_or_is_a_path(tmp_path):
         check_label_map("m", {0: 0, 1: 4})
     with pytest.raises(ValueError, match="non-empty mapping"):
         check_label_map("m", {})
+
+
+def test_staged_rows_keep_every_row_accepted_with_its_text_or_rejected_with_its_reason_and_raw_label():
+    from hcmrm.train.labeled_data import STAGED_COLUMNS, labeled_example, staged_rows
+
+    raw = pd.DataFrame({"query": ["耳机", "", "茶叶"], "title": ["蓝牙耳机", "空查询", "龙井"], "relevant": ["2", "1", "7"],
+                        "frames": [[b"jpeg"], None, None]})
+    rows = staged_rows(raw, "v0.json", label_map={0: 0, 1: 1, 2: 3})
+    assert list(rows.columns) == list(STAGED_COLUMNS) and len(rows) == 3
+    accepted = rows[rows["reason"].isna()].to_dict("records")
+    assert [(r["query"], r["label"], r["frames"]) for r in accepted] == [("耳机", 3, [b"jpeg"])]
+    example = labeled_example(accepted[0])
+    assert (example.text, example.label, example.frames) == (accepted[0]["text"], 3, [b"jpeg"]) and example.text
+    rejected = rows[rows["reason"].notna()]
+    assert rejected["raw_label"].tolist() == ["1", "7"] and rejected["label"].isna().all()
+    assert rejected["reason"].tolist()[0] == "empty query"
