@@ -196,14 +196,12 @@ def _staged_key(folder: Path) -> dict | None:
 
 
 def _staged_rejects(folder: Path, sources: int) -> pd.DataFrame:
-    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
 
     parts = [folder / f"{n:02d}" / "status=rejected" for n in range(sources)]
-    parts = [str(p) for p in parts if p.exists()]
     columns = ["query", "text", "raw_label", "reason"]
-    if not parts:
-        return pd.DataFrame(columns=columns)
-    return ds.dataset(parts, format="parquet").to_table(columns=columns).to_pandas()
+    frames = [pq.read_table(p, columns=columns).to_pandas() for p in parts if p.exists()]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
 # --- reading whole: the dev set, a table's rows -------------------------------------------------

@@ -68,17 +68,15 @@ def test_a_source_with_no_usable_row_stops_with_one_line(settings, tmp_path):
 
 @pytest.mark.spark
 def test_a_table_is_staged_by_spark_and_only_its_dev_rows_reach_the_driver(spark, settings, tmp_path, monkeypatch):
-    from pyspark.sql import DataFrame
-
     from jobs.tables import overwrite_table
 
     table = [(r["query"], r["title"], r["label"], r["split"]) for r in rows("train") + rows("dev")]
     table.append(("", "空查询", 1, "train"))
     overwrite_table(spark.createDataFrame(table, "query string, title string, label int, split string"),
                     settings.table("labeled_pairs"))
-    collected = []
-    to_pandas = DataFrame.toPandas
-    monkeypatch.setattr(DataFrame, "toPandas", lambda df: collected.append(to_pandas(df)) or collected[-1])
+    collected, frame_type = [], type(spark.range(1))  # Spark 4: the classic DataFrame implementation
+    to_pandas = frame_type.toPandas
+    monkeypatch.setattr(frame_type, "toPandas", lambda df: collected.append(to_pandas(df)) or collected[-1])
     args = build_parser(finetune).parse_args(["--lake", settings.lake])
     data = training_data(args, settings, tmp_path / "input", lambda: spark)
 
