@@ -104,7 +104,7 @@ def write_video_texts(spark, settings, texts: list[tuple]) -> None:
                     F.lit("bench").alias("text_fingerprint"), F.lit(None).cast("string").alias("pseudo_query_run_id"),
                     content_fingerprint(F.col("video_text"), F.col("frames")).alias("content_fingerprint"),
                     F.lit(version).cast("long").alias("videos_version")))
-    assert rows.columns == VIDEO_TEXTS.columns
+    assert tuple(rows.columns) == VIDEO_TEXTS.columns
     overwrite_table(rows, settings.table(VIDEO_TEXTS.name), "dt")
 
 

@@ -45,7 +45,7 @@ from pathlib import Path
 from hcmrm.config import load, to_dict
 from hcmrm.settings import CONF_DIR, Settings
 from jobs.common import configure_logging, script_main, settings_from_args
-from jobs.training import add_training_arguments, launch, tracked_run, training_overrides
+from jobs.training import add_training_arguments, launch, tracked_run, training_overrides, with_loader_start
 from jobs.pseudo_queries import CONF_FILE as TEXT_CONF
 
 COMMAND = "finetune"
@@ -156,7 +156,7 @@ def train_and_register(args: argparse.Namespace, settings: Settings, data) -> di
     from hcmrm.train.finetune import evaluate, finetune
     from hcmrm.train.labeled_data import to_examples
 
-    config = load_config(args)
+    config = with_loader_start(load_config(args))
     device = distributed.pick_device(args.device)
     dist = distributed.init(device)
     dev = to_examples(data.dev) if data.dev is not None else None

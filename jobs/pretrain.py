@@ -30,7 +30,8 @@ from hcmrm.config import load, to_dict
 from hcmrm.settings import CONF_DIR, Settings
 from jobs.common import script_main, settings_from_args
 from jobs.corpus import Corpus, delta_corpus, plain_corpus
-from jobs.training import add_training_arguments, is_plain_file, launch, tracked_run, training_overrides
+from jobs.training import (add_training_arguments, is_plain_file, launch, tracked_run, training_overrides,
+                           with_loader_start)
 
 COMMAND = "pretrain"
 HELP = "pre-train HCMRM (ITC + ITM + MLM + PQVM) on pretrain_pairs, tracked in MLflow"
@@ -127,7 +128,7 @@ def pretrain_and_log(args: argparse.Namespace, settings: Settings, corpus: Corpu
     from hcmrm.train.pretrain import pretrain
     from hcmrm.tracking.registry import log_model_dir
 
-    config = load_config(args)
+    config = with_loader_start(load_config(args))
     device = distributed.pick_device(args.device)
     dist = distributed.init(device)
     out = Path(args.out or Path("runs") / "pretrain")

@@ -88,6 +88,21 @@ def tracked_run(settings: Settings, experiment: str, run_name: str, params: dict
         yield run, log_metrics
 
 
+def with_loader_start(config):
+    """The training config with its loader workers started from a fork server when a Spark session is live
+    in this process: a plain fork would copy py4j's connections, and the child's finalizers shut sockets
+    that the driver still uses (py4j then logs and reconnects, and a command in flight can fail)."""
+    import dataclasses
+    import multiprocessing
+    import sys
+
+    spark = sys.modules.get("pyspark")
+    if spark is None or spark.SparkContext._active_spark_context is None or config.stream.workers == 0:
+        return config
+    multiprocessing.set_forkserver_preload(["hcmrm.train.shards"])  # workers fork with torch imported
+    return dataclasses.replace(config, stream=dataclasses.replace(config.stream, start_method="forkserver"))
+
+
 def gpus_granted(conf, local: bool, device: str) -> bool:
     """Whether the training processes get GPUs: Spark grants them to the driver (local mode) or to each task."""
     key = "spark.driver.resource.gpu.amount" if local else "spark.task.resource.gpu.amount"

@@ -245,15 +245,23 @@ def finetune(
     return FinetuneResult(model, metrics, history, loop, model_dir)
 
 
+@dataclass
+class RowCollate:
+    """Streamed staged rows -> a labeled batch; a class, so that it pickles to loader workers."""
+
+    tokenizer: Tokenizer
+    config: object  # the model's HCMRMConfig
+
+    def __call__(self, rows: list[dict], generator: torch.Generator):
+        return collate_labeled([labeled_example(r) for r in rows], self.tokenizer, self.config)
+
+
 def batch_source(train: Sequence[LabeledExample] | Sequence[Shard], model: HCMRM, config: FinetuneConfig,
                  dist: DistInfo, pin_memory: bool = False) -> BatchSource:
     """Batches of examples in memory, or of staged shards streamed through loader workers that collate them."""
     tokenizer = Tokenizer.from_config(model.config)
     if train and isinstance(train[0], Shard):
-        def collate(rows, generator):
-            return collate_labeled([labeled_example(r) for r in rows], tokenizer, model.config)
-
-        return ShardBatches(train, STAGED_COLUMNS, collate, config.stream, config.loop.batch_size, config.loop.seed,
+        return ShardBatches(train, STAGED_COLUMNS, RowCollate(tokenizer, model.config), config.stream, config.loop.batch_size, config.loop.seed,
                             dist.rank, dist.world_size, pin_memory)
 
     def make_batch(indices, generator):

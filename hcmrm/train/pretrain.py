@@ -135,15 +135,23 @@ def pretrain(
     return PretrainResult(model, loop, model_dir)
 
 
+@dataclass
+class RowCollate:
+    """Streamed `pretrain_pairs` rows -> a masked batch; a class, so that it pickles to loader workers."""
+
+    tokenizer: Tokenizer
+    config: object  # the model's HCMRMConfig
+
+    def __call__(self, rows: list[dict], generator: torch.Generator):
+        return collate_pretrain([example_from_row(r) for r in rows], self.tokenizer, self.config, generator)
+
+
 def batch_source(data: Sequence[PretrainExample] | Sequence[Shard], model: HCMRM, config: PretrainConfig,
                  dist: DistInfo, pin_memory: bool = False) -> BatchSource:
     """Batches of examples in memory, or of shards streamed through loader workers that collate them."""
     tokenizer = Tokenizer.from_config(model.config)
     if data and isinstance(data[0], Shard):
-        def collate(rows, generator):
-            return collate_pretrain([example_from_row(r) for r in rows], tokenizer, model.config, generator)
-
-        return ShardBatches(data, COLUMNS, collate, config.stream, config.loop.batch_size, config.loop.seed,
+        return ShardBatches(data, COLUMNS, RowCollate(tokenizer, model.config), config.stream, config.loop.batch_size, config.loop.seed,
                             dist.rank, dist.world_size, pin_memory)
 
     def make_batch(indices, generator):

@@ -290,14 +290,19 @@ class _RowReader:
 
 def epoch_batches(plan: StreamPlan, epoch: int, columns: Sequence[str],
                   collate: Callable[[list[dict], torch.Generator], object], skip: int = 0,
-                  pin_memory: bool = False, prefetch: int = 2) -> Iterator[object]:
-    """The rank's batches of `epoch` from batch `skip` to the epoch's end (the step count all ranks share)."""
+                  pin_memory: bool = False, prefetch: int = 2, start_method: str = "fork") -> Iterator[object]:
+    """The rank's batches of `epoch` from batch `skip` to the epoch's end (the step count all ranks share).
+
+    With start_method "forkserver", `collate` must pickle (a module-level class, not a closure)."""
+    import multiprocessing
+
     stop = plan.batches_per_epoch(epoch)
     if skip >= stop:
         return
     loader = DataLoader(ShardStream(plan, epoch, columns, collate, skip), batch_size=None,
                         num_workers=plan.workers, pin_memory=pin_memory,
-                        prefetch_factor=prefetch if plan.workers else None)
+                        prefetch_factor=prefetch if plan.workers else None,
+                        multiprocessing_context=multiprocessing.get_context(start_method) if plan.workers else None)
     expected = iter(range(skip, stop))
     for g, batch in loader:
         if isinstance(batch, Failure):
@@ -317,6 +322,9 @@ class StreamConfig:
     workers: int = 2  # DataLoader worker processes reading, decoding, tokenising, masking (0 = in the trainer)
     shuffle_buffer: int = 10_000  # rows each worker shuffles among
     prefetch: int = 2  # batches each worker builds ahead of the step
+    # how loader workers start: "fork", or "forkserver" where this process holds connections a forked child
+    # must not share (a live Spark gateway: py4j's finalizers in the child would shut the parent's sockets)
+    start_method: str = "fork"
 
 
 class ShardBatches:
@@ -337,7 +345,8 @@ class ShardBatches:
         return self.plan.batches_per_epoch(epoch)
 
     def batches(self, epoch: int, start: int, generator: torch.Generator) -> Iterator[object]:
-        return epoch_batches(self.plan, epoch, self.columns, self.collate, start, self.pin_memory, self.stream.prefetch)
+        return epoch_batches(self.plan, epoch, self.columns, self.collate, start, self.pin_memory, self.stream.prefetch,
+                             self.stream.start_method)
 
 
 def first_rows(shards: Sequence[Shard], limit: int) -> list[Shard]:

@@ -124,3 +124,13 @@ def test_a_split_filter_that_keeps_no_row_is_named_with_its_flag():
                                              r"splits are \['dev', 'train'\]"):
         split_rows(frame, "valid", "labeled_pairs", "--dev-split")
     assert len(split_rows(frame.drop(columns="split"), "valid", "x", "--dev-split")) == 2  # no split column: all
+
+
+@pytest.mark.spark
+def test_with_a_live_spark_session_loader_workers_start_from_a_fork_server(spark):
+    from hcmrm.train.finetune import FinetuneConfig
+    from hcmrm.train.shards import StreamConfig
+    from jobs.training import with_loader_start
+
+    assert with_loader_start(FinetuneConfig()).stream.start_method == "forkserver"  # py4j's sockets stay the driver's
+    assert with_loader_start(FinetuneConfig(stream=StreamConfig(workers=0))).stream.start_method == "fork"  # no worker, no fork

@@ -130,3 +130,11 @@ def test_a_row_that_fails_in_a_loader_worker_reaches_the_user_as_one_line_naming
     message = str(failure.value)
     assert "\n" not in message
     assert "part-1.parquet row group 1, row 1: ValueError: cannot decode frame 0" in message  # id 13 = file 1, group 1, row 1
+
+
+def test_workers_started_from_a_fork_server_give_the_batches_forked_ones_give(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus", files=2, groups=2, rows=6)
+    plan = plan_for(corpus, workers=2, batch_size=3)
+    forked = list(epoch_batches(plan, 0, ["id"], ids_and_noise))
+    served = list(epoch_batches(plan, 0, ["id"], ids_and_noise, start_method="forkserver"))
+    assert served == forked and len(forked) == 8
