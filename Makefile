@@ -97,9 +97,13 @@ bench-worker-memory: setup
 	$(PY) benchmarks/worker_memory.py --presets tiny base
 
 # Our Spark job against mlflow.pyfunc.spark_udf, predict_batch_udf and the plain engine, same weights, same day
-# (1,000 ads x 40 queries), interleaved rounds; the last line is one JSON object (docs/scoring.md). ~10 min.
+# (PAIRS pairs, 40 queries an ad; REPEAT_SHARE of them scored the day before), interleaved rounds; the last
+# line is one JSON object (docs/scoring.md). ~10 min at the default 40,000 pairs.
+PAIRS ?= 40000
+REPEAT_SHARE ?= 0
 bench-compare: setup
-	$(PY) benchmarks/scoring_compare.py --preset small --text-attention cached --ads 1000 --rounds 3
+	$(PY) benchmarks/scoring_compare.py --preset small --text-attention cached --pairs $(PAIRS) \
+		--repeat-share $(REPEAT_SHARE) --rounds 3
 
 # FLOP per pair, full vs cached text attention, for `base` at its length limits and at the sample's lengths;
 # then the engine's achieved FLOP/s over a 1-thread matmul peak, per preset.

@@ -1,6 +1,12 @@
 """Our Spark job against the stock ways to run the same model on Spark, and against the plain engine.
 
-    make bench-compare    # .venv/bin/python benchmarks/scoring_compare.py --preset small --ads 1000
+    make bench-compare                                    # 40,000 pairs: 1,000 ads x 40 queries
+    make bench-compare PAIRS=1000000 REPEAT_SHARE=0.8     # --pairs N --repeat-share S
+
+--pairs N sets the day's size (N / --queries-per-ad ads). --repeat-share S makes it a repeat day: before
+the rounds, the day before holds the first S of every ad's queries (of the same ads and videos), and the job
+scores it once (untimed); the job then carries those pairs over (the `carry_over_days` of score.yaml)
+while the stock paths and the plain engine, which keep no scores, score the whole day every time.
 
 One synthetic day (benchmarks/scoring_scale.synthetic_day: the sample's real titles/OCR/ASR and queries,
 0-4 small JPEG frames per video) with --queries-per-ad queries for each of --ads ads, written as the
@@ -156,15 +162,28 @@ def stock_run(spark, frame, udf, out: Path) -> pd.DataFrame:
 # --- our job ------------------------------------------------------------------------------------------
 
 
-def job_run(spark, settings, config, model, experiment) -> pd.DataFrame:
+JOB_CARRIED: dict[str, int] = {}  # date -> pairs the job's last run of it carried over
+
+
+def job_run(spark, settings, config, model, experiment, date: str = DATE) -> pd.DataFrame:
     from pyspark.sql import functions as F
 
     from jobs.score import score_date
 
     with contextlib.redirect_stderr(io.StringIO()):
-        result = score_date(spark, settings, config, DATE, model, experiment)
+        result = score_date(spark, settings, config, date, model, experiment)
+    JOB_CARRIED[date] = result.carried_pairs
     rows = spark.read.format("delta").load(settings.table("relevance_scores"))
     return rows.where(F.col("scoring_run_id") == result.run_id).select(*KEY, "score").toPandas()
+
+
+def day_before(pairs: pd.DataFrame, share: float) -> pd.DataFrame:
+    """The pairs of the day before DATE: the first `share` of each ad's queries (the videos are the same rows)."""
+    import datetime as dt
+
+    before = (dt.date.fromisoformat(DATE) - dt.timedelta(days=1)).isoformat()
+    rank = pairs.groupby("ad_id").cumcount()
+    return pairs[rank < (pairs.groupby("ad_id")["query"].transform("size") * share).round()].assign(dt=before)
 
 
 # --- rounds, checks, report ---------------------------------------------------------------------------
@@ -224,11 +243,18 @@ def main() -> None:
     parser.add_argument("--preset", default="small", help="model preset: tiny, small, base")
     parser.add_argument("--text-attention", default="cached", choices=["full", "cached"])
     parser.add_argument("--ads", type=int, default=1000)
+    parser.add_argument("--pairs", type=int, help="the day's size: --pairs / --queries-per-ad ads (overrides --ads)")
+    parser.add_argument("--repeat-share", type=float, default=0.0,
+                        help="share of the day's pairs scored the day before (0: a fresh day)")
     parser.add_argument("--queries-per-ad", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=1024, help="predict_batch_udf's batch_size")
     parser.add_argument("--profile", default="local", help="Spark profile (conf/spark)")
     args = parser.parse_args()
+    if args.pairs:
+        args.ads = max(1, args.pairs // args.queries_per_ad)
+    if not 0 <= args.repeat_share < 1:
+        parser.error("--repeat-share is a share of the day's pairs: 0 <= S < 1")
 
     from hcmrm.config import load
     from hcmrm.settings import Settings
@@ -247,10 +273,14 @@ def main() -> None:
     register(settings, args.preset, root, text_attention=args.text_attention)
     spark = spark_session(args.profile, app_name="hcmrm-bench-compare")
     workers = spark.sparkContext.defaultParallelism
-    write_lake(spark, settings, pairs, ads, videos, video_texts(videos))
+    before_pairs = day_before(pairs, args.repeat_share)
+    write_lake(spark, settings, pd.concat([pairs, before_pairs]), ads, videos, video_texts(videos))
     config = load(ScoreJobConfig, CONF_FILE)
     experiment = use_experiment(settings, config.experiment)
     model = job_model(spark, settings, config)
+    if args.repeat_share:  # the day before, scored once by the job: what the repeat day carries over
+        with arrow_batches(spark, config.arrow_batch, config.pairs_per_row):
+            job_run(spark, settings, config, model, experiment, before_pairs.dt.iloc[0])
     pyfunc_dir = save_pyfunc(model.local_dir, root / "pyfunc")
     frame = pairs_with_videos(spark, settings)
     m_udf, b_udf = mlflow_udf(spark, pyfunc_dir), batch_udf(model.local_dir, args.batch_size)
@@ -260,6 +290,7 @@ def main() -> None:
             return job_run(spark, settings, config, model, experiment)
 
     context = {"preset": args.preset, "text_attention": args.text_attention, "ads": args.ads,
+               "repeat_share": args.repeat_share, "pairs_scored_before": len(before_pairs),
                "queries_per_ad": args.queries_per_ad, "python_workers": workers, "lake": str(root),
                "load_average_before": round(os.getloadavg()[0], 1)}
     print(json.dumps(context), flush=True)
@@ -273,7 +304,8 @@ def main() -> None:
     spark.stop()
     differences = {name: max_difference(outputs["spark_job"], out) for name, out in outputs.items()}
     ratios = summary(seconds, len(outputs["spark_job"]), differences)
-    print(f"load average after {os.getloadavg()[0]:.1f}; pairs {len(outputs['spark_job'])}", flush=True)
+    print(f"load average after {os.getloadavg()[0]:.1f}; pairs {len(outputs['spark_job'])}, of which the job carried "
+          f"{JOB_CARRIED.get(DATE, 0)} over", flush=True)
     print(json.dumps({**ratios, **flop_keys(args.queries_per_ad)}))
     if max(differences.values()) > TOLERANCE:
         sys.exit(f"scores differ from the job's by more than {TOLERANCE}: {differences}")

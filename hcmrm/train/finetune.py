@@ -261,8 +261,8 @@ def batch_source(train: Sequence[LabeledExample] | Sequence[Shard], model: HCMRM
     """Batches of examples in memory, or of staged shards streamed through loader workers that collate them."""
     tokenizer = Tokenizer.from_config(model.config)
     if train and isinstance(train[0], Shard):
-        return ShardBatches(train, STAGED_COLUMNS, RowCollate(tokenizer, model.config), config.stream, config.loop.batch_size, config.loop.seed,
-                            dist.rank, dist.world_size, pin_memory)
+        return ShardBatches(train, STAGED_COLUMNS, RowCollate(tokenizer, model.config), config.stream,
+                            config.loop.batch_size, config.loop.seed, dist.rank, dist.world_size, pin_memory)
 
     def make_batch(indices, generator):
         return collate_labeled([train[i] for i in indices], tokenizer, model.config)

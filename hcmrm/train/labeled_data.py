@@ -289,7 +289,8 @@ def labeled_example(row: dict):
     """One streamed staged row -> a LabeledExample."""
     from hcmrm.train.batching import LabeledExample
 
-    return LabeledExample(query=row["query"], text=row["text"], frames=_frames(row.get("frames")), label=int(row["label"]))
+    return LabeledExample(query=row["query"], text=row["text"], frames=_frames(row.get("frames")),
+                          label=int(row["label"]))
 
 
 def to_examples(pairs: pd.DataFrame) -> list:

@@ -151,8 +151,8 @@ def batch_source(data: Sequence[PretrainExample] | Sequence[Shard], model: HCMRM
     """Batches of examples in memory, or of shards streamed through loader workers that collate them."""
     tokenizer = Tokenizer.from_config(model.config)
     if data and isinstance(data[0], Shard):
-        return ShardBatches(data, COLUMNS, RowCollate(tokenizer, model.config), config.stream, config.loop.batch_size, config.loop.seed,
-                            dist.rank, dist.world_size, pin_memory)
+        return ShardBatches(data, COLUMNS, RowCollate(tokenizer, model.config), config.stream,
+                            config.loop.batch_size, config.loop.seed, dist.rank, dist.world_size, pin_memory)
 
     def make_batch(indices, generator):
         return collate_pretrain([data[i] for i in indices], tokenizer, model.config, generator)
