@@ -190,11 +190,17 @@ def day_before(pairs: pd.DataFrame, share: float) -> pd.DataFrame:
 
 
 def max_difference(reference: pd.DataFrame, other: pd.DataFrame) -> float:
-    """Largest |score difference| over the job's pairs; inf when a pair is missing or extra."""
-    joined = reference.merge(other, on=KEY, how="outer", suffixes=("", "_other"))
-    if joined[["score", "score_other"]].isna().any().any() or len(joined) != len(reference):
+    """Largest |score difference| over the job's pairs; inf when one of them is missing. Rows the job
+    rejected (it scores no invalid or duplicate pair; a per-row UDF scores every row) are counted apart."""
+    joined = reference.merge(other.drop_duplicates(KEY), on=KEY, how="left", suffixes=("", "_other"))
+    if joined["score_other"].isna().any():
         return float("inf")
     return float((joined.score - joined.score_other).abs().max())
+
+
+def rows_beyond_the_job(reference: pd.DataFrame, other: pd.DataFrame) -> int:
+    """Rows of `other` that are not one of the job's scored pairs (the day's rejected or duplicate rows)."""
+    return len(other) - len(other.merge(reference[KEY], on=KEY))
 
 
 def rounds(contenders: dict, n: int) -> tuple[dict, dict]:
@@ -303,6 +309,8 @@ def main() -> None:
         }, args.rounds)
     spark.stop()
     differences = {name: max_difference(outputs["spark_job"], out) for name, out in outputs.items()}
+    beyond = {name: rows_beyond_the_job(outputs["spark_job"], out) for name, out in outputs.items()}
+    print(f"rows scored beyond the job's pairs (rows it rejected): {beyond}", flush=True)
     ratios = summary(seconds, len(outputs["spark_job"]), differences)
     print(f"load average after {os.getloadavg()[0]:.1f}; pairs {len(outputs['spark_job'])}, of which the job carried "
           f"{JOB_CARRIED.get(DATE, 0)} over", flush=True)
