@@ -65,8 +65,8 @@ def training_data(args: argparse.Namespace, settings: Settings, folder: Path, sp
         for n, (path, label_map) in enumerate(sources):
             stage_source(path, label_map, args, settings, folder / f"{n:02d}", spark)
         (folder / MARKER).write_text(json.dumps(key, sort_keys=True))  # last: a cut staging is redone
-    accepted = [folder / f"{n:02d}" / "status=accepted" for n in range(len(sources))]
-    shards = list_shards([p for p in accepted if p.exists()]) if any(p.exists() for p in accepted) else []
+    accepted = [p for n in range(len(sources)) if (p := folder / f"{n:02d}" / "status=accepted").exists()]
+    shards = list_shards(accepted) if accepted else []
     if args.limit:
         shards = first_rows(shards, args.limit)
     dev, dev_rejects = read_dev(args, settings, sources, label_maps, spark)

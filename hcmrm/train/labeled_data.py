@@ -295,15 +295,11 @@ def labeled_example(row: dict):
 
 def to_examples(pairs: pd.DataFrame) -> list:
     """LabeledExample per row (frames as encoded image bytes, or none: text-only)."""
-    from hcmrm.train.batching import LabeledExample
-
     if pairs["text"].isna().any():
         raise ValueError("pairs have no `text` yet: call build_texts first")
     frames = pairs["frames"] if "frames" in pairs.columns else [None] * len(pairs)
-    return [
-        LabeledExample(query=q, text=t, frames=_frames(f), label=int(y))
-        for q, t, f, y in zip(pairs["query"], pairs["text"], frames, pairs["label"])
-    ]
+    return [labeled_example({"query": q, "text": t, "frames": f, "label": y})
+            for q, t, f, y in zip(pairs["query"], pairs["text"], frames, pairs["label"])]
 
 
 def _frames(value) -> list[bytes]:
