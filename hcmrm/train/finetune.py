@@ -35,8 +35,9 @@ from hcmrm.train.metrics import POSITIVE_LABEL, Metrics, p_at_least, relevance_m
 from hcmrm.model.checkpoint import new_model
 from hcmrm.model.network import HCMRM
 from hcmrm.model.tokenizer import Tokenizer
-from hcmrm.train.loop import BatchSource, IndexedBatches, LoopConfig, LoopResult, latest_checkpoint, run_loop
-from hcmrm.train.shards import Shard, ShardBatches, StreamConfig
+from hcmrm.train.loop import BatchSource, LoopConfig, LoopResult, latest_checkpoint, run_loop
+from hcmrm.train import shards
+from hcmrm.train.shards import Shard, StreamConfig
 
 log = logging.getLogger(__name__)
 
@@ -260,14 +261,12 @@ def batch_source(train: Sequence[LabeledExample] | Sequence[Shard], model: HCMRM
                  dist: DistInfo, pin_memory: bool = False) -> BatchSource:
     """Batches of examples in memory, or of staged shards streamed through loader workers that collate them."""
     tokenizer = Tokenizer.from_config(model.config)
-    if train and isinstance(train[0], Shard):
-        return ShardBatches(train, STAGED_COLUMNS, RowCollate(tokenizer, model.config), config.stream,
-                            config.loop.batch_size, config.loop.seed, dist.rank, dist.world_size, pin_memory)
 
-    def make_batch(indices, generator):
-        return collate_labeled([train[i] for i in indices], tokenizer, model.config)
+    def collate_examples(examples, generator):
+        return collate_labeled(examples, tokenizer, model.config)
 
-    return IndexedBatches(len(train), make_batch, config.loop.batch_size, config.loop.seed, dist)
+    return shards.batch_source(train, STAGED_COLUMNS, RowCollate(tokenizer, model.config), collate_examples, config.stream,
+                               config.loop.batch_size, config.loop.seed, dist, pin_memory)
 
 
 def _short(metrics: dict) -> str:

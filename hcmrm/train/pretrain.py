@@ -27,8 +27,9 @@ from hcmrm.train.distributed import DistInfo
 from hcmrm.model.network import HCMRM
 from hcmrm.train.objectives import LossWeights, Pretrainer
 from hcmrm.model.tokenizer import Tokenizer
-from hcmrm.train.loop import BatchSource, IndexedBatches, LoopConfig, LoopResult, run_loop
-from hcmrm.train.shards import Shard, ShardBatches, StreamConfig
+from hcmrm.train.loop import BatchSource, LoopConfig, LoopResult, run_loop
+from hcmrm.train import shards
+from hcmrm.train.shards import Shard, StreamConfig
 
 log = logging.getLogger(__name__)
 
@@ -150,11 +151,9 @@ def batch_source(data: Sequence[PretrainExample] | Sequence[Shard], model: HCMRM
                  dist: DistInfo, pin_memory: bool = False) -> BatchSource:
     """Batches of examples in memory, or of shards streamed through loader workers that collate them."""
     tokenizer = Tokenizer.from_config(model.config)
-    if data and isinstance(data[0], Shard):
-        return ShardBatches(data, COLUMNS, RowCollate(tokenizer, model.config), config.stream,
-                            config.loop.batch_size, config.loop.seed, dist.rank, dist.world_size, pin_memory)
 
-    def make_batch(indices, generator):
-        return collate_pretrain([data[i] for i in indices], tokenizer, model.config, generator)
+    def collate_examples(examples, generator):
+        return collate_pretrain(examples, tokenizer, model.config, generator)
 
-    return IndexedBatches(len(data), make_batch, config.loop.batch_size, config.loop.seed, dist)
+    return shards.batch_source(data, COLUMNS, RowCollate(tokenizer, model.config), collate_examples, config.stream,
+                               config.loop.batch_size, config.loop.seed, dist, pin_memory)

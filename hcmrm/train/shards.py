@@ -26,6 +26,8 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from hcmrm.errors import InputDataError
+from hcmrm.train.distributed import DistInfo
+from hcmrm.train.loop import BatchSource, IndexedBatches
 
 JSON_SUFFIXES = (".json", ".jsonl")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -347,6 +349,20 @@ class ShardBatches:
     def batches(self, epoch: int, start: int, generator: torch.Generator) -> Iterator[object]:
         return epoch_batches(self.plan, epoch, self.columns, self.collate, start, self.pin_memory, self.stream.prefetch,
                              self.stream.start_method)
+
+
+def batch_source(data: Sequence, columns: Sequence[str], collate_rows: Callable[[list[dict], torch.Generator], object],
+                 collate_examples: Callable[[list, torch.Generator], object], stream: StreamConfig, batch_size: int,
+                 seed: int, dist: DistInfo, pin_memory: bool = False) -> BatchSource:
+    """A run's batches from examples in memory (IndexedBatches, collate_examples) or from shards streamed
+    through loader workers (ShardBatches, collate_rows: a picklable callable, for the workers)."""
+    if data and isinstance(data[0], Shard):
+        return ShardBatches(data, columns, collate_rows, stream, batch_size, seed, dist.rank, dist.world_size, pin_memory)
+
+    def make_batch(indices, generator):
+        return collate_examples([data[i] for i in indices], generator)
+
+    return IndexedBatches(len(data), make_batch, batch_size, seed, dist)
 
 
 def first_rows(shards: Sequence[Shard], limit: int) -> list[Shard]:
