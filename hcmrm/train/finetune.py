@@ -265,8 +265,8 @@ def batch_source(train: Sequence[LabeledExample] | Sequence[Shard], model: HCMRM
     def collate_examples(examples, generator):
         return collate_labeled(examples, tokenizer, model.config)
 
-    return shards.batch_source(train, STAGED_COLUMNS, RowCollate(tokenizer, model.config), collate_examples, config.stream,
-                               config.loop.batch_size, config.loop.seed, dist, pin_memory)
+    return shards.batch_source(train, STAGED_COLUMNS, RowCollate(tokenizer, model.config), collate_examples,
+                               config.stream, config.loop.batch_size, config.loop.seed, dist, pin_memory)
 
 
 def _short(metrics: dict) -> str:

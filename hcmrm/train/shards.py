@@ -357,7 +357,8 @@ def batch_source(data: Sequence, columns: Sequence[str], collate_rows: Callable[
     """A run's batches from examples in memory (IndexedBatches, collate_examples) or from shards streamed
     through loader workers (ShardBatches, collate_rows: a picklable callable, for the workers)."""
     if data and isinstance(data[0], Shard):
-        return ShardBatches(data, columns, collate_rows, stream, batch_size, seed, dist.rank, dist.world_size, pin_memory)
+        return ShardBatches(data, columns, collate_rows, stream, batch_size, seed, dist.rank, dist.world_size,
+                            pin_memory)
 
     def make_batch(indices, generator):
         return collate_examples([data[i] for i in indices], generator)
