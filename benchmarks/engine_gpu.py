@@ -6,11 +6,13 @@ Each cell scores --ads synthetic ads of --queries-per-ad queries (--query-len to
 common Chinese characters, one token each) with real encoded JPEG frames, so frame decoding counts too.
 FLOP per pair are counted by torch.utils.flop_counter (hcmrm.model.flops, amortised over the ad's queries);
 MFU = pairs/s x FLOP per pair / peak, the peak being a square bf16 matmul (fp32 on CPU) measured in the
-same run, or --peak-tflops. Each cell runs once per --prepare-threads setting (0: frames decoded and text
-tokenised in line; N: the next chunk prepared on N threads while the device runs this one), the settings
-interleaved over --rounds timed passes after a warm-up: best pairs/s per setting, the median (min-max)
-ratio of each setting over the first, and the median share of the time the device waited on the host
-(decoding and tokenising in line, or waiting for the prepare threads to finish the next chunk). Last line: JSON.
+same run, or --peak-tflops. Each cell runs once per setting "N/D": --prepare-threads N (0: frames decoded and
+text tokenised in line; N: the next chunk prepared on N threads while the device runs this one) x
+--frame-decode D (host: JPEGs decoded by PIL on those threads; device: a chunk's JPEGs decoded in one batch on
+the device, nvJPEG on a GPU), the settings interleaved over --rounds timed passes after a warm-up: best pairs/s
+per setting, the median (min-max) ratio of each setting over the first, and the median share of the time the
+device waited on the host (decoding and tokenising in line, or waiting for the prepare threads to finish the
+next chunk). Last line: JSON.
 
     .venv/bin/python benchmarks/engine_gpu.py [--device auto] [--preset base] [--ads 256] [--rounds 3]
     .venv/bin/python benchmarks/engine_gpu.py --device cpu --preset tiny --ads 4 --rounds 1   # smoke test
@@ -78,15 +80,15 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_cell(scorers: dict[int, Scorer], ads: list[AdPairs], rounds: int) -> tuple[dict, dict]:
+def run_cell(scorers: dict[str, Scorer], ads: list[AdPairs], rounds: int) -> tuple[dict, dict]:
     """(pairs/s, the share of the time the device waited on the host) of each scorer over `rounds` timed
     passes, the scorers interleaved within a round, after a warm-up. The wait is the scoring thread's time in
     the host's work done in line or waiting for the prepare threads (Scorer.counters.host_seconds)."""
     pairs = sum(len(a.queries) for a in ads)
     for scorer in scorers.values():
         scorer.score(ads[: max(1, len(ads) // 8)])
-    rates: dict[int, list[float]] = {key: [] for key in scorers}
-    waits: dict[int, list[float]] = {key: [] for key in scorers}
+    rates: dict[str, list[float]] = {key: [] for key in scorers}
+    waits: dict[str, list[float]] = {key: [] for key in scorers}
     for _ in range(rounds):
         for key, scorer in scorers.items():
             sync(scorer.device)
@@ -100,7 +102,8 @@ def run_cell(scorers: dict[int, Scorer], ads: list[AdPairs], rounds: int) -> tup
 
 
 def prepare_rate(scorer: Scorer, ads: list[AdPairs]) -> float:
-    """pairs/s of the CPU work alone (decode every ad's frames, tokenise its pairs) on the calling thread."""
+    """pairs/s of the CPU work alone (decode every ad's frames, or with frame_decode="device" read their
+    headers; tokenise its pairs) on the calling thread."""
     start = time.perf_counter()
     for ad in ads:
         scorer._decode(ad)
@@ -127,6 +130,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--frames-per-chunk", type=int, default=128, help="a vision pass's frame slots")
     parser.add_argument("--prepare-threads", type=int, nargs="+", default=[0, 8],
                         help="settings compared in each cell; the first is the ratio's base")
+    parser.add_argument("--frame-decode", nargs="+", default=["host", "device"], choices=["host", "device"],
+                        help="where JPEGs are decoded, each compared with every --prepare-threads setting")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--peak-tflops", type=float, help="the device's peak; default: a matmul measured here")
@@ -145,8 +150,11 @@ def main(argv: list[str] | None = None) -> dict:
         model.load_state_dict(next(iter(models.values())).state_dict())
     full_ref = models.get("full") or build_model(args.preset, max_frames=max_frames).eval()
     cached_ref = models.get("cached") or build_model(args.preset, max_frames=max_frames, text_attention="cached").eval()
-    configs = {n: ScoringConfig(pairs_per_batch=args.pairs_per_batch, frames_per_chunk=args.frames_per_chunk,
-                                bf16=True, torch_threads=args.threads, prepare_threads=n) for n in args.prepare_threads}
+    configs = {f"{n}/{decode}": ScoringConfig(pairs_per_batch=args.pairs_per_batch,
+                                              frames_per_chunk=args.frames_per_chunk, bf16=True,
+                                              torch_threads=args.threads, prepare_threads=n, frame_decode=decode)
+               for decode in args.frame_decode for n in args.prepare_threads}
+    base = next(iter(configs))
     tokenizer = Tokenizer.from_config(full_ref.config)
     cells = []
     query_len = min(args.query_len, full_ref.config.max_query_len)
@@ -159,13 +167,11 @@ def main(argv: list[str] | None = None) -> dict:
                 scorers = {n: Scorer(models[mode], tokenizer, config, device) for n, config in configs.items()}
                 rates, waits = run_cell(scorers, ads, args.rounds)
                 per_pair = flops.full_amortised if mode == "full" else flops.cached_amortised
-                base = args.prepare_threads[0]
                 cells.append({"text_len": text_len, "frames": frames, "mode": mode,
                               "pairs_per_s": {n: round(max(r), 1) for n, r in rates.items()},
                               "device_waits_on_host": {n: round(statistics.median(w), 3) for n, w in waits.items()},
                               "prepare_only_pairs_per_s": round(prepare_rate(scorers[base], ads), 1),
-                              "over_prepare_threads_" + str(base): {n: ratio_text(r, rates[base]) for n, r in rates.items()
-                                                                     if n != base},
+                              "over_" + base: {n: ratio_text(r, rates[base]) for n, r in rates.items() if n != base},
                               "gflop_per_pair": float(f"{per_pair / 1e9:.4g}"),
                               "mfu": {n: float(f"{max(r) * per_pair / peak:.3g}") for n, r in rates.items()}})
                 print(json.dumps(cells[-1]), flush=True)

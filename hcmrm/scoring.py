@@ -23,10 +23,14 @@ import torch
 from hcmrm.errors import ModelError
 from hcmrm.labels import GRADE_NAMES
 from hcmrm.model.frames import (
-    FrameDecodeError, FrameLimits, OversizedFrameError, decode_frames, normalize_pixels, stack_videos,
+    DeviceFrames, FrameDecodeError, FrameLimits, OversizedFrameError, decode_frames, decode_on_device,
+    frames_for_device, normalize_pixels, stack_videos,
 )
 from hcmrm.tables import OVERSIZED_FRAME, UNDECODABLE_FRAMES
 from hcmrm.text.normalize import normalize_text
+
+
+FRAME_DECODE = ("auto", "device", "host")
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,14 @@ class ScoringConfig:
     # Spark already runs a worker per core and no core is spare; up to 8 on an accelerator, which would
     # otherwise wait on the CPU (4 JPEG frames per ad cost more CPU time than the ad's pairs cost a GPU).
     prepare_threads: int | None = None
+    # Where JPEG frames are decoded and resized: "device" (torchvision.io.decode_jpeg, nvJPEG on a GPU, a
+    # chunk's frames in one call), "host" (PIL on the prepare threads), "auto": the device on a GPU, else the
+    # host. Other formats are always decoded on the host; limits are checked on the host either way.
+    frame_decode: str = "auto"
+
+    def __post_init__(self):
+        if self.frame_decode not in FRAME_DECODE:
+            raise ValueError(f"frame_decode must be one of {', '.join(FRAME_DECODE)}, got {self.frame_decode!r}")
 
 
 @dataclass
@@ -247,6 +259,8 @@ class Scorer:
         videos, reasons = zip(*(future.result() for future in prepared.videos))
         prepared.tokens.exception()  # waits for the tokens too (read below, once the frames are on the device)
         self.counters.host_seconds += time.perf_counter() - started
+        if self.decodes_on_device:
+            videos, reasons = self._decode_on_device(videos, reasons)
         kept = [i for i, r in enumerate(reasons) if r is None]
         self.counters.ads_rejected += len(ads) - len(kept)
         results = [AdScores(ad.ad_id, None, None, reason) for ad, reason in zip(ads, reasons)]
@@ -294,11 +308,19 @@ class Scorer:
                         "text": self.tokenizer.encode_text_segments([ad.text for ad in ads])}
             return {"pair": self.tokenizer.encode_pairs(queries, [ad.text for ad in ads for _ in ad.queries])}
 
+    @property
+    def decodes_on_device(self) -> bool:
+        mode = self.config.frame_decode
+        return mode == "device" or (mode == "auto" and self.device.type == "cuda")
+
     def _decode(self, ad: AdPairs):
-        """The ad's frames as a [f, 3, H, W] tensor (f may be 0), or the reason they are unusable."""
+        """The ad's frames as a [f, 3, H, W] uint8 tensor (f may be 0), or the reason they are unusable; when
+        JPEGs are decoded on the device, DeviceFrames (their headers checked) for _decode_on_device."""
         v = self.vision_config
         try:
             frames = list(ad.frames or [])
+            if self.decodes_on_device:
+                return frames_for_device(frames, v.image_size, self.max_frames, self.config.frame_limits), None
             pixels = decode_frames(frames, v.image_size, self.max_frames, limits=self.config.frame_limits,
                                    normalized=False)
             return pixels, None
@@ -306,6 +328,20 @@ class Scorer:
             return None, OVERSIZED_FRAME.detail(err)
         except FrameDecodeError as err:
             return None, UNDECODABLE_FRAMES.detail(err)
+
+    def _decode_on_device(self, videos: Sequence, reasons: Sequence) -> tuple[list, list]:
+        """The chunk's DeviceFrames decoded on the device in one batch; an ad with a frame neither the device nor
+        PIL can read gets the UNDECODABLE_FRAMES reason the host path gives."""
+        ready = [i for i, video in enumerate(videos) if isinstance(video, DeviceFrames)]
+        videos, reasons = list(videos), list(reasons)
+        decoded = decode_on_device([videos[i] for i in ready], self.vision_config.image_size, self.device,
+                                   self.config.frame_limits)
+        for i, result in zip(ready, decoded):
+            if isinstance(result, FrameDecodeError):
+                videos[i], reasons[i] = None, UNDECODABLE_FRAMES.detail(result)
+            else:
+                videos[i] = result
+        return videos, reasons
 
     def _score_pairs(self, enc: dict[str, torch.Tensor], ad_row: np.ndarray, memory):
         """The full text attention: each pair's `[CLS] query [SEP] text [SEP]`, in batches sorted by length."""

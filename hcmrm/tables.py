@@ -15,6 +15,8 @@ from hcmrm.labels import GRADE_NAMES
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")  # Spark's `timestamp`: an instant, shown in the session time zone
 FRAMES = pa.list_(pa.binary())  # a video's encoded frames (JPEG/PNG), 0..F of them
+# hcmrm.model.frames.frame_problems of a video's frames: every unusable frame, [] when all are usable
+FRAME_PROBLEMS = pa.list_(pa.struct([("index", pa.int32()), ("oversized", pa.bool_()), ("problem", pa.string())]))
 
 # --- reject reasons --------------------------------------------------------------------------------
 
@@ -197,8 +199,13 @@ VIDEO_TEXTS = Table(  # one row per (video_id, dt): the model's text about the v
                ("content_fingerprint", pa.string()),
                # the Delta version of `videos` it was computed from: scoring trusts the fingerprint only while
                # no later commit touched the video's dt (null: Parquet input, never trusted)
-               ("videos_version", pa.int64())]),
-    key=("video_id", "dt"), partition="dt", optional=("pseudo_query_run_id", "content_fingerprint", "videos_version"),
+               ("videos_version", pa.int64()),
+               # the video's frame count and every unusable frame, checked once here within `frame_limits`
+               # (FrameLimits.to_json): scoring rejects from them without decoding (null: not recorded)
+               ("n_frames", pa.int32()), ("frame_problems", FRAME_PROBLEMS), ("frame_limits", pa.string())]),
+    key=("video_id", "dt"), partition="dt",
+    optional=("pseudo_query_run_id", "content_fingerprint", "videos_version", "n_frames", "frame_problems",
+              "frame_limits"),
     run_column="pseudo_query_run_id", run_log="pseudo_query_runs",
 )
 PRETRAIN_REJECTS = Table(

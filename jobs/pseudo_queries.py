@@ -42,6 +42,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from hcmrm.config import load
+from hcmrm.model.frames import DEFAULT_LIMITS
 from hcmrm.tables import (
     DUPLICATE_VIDEO_ID, KEYWORD_IDF, MISSING_VIDEO_ID, PRETRAIN_PAIRS, PRETRAIN_REJECTS, PSEUDO_QUERY_RUNS, VIDEO_TEXTS,
     VIDEOS,
@@ -230,13 +231,16 @@ def pairs_of(results: DataFrame, run_id: str | None = None) -> DataFrame:
 def video_texts_of(results: DataFrame, text_settings: dict, run_id: str | None = None,
                    videos_version: int | None = None) -> DataFrame:
     """The `video_texts` rows of `pretrain_results`: every video with a usable key, stamped with its settings,
-    the run, its content fingerprint and the Delta version of `videos` it was read at (None: Parquet)."""
+    the run, its content fingerprint and the Delta version of `videos` it was read at (None: Parquet), and
+    its frames' count and problems with the limits they were checked within."""
     settings_json = json.dumps(text_settings, sort_keys=True, ensure_ascii=False)
+    checked = F.col("frame_problems").isNotNull()
     return results.where(F.col("video_text").isNotNull()).select(
         "video_id", "dt", "video_text", F.lit(settings_json).alias("text_settings"),
         F.lit(fingerprint(text_settings)).alias("text_fingerprint"), _run_stamp(run_id),
         content_fingerprint(F.col("video_text"), F.col("frames")).alias("content_fingerprint"),
         F.lit(videos_version).cast("long").alias("videos_version"),
+        "n_frames", "frame_problems", F.when(checked, F.lit(DEFAULT_LIMITS.to_json())).alias("frame_limits"),
     )
 
 

@@ -31,6 +31,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from hcmrm.errors import InputDataError, TrackingStoreError, classify
+from hcmrm.model.checkpoint import load_config_json
 from hcmrm.settings import Settings
 from hcmrm.tables import QUERY_AD_PAIRS, RELEVANCE_SCORES, SCORING_REJECTS, SCORING_RUNS
 from jobs.arguments import add_model_arguments, add_require_input_argument, day
@@ -128,7 +129,8 @@ def _score_and_write(spark, settings, config, date, model, run_id) -> DateResult
     validated = validate_pairs(pairs, ads, videos, video_texts, config.dimensions).persist(StorageLevel.MEMORY_AND_DISK)
     valid = validated.where(F.col("reason").isNull())
     dates = needed_dates(valid, videos)
-    keyed = video_texts_keyed(spark, settings, valid, videos, video_texts, dates, fingerprint_salt(config))
+    keyed = video_texts_keyed(spark, settings, valid, videos, video_texts, dates, fingerprint_salt(config),
+                              config.engine.frame_limits, load_config_json(model.local_dir).max_frames)
     earlier = earlier_scores(spark, settings, date, model, config.carry_over_days)
     # The lookup's misses and carried rows (and through the misses, the engine's rows) share one fingerprint
     # per video: only the small (video_id, fingerprint) rows are kept.

@@ -18,15 +18,17 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from hcmrm.errors import InputDataError
 from hcmrm.labels import IRRELEVANT_MAX_LABEL
+from hcmrm.model.frames import FrameLimits
 from hcmrm.settings import Settings
 from hcmrm.tables import (
-    ADS, DUPLICATE_AD, DUPLICATE_PAIR, DUPLICATE_VIDEO, EMPTY_QUERY, NO_VIDEO, NULL_AD_ID, NULL_QUERY, PREDICTION,
-    QUERY_AD_PAIRS, RELEVANCE_SCORES, SCORING_REJECTS, UNKNOWN_AD, UNKNOWN_VIDEO, VIDEO_TEXTS, VIDEOS, NO_VIDEO_TEXT,
+    ADS, DUPLICATE_AD, DUPLICATE_PAIR, DUPLICATE_VIDEO, EMPTY_QUERY, NO_VIDEO, NULL_AD_ID, NULL_QUERY, OVERSIZED_FRAME,
+    PREDICTION, QUERY_AD_PAIRS, RELEVANCE_SCORES, SCORING_REJECTS, UNDECODABLE_FRAMES, UNKNOWN_AD, UNKNOWN_VIDEO,
+    VIDEO_TEXTS, VIDEOS, NO_VIDEO_TEXT,
 )
 from hcmrm.text.normalize import SPARK_BLANK_PATTERN
 from jobs.scoring_config import ScoreJobConfig
@@ -169,41 +171,81 @@ def fresh_fingerprint_dates(spark: SparkSession, settings: Settings, texts: Data
 
 
 def video_texts_keyed(spark: SparkSession, settings: Settings, valid: DataFrame, videos: DataFrame,
-                      video_texts: DataFrame, dates: list[str], salt: str = "") -> DataFrame:
-    """(video_id, dt, video_text, ad_fingerprint) of the videos the pairs `valid` need: each video's text of
-    its own dt, and the fingerprint of what the engine would read (udfs.score.ad_fingerprint, `salt`: the
-    job's settings that decide whether an ad is scored). The fingerprint is video_texts' content_fingerprint
-    where it still holds (fresh_fingerprint_dates): no frame is read for it. The frames of the other videos
-    (a table written before fingerprints, Parquet videos, a dt changed since pseudo-queries ran) are hashed."""
-    for column, kind in (("content_fingerprint", "string"), ("videos_version", "long")):
-        if column not in video_texts.columns:  # a video_texts table written before
-            video_texts = video_texts.withColumn(column, F.lit(None).cast(kind))
+                      video_texts: DataFrame, dates: list[str], salt: str = "", limits: FrameLimits | None = None,
+                      max_frames: int = 0) -> DataFrame:
+    """(video_id, dt, video_text, ad_fingerprint, frame_reason) of the videos the pairs `valid` need: each
+    video's text of its own dt, and the fingerprint of what the engine would read (udfs.score.ad_fingerprint,
+    `salt`: the job's settings that decide whether an ad is scored). The fingerprint is video_texts'
+    content_fingerprint where it still holds (fresh_fingerprint_dates): no frame is read for it. The frames of
+    the other videos (a table written before fingerprints, Parquet videos, a dt changed since pseudo-queries
+    ran) are hashed. Where the fingerprint holds, so does video_texts' record of the frames: `frame_reason`
+    is the reject it implies for a model of `max_frames` frames within `limits` (recorded_frame_reason)."""
+    video_texts = with_recorded_columns(video_texts)
     needed = valid.select("video_id").distinct()
     own_dt = videos.where(F.col("dt").isin(dates)).select("video_id", "dt")
     texts = (video_texts.where(F.col("dt").isin(dates)).join(F.broadcast(needed), "video_id", "left_semi")
              .join(own_dt, ["video_id", "dt"], "left_semi")
-             .select("video_id", "dt", "video_text", "content_fingerprint", "videos_version"))
+             .select("video_id", "dt", "video_text", *RECORDED))
     fresh = fresh_fingerprint_dates(spark, settings, texts)
     trusted = F.col("dt").isin(sorted(fresh)) & F.col("content_fingerprint").isNotNull()
-    keyed = texts.where(trusted)
+    keyed = texts.where(trusted).withColumn("frame_reason", recorded_frame_reason(limits, max_frames))
     if texts.where(~trusted).limit(1).count():  # only then are frames read to hash them
         frames = videos.where(F.col("dt").isin(dates)).select("video_id", "dt", "frames")
         hashed = (texts.where(~trusted).join(frames, ["video_id", "dt"])
                   .withColumn("content_fingerprint", content_fingerprint(F.col("video_text"), F.col("frames")))
-                  .drop("frames"))
+                  .withColumn("frame_reason", F.lit(None).cast("string")).drop("frames"))
         keyed = keyed.unionByName(hashed)
     return keyed.select("video_id", "dt", "video_text",
-                        ad_fingerprint(F.col("content_fingerprint"), salt).alias("ad_fingerprint"))
+                        ad_fingerprint(F.col("content_fingerprint"), salt).alias("ad_fingerprint"), "frame_reason")
+
+
+# What pseudo-queries records about a video's content beside its text (video_texts' optional columns).
+RECORDED = ("content_fingerprint", "videos_version", "n_frames", "frame_problems", "frame_limits")
+
+
+def with_recorded_columns(video_texts: DataFrame) -> DataFrame:
+    """`video_texts` with every RECORDED column, null where the table was written before it had them."""
+    schema = spark_schema(VIDEO_TEXTS)
+    for column in RECORDED:
+        if column not in video_texts.columns:
+            video_texts = video_texts.withColumn(column, F.lit(None).cast(schema[column].dataType))
+    return video_texts
+
+
+def recorded_frame_reason(limits: FrameLimits | None, max_frames: int) -> Column:
+    """The reject the engine would give a video from video_texts' record of its frames: the first recorded
+    problem among the frames the engine samples (hcmrm.model.frames.sample_indices, in the same double
+    arithmetic), as OVERSIZED_FRAME or UNDECODABLE_FRAMES with the engine's "frame i: ..." detail. Null where
+    there is no record, it was made within other limits than `limits`, or no sampled frame has a problem:
+    the engine then decodes the frames and decides."""
+    if limits is None or max_frames < 1:
+        return F.lit(None).cast("string")
+    n, m = F.col("n_frames"), F.lit(max_frames)
+
+    def sampled(problem: Column) -> Column:
+        spread = F.sequence(F.lit(0), F.lit(max_frames - 1))
+        every = (n <= m) & (problem["index"] < n)
+        return every | ((n > m) & F.exists(spread, lambda k: F.floor((k + 0.5) * n / m) == problem["index"]))
+
+    first = F.get(F.filter("frame_problems", sampled), 0)  # null past the end, under ANSI too
+    detail = F.concat(F.lit("frame "), first["index"].cast("string"), F.lit(": "), first["problem"])
+    reason = F.when(first["oversized"], F.format_string(OVERSIZED_FRAME, detail)).otherwise(
+        F.format_string(UNDECODABLE_FRAMES, detail))
+    return F.when((F.col("frame_limits") == limits.to_json()) & first.isNotNull(), reason)
 
 
 def video_content(pairs: DataFrame, videos: DataFrame, keyed: DataFrame, dates: list[str]) -> DataFrame:
-    """(video_id, video_text, frames, ad_fingerprint) of the videos `pairs` need, and no others: the frames
-    of the pairs the engine scores are read, from their videos' dts only (a carried pair reads none)."""
-    needed = pairs.select("video_id").distinct()
+    """(video_id, video_text, frames, ad_fingerprint, frame_reason) of the videos `pairs` need, and no others:
+    the frames of the pairs the engine scores are read, from their videos' dts only (a carried pair reads
+    none, nor does a video that its frame_reason already rejects)."""
+    needed = F.broadcast(pairs.select("video_id").distinct())
+    keyed = keyed.join(needed, "video_id", "left_semi")
+    recorded = keyed.where(F.col("frame_reason").isNotNull()).withColumn("frames", F.lit(None).cast("array<binary>"))
     return (
         videos.where(F.col("dt").isin(dates)).select("video_id", "dt", "frames")
-        .join(F.broadcast(needed), "video_id", "left_semi")
-        .join(keyed, ["video_id", "dt"])
+        .join(needed, "video_id", "left_semi")
+        .join(keyed.where(F.col("frame_reason").isNull()), ["video_id", "dt"])
+        .unionByName(recorded)
         .drop("dt")
     )
 

@@ -9,20 +9,22 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pandas as pd
+import pyarrow as pa
 from pyspark.broadcast import Broadcast
 from pyspark.sql import DataFrame
 from pyspark.sql.pandas.types import from_arrow_schema
 
-from hcmrm.tables import BAD_FRAMES, PRETRAIN_PAIRS, PRETRAIN_REJECTS
+from hcmrm.tables import BAD_FRAMES, FRAME_PROBLEMS, PRETRAIN_PAIRS, PRETRAIN_REJECTS
 from hcmrm.text.keywords import DEFAULT_CONFIG, KeywordConfig, document_terms, has_content, init_jieba
 
 TERMS_SCHEMA = "terms array<string>"
 
 # One row out per video in: the pretrain_pairs columns (but the run id, which the job stamps), then a reject
-# `reason` (then the pre-training fields are null); `video_text`, the model's text about the video, is there
-# either way (it feeds `video_texts`).
+# `reason` (then the pre-training fields are null); `video_text`, the model's text about the video, and
+# `frame_problems`, every unusable frame, are there either way (they feed `video_texts`).
 _PAIR_FIELDS = PRETRAIN_PAIRS.schema.remove(PRETRAIN_PAIRS.schema.get_field_index(PRETRAIN_PAIRS.run_column))
-PAIR_SCHEMA = from_arrow_schema(_PAIR_FIELDS.append(PRETRAIN_REJECTS.schema.field("reason")))
+PAIR_SCHEMA = from_arrow_schema(_PAIR_FIELDS.append(PRETRAIN_REJECTS.schema.field("reason"))
+                                .append(pa.field("frame_problems", FRAME_PROBLEMS)))
 
 
 def document_terms_frame(videos: DataFrame, config: KeywordConfig = DEFAULT_CONFIG) -> DataFrame:
@@ -49,14 +51,15 @@ def pretrain_rows_frame(
     config: KeywordConfig = DEFAULT_CONFIG,
     seed: int = 0,
     max_sequence_chars: int = 128,
+    limits=None,
 ) -> DataFrame:
     """PAIR_SCHEMA rows from `videos` (video_id, dt, title, ocr_text, asr_text, frames).
 
     `idf` is a broadcast hcmrm.text.keywords.Idf, or None for jieba's built-in IDF. A row is rejected
-    with reason NO_TEXT, NO_KEYWORDS or BAD_FRAMES (hcmrm.tables; frames are checked only for rows
-    whose text is usable, so each row gets its first problem in that order). A rejected video still
-    gets its `video_text`: scoring needs one for every video (its OCR/ASR tokenized again here, for
-    these few rows only).
+    with reason NO_TEXT, NO_KEYWORDS or BAD_FRAMES (hcmrm.tables), its first problem in that order. A
+    rejected video still gets its `video_text`: scoring needs one for every video (its OCR/ASR tokenized
+    again here, for these few rows only). Every video's frames are checked at full scale within
+    `limits` (hcmrm.model.frames.frame_problems), so scoring can reject from the record.
     """
 
     def rows(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -67,7 +70,8 @@ def pretrain_rows_frame(
         init_jieba()
         weights = idf.value if idf is not None else None
         for batch in batches:
-            out = {name: [] for name in ("pseudo_query", "keywords", "context_text", "video_text", "reason")}
+            out = {name: [] for name in ("pseudo_query", "keywords", "context_text", "video_text", "reason",
+                                         "frame_problems")}
             n_frames = []
             for video_id, title, ocr, asr, frames in zip(
                 batch["video_id"], batch["title"], batch["ocr_text"], batch["asr_text"], batch["frames"]
@@ -75,12 +79,10 @@ def pretrain_rows_frame(
                 result = pretrain_text(video_id, title, ocr, asr, weights, config, seed, max_sequence_chars)
                 ok = isinstance(result, PretrainText)
                 out["video_text"].append(result.video_text if ok else build_video_text(title, ocr, asr, weights, text))
-                if ok and frames is not None and len(frames):
-                    from hcmrm.model.frames import check_frames  # imports torch: only when there are frames
-
-                    problem = check_frames(list(frames))
-                    if problem is not None:
-                        result = BAD_FRAMES.detail(problem)
+                problems = checked_frames(frames, limits)
+                out["frame_problems"].append([p._asdict() for p in problems])
+                if ok and problems:
+                    result = BAD_FRAMES.detail(str(problems[0]))
                 ok = isinstance(result, PretrainText)
                 out["pseudo_query"].append(result.pseudo_query if ok else None)
                 out["keywords"].append(result.keywords if ok else None)
@@ -98,8 +100,18 @@ def pretrain_rows_frame(
                     "frames": batch["frames"],
                     "n_frames": pd.Series(n_frames, dtype="int32"),
                     "reason": pd.Series(out["reason"], dtype=object),
+                    "frame_problems": pd.Series(out["frame_problems"], dtype=object),
                 }
             )
 
     columns = ["video_id", "dt", "title", "ocr_text", "asr_text", "frames"]
     return videos.select(*columns).mapInPandas(rows, PAIR_SCHEMA)
+
+
+def checked_frames(frames, limits) -> list:
+    """hcmrm.model.frames.frame_problems of a video's frames ([] without frames: torch is not imported)."""
+    if frames is None or not len(frames):
+        return []
+    from hcmrm.model.frames import DEFAULT_LIMITS, frame_problems
+
+    return frame_problems(list(frames), limits or DEFAULT_LIMITS)

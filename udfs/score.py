@@ -34,7 +34,9 @@ from pyspark.sql.types import StructType
 from hcmrm.scoring import AdPairs, Scorer, ScoringConfig
 from hcmrm.tables import EMPTY_TEXT, PREDICTION, PROB_COLUMNS, SCORING_REJECTS
 
-VIDEO_COLUMNS = ("video_text", "frames")  # consumed by the scorer, not passed on
+# Consumed by the scorer, not passed on. `frame_reason` (optional): the reject that the plan read from
+# video_texts' record of the frames (jobs.scoring_plan.recorded_frame_reason); the frames then are not sent.
+VIDEO_COLUMNS = ("video_text", "frames", "frame_reason")
 PAIRS_COLUMN = "pairs"
 # What scoring adds to each pair row: relevance_scores' prediction columns, the `reason` (null when
 # scored, else why not) and the engine's encode count (on one row per Arrow batch, 0 on the others).
@@ -216,7 +218,7 @@ def score_batch(batch: pa.RecordBatch, scorer: Scorer, require_text: bool = True
     def column(name):
         return batch.column(names.index(name)).to_pylist() if name in names else [None] * batch.num_rows
 
-    texts, frames, ad_ids = column("video_text"), column("frames"), column("ad_id")
+    texts, frames, ad_ids, recorded = column("video_text"), column("frames"), column("ad_id"), column("frame_reason")
 
     n = len(flat)
     probs = np.full((n, len(PROB_COLUMNS)), np.nan)
@@ -228,6 +230,9 @@ def score_batch(batch: pa.RecordBatch, scorer: Scorer, require_text: bool = True
         text = texts[i] or ""
         if require_text and not text.strip():
             reasons[a:b] = [EMPTY_TEXT] * (b - a)
+            continue
+        if recorded[i] is not None:  # the engine's own reason for these frames, known upstream: none decoded
+            reasons[a:b] = [recorded[i]] * (b - a)
             continue
         to_score.append(AdPairs(ad_ids[i], text, frames[i] or [], queries[a:b]))
         where.append((a, b))

@@ -208,3 +208,37 @@ def test_non_finite_probabilities_fail_the_call_as_a_model_error():
     assert "the model is broken, not the data" in line and raised.value.exit_code == 4
     with pytest.raises(ModelError, match="non-finite"):  # offline evaluation goes through the same check
         scorer.score_pairs(["手机"], ["拍照手机"])
+
+
+def jpeg(color, size=(320, 180)) -> bytes:
+    out = io.BytesIO()
+    Image.radial_gradient("L").resize(size).convert("RGB").point(lambda v: (v + color) % 256).save(
+        out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
+def test_frames_decoded_on_the_device_score_as_the_hosts_within_jpeg_and_resampling_error(model):
+    """frame_decode="device" runs torchvision's decode_jpeg on the model's device (here the CPU: on a GPU it is
+    nvJPEG), a chunk's JPEGs in one call, then resizes there; PNGs still decode on the host. The scores agree
+    with PIL's decode; the bad frames are rejected with the host's reasons."""
+    bad = AdPairs("bad", "文本", [jpeg(5), b"\xff\xd8\xff not a jpeg"], ["查询"])
+    truncated = AdPairs("cut", "文本", [jpeg(9)[:2000]], ["查询"])  # its header whole, its scan cut
+    ads = [AdPairs("j1", "红色 连衣裙", [jpeg(0), jpeg(60), png((9, 9, 9))], ["连衣裙", "手机"]),
+           AdPairs("j2", "手机 拍照", [jpeg(120, (64, 64))], ["拍照手机"]), bad, truncated, ADS[2]]
+    tokenizer = Tokenizer.from_config(model.config)
+    host = Scorer(model, tokenizer, ScoringConfig(frame_decode="host")).score(ads)
+    device = Scorer(model, tokenizer, ScoringConfig(frame_decode="device"))
+    assert device.decodes_on_device and not Scorer(model, tokenizer).decodes_on_device  # auto on a CPU: host
+    for a, b in zip(host, device.score(ads)):
+        assert a.ad_id == b.ad_id and (a.reason is None) == (b.reason is None)
+        if a.probs is not None:
+            np.testing.assert_allclose(a.probs, b.probs, atol=0.02)
+    assert device.counters.vision_encodes == 3 and device.counters.ads_rejected == 2
+    reasons = {r.ad_id: r.reason for r in device.score(ads) if r.reason}
+    assert reasons["bad"] == host[2].reason  # a header PIL cannot read: refused on the host, before the device
+    assert reasons["cut"].startswith("undecodable_frames: frame 0: ")
+
+
+def test_frame_decode_is_checked():
+    with pytest.raises(ValueError, match="frame_decode must be one of auto, device, host, got 'gpu'"):
+        ScoringConfig(frame_decode="gpu")

@@ -119,10 +119,13 @@ def test_pretrain_results_split_into_pairs_and_rejects(spark, videos):
              "video_text string, frames array<binary>, n_frames int, pseudo_query_run_id string"
     assertDataFrameEqual(job.pairs_of(results, "run-1"), spark.createDataFrame(expected, schema))
 
-    # Every video with a usable key has its text, rejected for pre-training or not (v3: no text at all).
+    # Every video with a usable key has its text, rejected for pre-training or not (v3: no text at all), and
+    # the record of its frames: their count, every problem (v4's frame 1) and the limits they were checked in.
     recipe = describe(TextSettings(), None)
+    problems = {"v4": [(1, False, "cannot identify image")]}
     texts = [(v, d, build_video_text(t, o, a), json.dumps(recipe, sort_keys=True, ensure_ascii=False),
-              fingerprint(recipe), None, content_digest(build_video_text(t, o, a), f), None)
+              fingerprint(recipe), None, content_digest(build_video_text(t, o, a), f), None, len(f or []),
+              problems.get(v, []), '{"max_bytes": 16777216, "max_pixels": 40000000}')
              for v, t, o, a, f, d in VIDEOS if v is not None and t != VIDEOS[2][1]]
     assertDataFrameEqual(job.video_texts_of(results, recipe), spark.createDataFrame(texts, spark_schema(VIDEO_TEXTS_TABLE)))
     results.unpersist()

@@ -62,9 +62,12 @@ def write_lake(spark, settings, pairs=PAIRS, videos=VIDEOS, texts=TEXTS):
     )
     overwrite_table(videos, settings.table("videos"), "dt")
     # No content_fingerprint, as in a table written before pseudo-queries wrote one: scoring hashes the frames.
-    texts = [(v, "2024-09-01", t, "{}", "test", None, None, None) for v, t in texts.items()]
-    texts.append(("v1", "2024-08-01", "an older date's text of v1", "{}", "test", None, None, None))  # not v1's dt
-    overwrite_table(spark.createDataFrame(texts, spark_schema(VIDEO_TEXTS)), settings.table(VIDEO_TEXTS.name), "dt")
+    # No record of the frames either: the engine decodes them and decides.
+    texts = [(v, "2024-09-01", t, "{}", "test") for v, t in texts.items()]
+    texts.append(("v1", "2024-08-01", "an older date's text of v1", "{}", "test"))  # not v1's dt
+    unrecorded = [None] * (len(VIDEO_TEXTS.columns) - len(texts[0]))
+    overwrite_table(spark.createDataFrame([(*t, *unrecorded) for t in texts], spark_schema(VIDEO_TEXTS)),
+                    settings.table(VIDEO_TEXTS.name), "dt")
     overwrite_table(spark.createDataFrame(ADS, "ad_id string, video_id string, advertiser string, industry string"),
                     settings.table("ads"))
     rows = [(d, q, a, i) for d, day_rows in pairs.items() for q, a, i in day_rows]
@@ -275,17 +278,22 @@ def test_ad_major_gives_one_row_per_ad_with_its_queries_and_frames(spark):
 
     from jobs.scoring_plan import ad_major, video_content
 
-    valid = spark.createDataFrame([("q1", "a1", "v1", "s"), ("q2", "a1", "v1", "s"), ("q3", "a2", "v1", "t")],
+    valid = spark.createDataFrame([("q1", "a1", "v1", "s"), ("q2", "a1", "v1", "s"), ("q3", "a2", "v1", "t"),
+                                   ("q4", "a3", "v2", "u")],
                                   "query string, ad_id string, video_id string, advertiser string")
-    videos = spark.createDataFrame([("v1", "d1", [b"x"]), ("v9", "d1", [b"y"])],
+    videos = spark.createDataFrame([("v1", "d1", [b"x"]), ("v2", "d1", [b"z"]), ("v9", "d1", [b"y"])],
                                    "video_id string, dt string, frames array<binary>")
-    keyed = spark.createDataFrame([("v1", "d1", "视频文本", "fp1"), ("v9", "d1", "别的", "fp9")],
-                                  "video_id string, dt string, video_text string, ad_fingerprint string")
+    # v2's frames are already rejected by the record pseudo-queries made: they are not carried to the engine
+    keyed = spark.createDataFrame([("v1", "d1", "视频文本", "fp1", None), ("v2", "d1", "坏", "fp2", "bad frame 0"),
+                                   ("v9", "d1", "别的", "fp9", None)],
+                                  "video_id string, dt string, video_text string, ad_fingerprint string, "
+                                  "frame_reason string")
     rows = ad_major(valid, video_content(valid, videos, keyed, ["d1"]), ["query"], ["advertiser"]).select(
-        "ad_id", "advertiser", F.array_sort(F.col("pairs.query")).alias("queries"), "video_text", "frames"
-    ).orderBy("ad_id").collect()
-    assert [(r.ad_id, r.advertiser, r.queries, r.video_text, r.frames) for r in rows] == [
-        ("a1", "s", ["q1", "q2"], "视频文本", [b"x"]), ("a2", "t", ["q3"], "视频文本", [b"x"])]
+        "ad_id", "advertiser", F.array_sort(F.col("pairs.query")).alias("queries"), "video_text", "frames",
+        "frame_reason").orderBy("ad_id").collect()
+    assert [(r.ad_id, r.advertiser, r.queries, r.video_text, r.frames, r.frame_reason) for r in rows] == [
+        ("a1", "s", ["q1", "q2"], "视频文本", [b"x"], None), ("a2", "t", ["q3"], "视频文本", [b"x"], None),
+        ("a3", "u", ["q4"], "坏", None, "bad frame 0")]
 
 
 def test_ad_major_cuts_a_hot_ad_into_rows_of_at_most_pairs_per_row_each_with_the_frames(spark):
@@ -296,8 +304,9 @@ def test_ad_major_cuts_a_hot_ad_into_rows_of_at_most_pairs_per_row_each_with_the
     valid = spark.createDataFrame([(f"q{i}", "hot", "v1") for i in range(5)] + [("q0", "cold", "v1")],
                                   "query string, ad_id string, video_id string")
     videos = spark.createDataFrame([("v1", "d1", [b"x"])], "video_id string, dt string, frames array<binary>")
-    keyed = spark.createDataFrame([("v1", "d1", "视频文本", "fp1")],
-                                  "video_id string, dt string, video_text string, ad_fingerprint string")
+    keyed = spark.createDataFrame([("v1", "d1", "视频文本", "fp1", None)],
+                                  "video_id string, dt string, video_text string, ad_fingerprint string, "
+                                  "frame_reason string")
     rows = ad_major(valid, video_content(valid, videos, keyed, ["d1"]), ["query"], [], pairs_per_row=2).select(
         "ad_id", F.col("pairs.query").alias("queries"), "frames").collect()
     hot = [r for r in rows if r.ad_id == "hot"]

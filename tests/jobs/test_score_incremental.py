@@ -115,21 +115,33 @@ def counting_content_fingerprint(spark, monkeypatch):
     return hashed
 
 
-def fingerprints_upstream(spark, settings):
+def fingerprints_upstream(spark, settings, limits=None, problems=None):
     """video_texts as pseudo-queries writes them: each text with its video's content fingerprint and the Delta
-    version of `videos` they were computed from."""
+    version of `videos` they were computed from, and the record of its frames (frame_problems within `limits`,
+    or the given `problems` {video_id: [(index, oversized, problem)]})."""
     from pyspark.sql import functions as F
 
+    from hcmrm.model.frames import DEFAULT_LIMITS, frame_problems
     from hcmrm.tables import VIDEO_TEXTS
-    from jobs.tables import overwrite_table, read_table, table_version
+    from jobs.tables import overwrite_table, read_table, spark_schema, table_version
     from udfs.score import content_fingerprint
+
+    problems = problems or {}
+    limits = limits or DEFAULT_LIMITS
+
+    @F.udf(spark_schema(VIDEO_TEXTS)["frame_problems"].dataType)
+    def recorded(video_id, frames):
+        return problems.get(video_id, [tuple(p) for p in frame_problems(frames, limits)])
 
     version = table_version(spark, settings.table("videos"))
     frames = read_table(spark, settings.table("videos"), version).select("video_id", "dt", "frames")
-    texts = read_table(spark, settings.table(VIDEO_TEXTS.name)).drop("content_fingerprint", "videos_version")
+    texts = read_table(spark, settings.table(VIDEO_TEXTS.name)).drop(*VIDEO_TEXTS.optional[1:])
     rows = (texts.join(frames, ["video_id", "dt"], "left")
             .withColumn("content_fingerprint", content_fingerprint(F.col("video_text"), F.col("frames")))
-            .withColumn("videos_version", F.lit(version).cast("long")).select(*VIDEO_TEXTS.columns))
+            .withColumn("videos_version", F.lit(version).cast("long"))
+            .withColumn("n_frames", F.coalesce(F.size("frames"), F.lit(0)).cast("int"))
+            .withColumn("frame_problems", recorded("video_id", "frames"))
+            .withColumn("frame_limits", F.lit(limits.to_json())).select(*VIDEO_TEXTS.columns))
     overwrite_table(rows.localCheckpoint(), settings.table(VIDEO_TEXTS.name), "dt")
 
 
@@ -180,3 +192,46 @@ def test_a_day_with_earlier_scores_hashes_each_needed_video_once(spark, lake, mo
     _, _, carried_pairs = score_day2(spark, settings)
     assert carried_pairs > 0 and needed > 0
     assert hashed.value == needed
+
+
+def test_a_frame_problem_recorded_upstream_rejects_the_ad_without_decoding_and_only_within_the_same_limits(
+        spark, lake):
+    from hcmrm.model.frames import FrameLimits
+
+    settings, _ = lake
+    write_lake(spark, settings, {DAY1: PAIRS[DAY1], DAY2: DAY2_PAIRS})
+    decided_by_engine = score_day2(spark, settings, full_rescore=True)[1]
+    fingerprints_upstream(spark, settings)  # v4's junk frame recorded as pseudo-queries finds it
+    assert score_day2(spark, settings, full_rescore=True)[1] == decided_by_engine  # the same reject text
+
+    # v1's frames decode, so a reject for them can only come from the record; v2's problem is on a frame
+    # the engine does not sample (index 5 of 1 frame): no reject.
+    made_up = {"v1": [(1, True, "recorded upstream")], "v2": [(5, False, "not sampled")]}
+    fingerprints_upstream(spark, settings, problems=made_up)
+    scores, rejects, _ = score_day2(spark, settings, full_rescore=True)
+    recorded = "oversized_frame: frame 1: recorded upstream"
+    assert {(q, r) for q, a, r in rejects if a == "a1" and "frame" in r} == {("裙子", recorded), ("连衣裙", recorded)}
+    assert ("手机", "a2") in scores
+    fingerprints_upstream(spark, settings, FrameLimits(max_bytes=10**9), made_up)  # not the engine's limits
+    scores, rejects, _ = score_day2(spark, settings, full_rescore=True)
+    assert ("裙子", "a1") in scores and not {a for _, a, r in rejects if "frame" in r} & {"a1", "a2"}
+
+
+def test_the_recorded_reason_counts_only_the_frames_the_engine_samples(spark):
+    from pyspark.sql import functions as F
+
+    from hcmrm.model.frames import DEFAULT_LIMITS, sample_indices
+    from hcmrm.tables import VIDEO_TEXTS
+    from jobs.scoring_plan import recorded_frame_reason
+    from jobs.tables import spark_schema
+
+    problems = spark_schema(VIDEO_TEXTS)["frame_problems"].dataType.simpleString()
+    rows = [(n, i) for n in (1, 3, 4, 5, 7, 9, 13, 40) for i in range(n)]  # one problem at frame i of n
+    df = spark.createDataFrame(rows, "n_frames int, i int").select(
+        "n_frames", "i", F.array(F.struct(F.col("i").alias("index"), F.lit(False).alias("oversized"),
+                                          F.lit("bad").alias("problem"))).cast(problems).alias("frame_problems"),
+        F.lit(DEFAULT_LIMITS.to_json()).alias("frame_limits"))
+    got = {(r.n_frames, r.i): r.reason for r in df.select("n_frames", "i", recorded_frame_reason(
+        DEFAULT_LIMITS, 4).alias("reason")).collect()}
+    assert got == {(n, i): f"undecodable_frames: frame {i}: bad" if i in sample_indices(n, 4) else None
+                   for n, i in rows}

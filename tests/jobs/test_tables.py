@@ -58,7 +58,10 @@ LAYOUTS_BEFORE = {
 # Columns (at the end only) and tables added since: lakes written before stay readable by schema evolution.
 ADDED = {
     "pretrain_pairs": "pseudo_query_run_id string", "pretrain_rejects": "pseudo_query_run_id string",
-    "video_texts": "pseudo_query_run_id string, content_fingerprint string, videos_version bigint", "scoring_runs": "input_version bigint, carried_pairs bigint",
+    "video_texts": "pseudo_query_run_id string, content_fingerprint string, videos_version bigint, n_frames int, "
+                   "frame_problems array<struct<index: int, oversized: boolean, problem: string>>, "
+                   "frame_limits string",
+    "scoring_runs": "input_version bigint, carried_pairs bigint",
     "relevance_scores": "ad_fingerprint string",
     "pseudo_query_runs": "dt string, pseudo_query_run_id string, finished_at timestamp",
     "irrelevant_rate_daily": "audited_pairs bigint, audited_irrelevant_pairs bigint, audited_model_irrelevant_pairs "

@@ -53,14 +53,16 @@ def test_pretrain_rows_frame_matches_pretrain_text_and_rejects_with_reasons_keep
     for video_id, title, ocr, asr, frames, dt in VIDEOS:
         result = pretrain_text(video_id, title, ocr, asr, idf, seed=5, max_chars=40)
         n = len(frames or [])
+        problems = []
         if video_id == "v5":
             result = "bad_frames: frame 1: cannot identify image"
+            problems = [(1, False, "cannot identify image")]
         if isinstance(result, str):  # no pair, but scoring still reads the video's text
             text = build_video_text(title, ocr, asr, idf, TextSettings(max_chars=40))
-            expected.append((video_id, dt, None, None, None, text, frames, n, result))
+            expected.append((video_id, dt, None, None, None, text, frames, n, result, problems))
         else:
             expected.append((video_id, dt, result.pseudo_query, result.keywords, result.context_text,
-                             result.video_text, frames, n, None))
+                             result.video_text, frames, n, None, problems))
     assertDataFrameEqual(got, spark.createDataFrame(expected, PAIR_SCHEMA))
     reasons = {r.video_id: r.reason for r in got.select("video_id", "reason").collect()}
     assert reasons == {"v1": None, "v2": None, "v3": NO_TEXT, "v4": NO_KEYWORDS,
@@ -73,3 +75,11 @@ def test_pretrain_rows_frame_without_idf_uses_jiebas(spark, videos):
     expected = pretrain_text("v2", VIDEOS[1][1], None, None, None, seed=0)
     assert (row.pseudo_query, row.keywords, row.video_text) == (
         expected.pseudo_query, expected.keywords, expected.video_text)
+
+
+def test_every_videos_frames_are_checked_even_when_its_text_is_rejected(spark):
+    # a rejected text keeps its own reason, but video_texts still records the frames scoring would decode
+    videos = spark.createDataFrame([("v6", None, None, None, [png(), b"junk", b""], "2024-08-19")], VIDEOS_SCHEMA)
+    row = pretrain_rows_frame(videos, None).first()
+    assert row.reason == NO_TEXT
+    assert [tuple(p) for p in row.frame_problems] == [(1, False, "cannot identify image"), (2, False, "empty bytes")]

@@ -70,6 +70,17 @@ def test_a_batch_of_ads_becomes_one_row_per_pair_with_scores_or_a_reason(model_d
     np.testing.assert_allclose(out["score"][:3], np.concatenate([engine[0].score, engine[1].score]), atol=1e-6)
 
 
+def test_a_reason_recorded_upstream_rejects_the_ad_without_its_frames_after_the_empty_text_check(model_dir):
+    recorded = ["oversized_frame: frame 0: 13000x13000 = ...", None, None, "undecodable_frames: frame 3: x"]
+    batch = AD_ROWS.append_column("frame_reason", pa.array(recorded)).set_column(
+        3, "frames", pa.array([None, [], [b"junk"], []], pa.list_(pa.binary())))
+    out = udf.score_batch(batch, Scorer.from_dir(model_dir, ScoringConfig())).to_pydict()
+    assert "frame_reason" not in out
+    assert out["reason"] == [recorded[0], recorded[0], None, out["reason"][3], udf.EMPTY_TEXT]
+    assert out["reason"][3].startswith("undecodable_frames: frame 0")  # no record: the engine decoded and decided
+    assert sum(out["vision_encodes"]) == 1  # a2 only
+
+
 def test_output_schema_is_ad_columns_then_pair_fields_then_scores():
     ads = StructType([
         StructField("ad_id", StringType()), StructField("video_id", StringType()), StructField("video_text", StringType()),

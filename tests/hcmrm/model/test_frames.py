@@ -1,11 +1,14 @@
 """Frame bytes -> tensors; bad frames are named with a reason; videos of 0..F frames are padded and masked."""
 
+import json
+
 import pytest
 import torch
 from PIL import Image
 
 from hcmrm.model.frames import (
-    FrameDecodeError, check_frames, decode_frames, encode_image, image_to_tensor, sample_indices, stack_videos,
+    FrameDecodeError, FrameProblem, decode_frames, encode_image, frame_problems, image_to_tensor, sample_indices,
+    stack_videos,
 )
 
 
@@ -31,14 +34,14 @@ def test_text_only_videos_are_empty():
     assert decode_frames([], 16, 4).shape == (0, 3, 16, 16)
 
 
-def test_bad_frames_are_named_with_a_reason():
+def test_every_bad_frame_is_named_with_a_reason():
     frames = [jpeg("red"), jpeg("blue"), b"not an image", jpeg("red")[:50]]
-    assert check_frames(frames) == "frame 2: cannot identify image"
-    assert check_frames(frames[:2]) is None
-    assert check_frames(None) is None
-    assert check_frames([jpeg("red"), b""]) == "frame 1: empty bytes"
-    assert check_frames([None]) == "frame 0: null frame"
-    assert check_frames([jpeg("red")[:50]]).startswith("frame 0: ")  # truncated
+    problems = frame_problems(frames)
+    assert [(p.index, p.oversized) for p in problems] == [(2, False), (3, False)]
+    assert str(problems[0]) == "frame 2: cannot identify image"
+    assert frame_problems(frames[:2]) == [] and frame_problems(None) == []
+    assert frame_problems([jpeg("red"), b""]) == [FrameProblem(1, False, "empty bytes")]
+    assert frame_problems([None]) == [FrameProblem(0, False, "null frame")]
     with pytest.raises(FrameDecodeError, match="frame 2: cannot identify image"):
         decode_frames(frames, 16, 4)
 
@@ -89,7 +92,8 @@ def test_a_13000_square_png_is_refused_from_its_header_without_decoding(bomb, mo
     with pytest.raises(OversizedFrameError, match="frame 0: 13000x13000 = 169,000,000 pixels, over the cap of 40,0"):
         decode_frames([bomb], image_size=16, max_frames=4)
     assert time.perf_counter() - started < 1.0
-    assert check_frames([bomb]) == "frame 0: 13000x13000 = 169,000,000 pixels, over the cap of 40,000,000"
+    over = "13000x13000 = 169,000,000 pixels, over the cap of 40,000,000"
+    assert frame_problems([bomb]) == [FrameProblem(0, True, over)]
 
 
 def test_the_caps_are_configurable_and_the_byte_cap_comes_first():
@@ -120,4 +124,29 @@ def test_a_big_jpeg_is_decoded_at_a_reduced_scale_that_still_covers_the_model_si
 def test_frames_past_the_sampled_ones_are_never_decoded():
     frames = [b"garbage"] + [jpeg("red")] * 9  # sample_indices(10, 4) == [1, 3, 6, 8]
     assert decode_frames(frames, 16, 4).shape == (4, 3, 16, 16)
-    assert check_frames(frames) == "frame 0: cannot identify image"  # a full check does see it
+    assert frame_problems(frames) == [FrameProblem(0, False, "cannot identify image")]  # a full check sees it
+
+
+def test_limits_are_recorded_as_json_that_tells_other_limits_apart():
+    from hcmrm.model.frames import FrameLimits
+
+    assert json.loads(FrameLimits().to_json()) == {"max_bytes": 16 * 2**20, "max_pixels": 40_000_000}
+    assert FrameLimits(max_bytes=1).to_json() != FrameLimits().to_json()
+
+
+def test_jpegs_decoded_on_the_device_match_pils_pixels_and_a_bad_one_is_named():
+    from hcmrm.model.frames import decode_on_device, frames_for_device
+
+    frame = encode_image(Image.radial_gradient("L").resize((300, 200)).convert("RGB"))
+    video = frames_for_device([frame, png_bytes()], 32, 4)
+    assert [p.dim() for p in video.parts] == [1, 3]  # the JPEG still encoded, the PNG decoded on the host
+    broken = frames_for_device([frame[: len(frame) // 2]], 32, 4)  # the header whole, the scan cut
+    pixels, error = decode_on_device([video, broken], 32, "cpu")
+    assert pixels.shape == (2, 3, 32, 32) and pixels.dtype == torch.uint8
+    host = decode_frames([frame, png_bytes()], 32, 4, normalized=False)
+    assert (pixels.float() - host.float()).abs().mean() < 3  # of 255: JPEG's and the resampling's own error
+    assert isinstance(error, FrameDecodeError) and str(error).startswith("frame 0: ")
+
+
+def png_bytes() -> bytes:
+    return encode_image(Image.new("RGB", (50, 40), (10, 200, 30)), format="PNG")
