@@ -89,11 +89,12 @@ def plan_days(rng: random.Random, ads: int, per_ad: int, rounds: int, share: flo
 
 def write_video_texts(spark, settings, texts: list[tuple]) -> None:
     """video_texts from `texts` (video_id, dt, video_text) as pseudo-queries writes them: beside each text the
-    content fingerprint of the video's frames in the lake's `videos` and the Delta version they were read at."""
+    content fingerprint of the video's frames in the lake's `videos` and the Delta version they were read at
+    (with no record of frame problems: the engine decodes and decides, as for every good frame)."""
     from pyspark.sql import functions as F
 
     from hcmrm.tables import VIDEO_TEXTS
-    from jobs.tables import overwrite_table, read_table, table_version
+    from jobs.tables import overwrite_table, read_table, spark_schema, table_version
     from udfs.score import content_fingerprint
 
     version = table_version(spark, settings.table("videos"))
@@ -103,7 +104,10 @@ def write_video_texts(spark, settings, texts: list[tuple]) -> None:
             .select("video_id", "dt", "video_text", F.lit("{}").alias("text_settings"),
                     F.lit("bench").alias("text_fingerprint"), F.lit(None).cast("string").alias("pseudo_query_run_id"),
                     content_fingerprint(F.col("video_text"), F.col("frames")).alias("content_fingerprint"),
-                    F.lit(version).cast("long").alias("videos_version")))
+                    F.lit(version).cast("long").alias("videos_version"),
+                    F.coalesce(F.size("frames"), F.lit(0)).cast("int").alias("n_frames"),
+                    F.lit(None).cast(spark_schema(VIDEO_TEXTS)["frame_problems"].dataType).alias("frame_problems"),
+                    F.lit(None).cast("string").alias("frame_limits")))
     assert tuple(rows.columns) == VIDEO_TEXTS.columns
     overwrite_table(rows, settings.table(VIDEO_TEXTS.name), "dt")
 

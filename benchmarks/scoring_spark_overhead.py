@@ -69,7 +69,8 @@ def write_lake(spark, settings, pairs, ads, videos, texts: dict) -> None:
 
     rows = videos[["video_id", "dt"]].assign(video_text=videos.video_id.map(texts), text_settings="{}",
                                              text_fingerprint="benchmark", pseudo_query_run_id=None,
-                                             content_fingerprint=None, videos_version=None)  # scoring hashes
+                                             content_fingerprint=None, videos_version=None,  # scoring hashes
+                                             n_frames=None, frame_problems=None, frame_limits=None)  # and decodes
     videos = videos.assign(frames=[None if v is None else list(v) for v in videos.frames])
     for table, df in ((QUERY_AD_PAIRS, pairs), (ADS, ads), (VIDEOS, videos), (VIDEO_TEXTS, rows)):
         frame = spark.createDataFrame(df[table.schema.names], schema=from_arrow_schema(table.schema))
