@@ -218,14 +218,14 @@ def decode_on_device(videos: list[DeviceFrames], image_size: int, device,
         if isinstance(image, Exception):
             errors.setdefault(v, _frame_error(videos[v].indices[j], image))
         pixels[v][j] = image
-    fitted = _resize_on_device([p for v, frames in enumerate(pixels) if v not in errors for p in frames],
-                               image_size, device)
+    fitted = iter(_resize_on_device([p for v, frames in enumerate(pixels) if v not in errors for p in frames],
+                                    image_size, device))
     out: list[torch.Tensor | FrameDecodeError] = []
     for v, frames in enumerate(pixels):
         if v in errors:
             out.append(errors[v])
             continue
-        mine = [fitted.pop(0) for _ in frames]
+        mine = [next(fitted) for _ in frames]
         out.append(torch.stack(mine) if mine else torch.zeros((0, 3, image_size, image_size), dtype=torch.uint8,
                                                               device=device))
     return out
@@ -239,13 +239,13 @@ def _decode_jpegs(encoded: list[torch.Tensor], device, limits: FrameLimits) -> l
 
     try:
         return list(decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device))
-    except RuntimeError:  # one bad JPEG fails the batch: find it
+    except (RuntimeError, ValueError):  # one bad JPEG fails the batch: find it
         pass
     out = []
     for data in encoded:
         try:
             out.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
-        except RuntimeError:
+        except (RuntimeError, ValueError):
             try:  # a JPEG the device cannot read (some progressive or CMYK files) may still be a good frame
                 image = open_frame(data.numpy().tobytes(), limits).convert("RGB")
                 rgb = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
