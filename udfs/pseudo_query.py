@@ -51,15 +51,14 @@ def pretrain_rows_frame(
     config: KeywordConfig = DEFAULT_CONFIG,
     seed: int = 0,
     max_sequence_chars: int = 128,
-    limits=None,
 ) -> DataFrame:
     """PAIR_SCHEMA rows from `videos` (video_id, dt, title, ocr_text, asr_text, frames).
 
     `idf` is a broadcast hcmrm.text.keywords.Idf, or None for jieba's built-in IDF. A row is rejected
     with reason NO_TEXT, NO_KEYWORDS or BAD_FRAMES (hcmrm.tables), its first problem in that order. A
     rejected video still gets its `video_text`: scoring needs one for every video (its OCR/ASR tokenized
-    again here, for these few rows only). Every video's frames are checked at full scale within
-    `limits` (hcmrm.model.frames.frame_problems), so scoring can reject from the record.
+    again here, for these few rows only). Every video's frames are checked at full scale within the
+    default FrameLimits (hcmrm.model.frames.frame_problems), so scoring can reject from the record.
     """
 
     def rows(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -79,7 +78,7 @@ def pretrain_rows_frame(
                 result = pretrain_text(video_id, title, ocr, asr, weights, config, seed, max_sequence_chars)
                 ok = isinstance(result, PretrainText)
                 out["video_text"].append(result.video_text if ok else build_video_text(title, ocr, asr, weights, text))
-                problems = checked_frames(frames, limits)
+                problems = checked_frames(frames)
                 out["frame_problems"].append([p._asdict() for p in problems])
                 if ok and problems:
                     result = BAD_FRAMES.detail(str(problems[0]))
@@ -108,10 +107,10 @@ def pretrain_rows_frame(
     return videos.select(*columns).mapInPandas(rows, PAIR_SCHEMA)
 
 
-def checked_frames(frames, limits) -> list:
+def checked_frames(frames) -> list:
     """hcmrm.model.frames.frame_problems of a video's frames ([] without frames: torch is not imported)."""
     if frames is None or not len(frames):
         return []
-    from hcmrm.model.frames import DEFAULT_LIMITS, frame_problems
+    from hcmrm.model.frames import frame_problems
 
-    return frame_problems(list(frames), limits or DEFAULT_LIMITS)
+    return frame_problems(list(frames))
