@@ -24,7 +24,9 @@ def log_rows(spark, rows):
 def texts(spark, run_id):
     from jobs.tables import spark_schema
 
-    return spark.createDataFrame([("v1", "d1", f"text of {run_id}", "{}", "test", run_id, None, None)], spark_schema(VIDEO_TEXTS))
+    row = {"video_id": "v1", "dt": "d1", "video_text": f"text of {run_id}", "text_settings": "{}",
+           "text_fingerprint": "test", "pseudo_query_run_id": run_id}  # the other columns null
+    return spark.createDataFrame([tuple(row.get(c) for c in VIDEO_TEXTS.columns)], spark_schema(VIDEO_TEXTS))
 
 
 def committed(spark, log_path):
