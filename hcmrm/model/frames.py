@@ -131,9 +131,13 @@ def sample_indices(count: int, max_frames: int) -> list[int]:
 
 def image_to_pixels(image: Image.Image, image_size: int) -> torch.Tensor:
     """[3, image_size, image_size] uint8: the image resized as the model sees it, not yet normalised."""
-    image = image.convert("RGB").resize((image_size, image_size), Image.Resampling.BICUBIC)
+    return rgb_tensor(image.convert("RGB").resize((image_size, image_size), Image.Resampling.BICUBIC))
+
+
+def rgb_tensor(image: Image.Image) -> torch.Tensor:
+    """[3, H, W] uint8 of an RGB image, as it is."""
     pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
-    return pixels.view(image_size, image_size, 3).permute(2, 0, 1)
+    return pixels.view(image.height, image.width, 3).permute(2, 0, 1)
 
 
 def normalize_pixels(pixels: torch.Tensor, mean=DEFAULT_MEAN, std=DEFAULT_STD) -> torch.Tensor:
@@ -159,14 +163,8 @@ def decode_frames(frames: list[bytes] | None, image_size: int, max_frames: int,
     """[f, 3, image_size, image_size] float, f <= max_frames; raises FrameDecodeError on a bad frame
     (OversizedFrameError over the limits). Only the sampled frames are opened. `normalized=False`: the
     uint8 pixels (normalize_pixels later, where they are used: a quarter of the bytes to a GPU)."""
-    frames = list(frames or [])
-    out = []
-    for index in sample_indices(len(frames), max_frames):
-        try:
-            image = open_frame(frames[index], limits, image_size)
-        except Exception as error:
-            raise _frame_error(index, error) from error
-        out.append(image_to_pixels(image, image_size))
+    _, images = _read_sampled(frames, max_frames, lambda data: open_frame(data, limits, image_size))
+    out = [image_to_pixels(image, image_size) for image in images]
     pixels = torch.stack(out) if out else torch.zeros((0, 3, image_size, image_size), dtype=torch.uint8)
     return normalize_pixels(pixels, mean, std) if normalized else pixels
 
@@ -187,19 +185,29 @@ def frames_for_device(frames: list[bytes] | None, image_size: int, max_frames: i
                       limits: FrameLimits = DEFAULT_LIMITS) -> DeviceFrames:
     """The sampled frames as DeviceFrames; raises as decode_frames does for a frame over the limits or whose
     header is unreadable (a JPEG's body is only decoded later, on the device)."""
+    return DeviceFrames(*_read_sampled(frames, max_frames, lambda data: _device_part(data, image_size, limits)))
+
+
+def _device_part(data, image_size: int, limits: FrameLimits) -> torch.Tensor:
+    """A JPEG's encoded bytes as 1-D uint8 (its header checked); any other image decoded, [3, S, S] uint8."""
+    image = read_header(data, limits)
+    if image.format == "JPEG":
+        return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    image.load()
+    return image_to_pixels(image, image_size)
+
+
+def _read_sampled(frames: list[bytes] | None, max_frames: int, read) -> tuple[list[int], list]:
+    """(the indices sample_indices keeps, `read` of each of those frames' bytes); an error in `read` is
+    raised as the FrameDecodeError naming its frame (an OversizedFrameError stays one)."""
     frames = list(frames or [])
-    indices, parts = sample_indices(len(frames), max_frames), []
+    indices, out = sample_indices(len(frames), max_frames), []
     for index in indices:
         try:
-            image = read_header(frames[index], limits)
-            if image.format == "JPEG":
-                parts.append(torch.frombuffer(bytearray(frames[index]), dtype=torch.uint8))
-            else:
-                image.load()
-                parts.append(image_to_pixels(image, image_size))
+            out.append(read(frames[index]))
         except Exception as error:
             raise _frame_error(index, error) from error
-    return DeviceFrames(indices, parts)
+    return indices, out
 
 
 def decode_on_device(videos: list[DeviceFrames], image_size: int, device,
@@ -247,9 +255,7 @@ def _decode_jpegs(encoded: list[torch.Tensor], device, limits: FrameLimits) -> l
             out.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
         except (RuntimeError, ValueError):
             try:  # a JPEG the device cannot read (some progressive or CMYK files) may still be a good frame
-                image = open_frame(data.numpy().tobytes(), limits).convert("RGB")
-                rgb = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
-                out.append(rgb.view(image.height, image.width, 3).permute(2, 0, 1).to(device))
+                out.append(rgb_tensor(open_frame(data.numpy().tobytes(), limits).convert("RGB")).to(device))
             except Exception as error:
                 out.append(error)
     return out
