@@ -22,8 +22,8 @@ weights for all four contenders, each reading the same tables and writing its sc
   torch at its default thread count;
 - plain: the engine in as many processes as Spark has Python workers, one torch thread each, each
   reading its share of the ads from the same Parquet files, grouping by ad, scoring, writing Parquet.
-A warm-up round (JVM, Python workers with torch and the model, the plain processes), then --rounds
-rounds, the contenders' order rotating each round. Every contender's scores must equal the job's to
+A warm-up round on a small day after DATE (--warm-up-ads ads again: JVM, Python workers with torch and
+the model, the job's tables), then --rounds rounds of DATE, the contenders' order rotating each round. Every contender's scores must equal the job's to
 1e-4 (else exit 1). Prints each contender's median seconds and spread, the per-round ratios, and as
 the last line one JSON object: spark_over_plain, over_mlflow_spark_udf, over_predict_batch_udf (medians
 of the per-round pairs/s ratios) and flop_per_pair_full / flop_per_pair_cached (hcmrm.model.flops:
@@ -78,9 +78,9 @@ def plain_init(model_dir: str) -> None:
 
 
 def plain_shard(task: tuple) -> int:
-    """Score the ads whose id hashes to `shard` from the lake's Parquet files; write them to `out`."""
-    lake, shard, shards, out = task
-    day = f"dt={DATE}"  # the day's partition: Delta's files carry the dt column themselves
+    """Score the ads of `date` whose id hashes to `shard` from the lake's Parquet files; write them to `out`."""
+    lake, date, shard, shards, out = task
+    day = f"dt={date}"  # the day's partition: Delta's files carry the dt column themselves
     pairs = pd.read_parquet(Path(lake, "query_ad_pairs", day))
     pairs = pairs[pd.util.hash_array(pairs.ad_id.to_numpy(dtype=object)) % shards == shard]
     ads = pd.read_parquet(Path(lake, "ads"))
@@ -95,24 +95,24 @@ def plain_shard(task: tuple) -> int:
     return len(frame)
 
 
-def plain_run(pool, lake: str, shards: int, out: Path) -> pd.DataFrame:
+def plain_run(pool, lake: str, date: str, shards: int, out: Path) -> pd.DataFrame:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    pool.map(plain_shard, [(lake, i, shards, str(out)) for i in range(shards)])
+    pool.map(plain_shard, [(lake, date, i, shards, str(out)) for i in range(shards)])
     return pd.read_parquet(out)
 
 
 # --- the stock Spark paths: one video per pair ------------------------------------------------------
 
 
-def pairs_with_videos(spark, settings):
-    """The day's pairs, each with its video's text and frames: the input a user hands a per-row UDF."""
+def pairs_with_videos(spark, settings, date: str):
+    """The date's pairs, each with its video's text and frames: the input a user hands a per-row UDF."""
     from pyspark.sql import functions as F
 
     def table(name):
         return spark.read.format("delta").load(settings.table(name))
 
-    day = F.col("dt") == DATE
+    day = F.col("dt") == date
     return (table("query_ad_pairs").where(day).select(*KEY)
             .join(table("ads").select("ad_id", "video_id"), "ad_id")
             .join(table("videos").where(day).select("video_id", "frames"), "video_id")
@@ -177,11 +177,32 @@ def job_run(spark, settings, config, model, experiment, date: str = DATE) -> pd.
     return rows.where(F.col("scoring_run_id") == result.run_id).select(*KEY, "score").toPandas()
 
 
-def day_before(pairs: pd.DataFrame, share: float) -> pd.DataFrame:
-    """The pairs of the day before DATE: the first `share` of each ad's queries (the videos are the same rows)."""
+def shifted(date: str, days: int) -> str:
     import datetime as dt
 
-    before = (dt.date.fromisoformat(DATE) - dt.timedelta(days=1)).isoformat()
+    return (dt.date.fromisoformat(date) + dt.timedelta(days=days)).isoformat()
+
+
+def warm_up_day(pairs: pd.DataFrame, ads: pd.DataFrame, videos: pd.DataFrame,
+                n: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(pairs, ads, videos) of the untimed warm-up day, the day after DATE: the first `n` ads again,
+    under new ad and video ids (a video_id is unique across `videos`). Each contender's warm-up (JVM,
+    Python workers, model loads, the job's Delta tables) then costs a slice of the day, not a whole
+    round; the job's carry-over only looks back, so no score of the day after is reused for DATE."""
+    def renamed(column):
+        return column + "-warm"
+
+    first = ads.iloc[:n]
+    warm_pairs = pairs[pairs.ad_id.isin(first.ad_id)]
+    warm_videos = videos[videos.video_id.isin(first.video_id)]
+    return (warm_pairs.assign(dt=shifted(DATE, 1), ad_id=renamed(warm_pairs.ad_id)),
+            first.assign(ad_id=renamed(first.ad_id), video_id=renamed(first.video_id)),
+            warm_videos.assign(dt=shifted(DATE, 1), video_id=renamed(warm_videos.video_id)))
+
+
+def day_before(pairs: pd.DataFrame, share: float) -> pd.DataFrame:
+    """The pairs of the day before DATE: the first `share` of each ad's queries (the videos are the same rows)."""
+    before = shifted(DATE, -1)
     rank = pairs.groupby("ad_id").cumcount()
     return pairs[rank < (pairs.groupby("ad_id")["query"].transform("size") * share).round()].assign(dt=before)
 
@@ -204,14 +225,15 @@ def rows_beyond_the_job(reference: pd.DataFrame, other: pd.DataFrame) -> int:
 
 
 def rounds(contenders: dict, n: int) -> tuple[dict, dict]:
-    """A warm-up run of each, then `n` timed rounds, the order rotating; (seconds per contender, outputs)."""
+    """A warm-up run of each on the warm-up day, then `n` timed rounds of DATE, the order rotating;
+    (seconds per contender, DATE's outputs). Each contender is a function of the date."""
     names, seconds, outputs = list(contenders), {name: [] for name in contenders}, {}
     for name in names:
-        outputs[name] = contenders[name]()
+        contenders[name](shifted(DATE, 1))
     for r in range(n):
         for name in names[r % len(names):] + names[: r % len(names)]:
             start = time.perf_counter()
-            outputs[name] = contenders[name]()
+            outputs[name] = contenders[name](DATE)
             seconds[name].append(time.perf_counter() - start)
         print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in seconds.items()), flush=True)
     return seconds, outputs
@@ -254,11 +276,14 @@ def main() -> None:
                         help="share of the day's pairs scored the day before (0: a fresh day)")
     parser.add_argument("--queries-per-ad", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warm-up-ads", type=int, default=200, help="ads of the untimed warm-up day")
     parser.add_argument("--batch-size", type=int, default=1024, help="predict_batch_udf's batch_size")
     parser.add_argument("--profile", default="local", help="Spark profile (conf/spark)")
     args = parser.parse_args()
     if args.pairs:
         args.ads = max(1, args.pairs // args.queries_per_ad)
+    if args.rounds < 1 or args.warm_up_ads < 1:
+        parser.error("--rounds and --warm-up-ads are at least 1")
     if not 0 <= args.repeat_share < 1:
         parser.error("--repeat-share is a share of the day's pairs: 0 <= S < 1")
 
@@ -280,7 +305,10 @@ def main() -> None:
     spark = spark_session(args.profile, app_name="hcmrm-bench-compare")
     workers = spark.sparkContext.defaultParallelism
     before_pairs = day_before(pairs, args.repeat_share)
-    write_lake(spark, settings, pd.concat([pairs, before_pairs]), ads, videos, video_texts(videos))
+    warm_pairs, warm_ads, warm_videos = warm_up_day(pairs, ads, videos, args.warm_up_ads)
+    all_videos = pd.concat([videos, warm_videos], ignore_index=True)
+    write_lake(spark, settings, pd.concat([pairs, before_pairs, warm_pairs]), pd.concat([ads, warm_ads]),
+               all_videos, video_texts(all_videos))
     config = load(ScoreJobConfig, CONF_FILE)
     experiment = use_experiment(settings, config.experiment)
     model = job_model(spark, settings, config)
@@ -288,24 +316,26 @@ def main() -> None:
         with arrow_batches(spark, config.arrow_batch, config.pairs_per_row):
             job_run(spark, settings, config, model, experiment, before_pairs.dt.iloc[0])
     pyfunc_dir = save_pyfunc(model.local_dir, root / "pyfunc")
-    frame = pairs_with_videos(spark, settings)
     m_udf, b_udf = mlflow_udf(spark, pyfunc_dir), batch_udf(model.local_dir, args.batch_size)
 
-    def job():
+    def job(date):
         with arrow_batches(spark, config.arrow_batch, config.pairs_per_row):  # the job's batch size, for the job only
-            return job_run(spark, settings, config, model, experiment)
+            return job_run(spark, settings, config, model, experiment, date)
+
+    def stock(name, udf):
+        return lambda date: stock_run(spark, pairs_with_videos(spark, settings, date), udf, root / "out" / name)
 
     context = {"preset": args.preset, "text_attention": args.text_attention, "ads": args.ads,
                "repeat_share": args.repeat_share, "pairs_scored_before": len(before_pairs),
-               "queries_per_ad": args.queries_per_ad, "python_workers": workers, "lake": str(root),
+               "queries_per_ad": args.queries_per_ad, "warm_up_pairs": len(warm_pairs), "python_workers": workers, "lake": str(root),
                "load_average_before": round(os.getloadavg()[0], 1)}
     print(json.dumps(context), flush=True)
     with multiprocessing.get_context("spawn").Pool(workers, plain_init, (model.local_dir,)) as pool:
         seconds, outputs = rounds({
             "spark_job": job,
-            "mlflow_spark_udf": lambda: stock_run(spark, frame, m_udf, root / "out" / "mlflow_spark_udf"),
-            "predict_batch_udf": lambda: stock_run(spark, frame, b_udf, root / "out" / "predict_batch_udf"),
-            "plain": lambda: plain_run(pool, settings.lake, workers, root / "out" / "plain"),
+            "mlflow_spark_udf": stock("mlflow_spark_udf", m_udf),
+            "predict_batch_udf": stock("predict_batch_udf", b_udf),
+            "plain": lambda date: plain_run(pool, settings.lake, date, workers, root / "out" / "plain"),
         }, args.rounds)
     spark.stop()
     differences = {name: max_difference(outputs["spark_job"], out) for name, out in outputs.items()}
