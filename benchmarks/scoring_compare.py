@@ -23,11 +23,12 @@ weights for all four contenders, each reading the same tables and writing its sc
 - plain: the engine in as many processes as Spark has Python workers, one torch thread each, each
   reading its share of the ads from the same Parquet files, grouping by ad, scoring, writing Parquet.
 A warm-up round on a small day after DATE (--warm-up-ads ads again: JVM, Python workers with torch and
-the model, the job's tables), then --rounds rounds of DATE, the contenders' order rotating each round. Every contender's scores must equal the job's to
-1e-4 (else exit 1). Prints each contender's median seconds and spread, the per-round ratios, and as
-the last line one JSON object: spark_over_plain, over_mlflow_spark_udf, over_predict_batch_udf (medians
-of the per-round pairs/s ratios) and flop_per_pair_full / flop_per_pair_cached (hcmrm.model.flops:
-`base`, query 32, text 128 tokens, 4 frames, per-ad work shared by --queries-per-ad pairs).
+the model, the job's tables), then --rounds rounds of DATE, the contenders' order rotating each round.
+Every contender's scores must equal the job's to 1e-4 (else exit 1). Prints each contender's median
+seconds and spread, the per-round ratios, and as the last line one JSON object: spark_over_plain,
+over_mlflow_spark_udf, over_predict_batch_udf (medians of the per-round pairs/s ratios) and
+flop_per_pair_full / flop_per_pair_cached (hcmrm.model.flops: `base`, query 32, text 128 tokens,
+4 frames, per-ad work shared by --queries-per-ad pairs).
 """
 
 from __future__ import annotations
@@ -183,21 +184,24 @@ def shifted(date: str, days: int) -> str:
     return (dt.date.fromisoformat(date) + dt.timedelta(days=days)).isoformat()
 
 
+WARM_UP_DATE = shifted(DATE, 1)  # after DATE: the job's carry-over only looks back
+
+
 def warm_up_day(pairs: pd.DataFrame, ads: pd.DataFrame, videos: pd.DataFrame,
                 n: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(pairs, ads, videos) of the untimed warm-up day, the day after DATE: the first `n` ads again,
+    """(pairs, ads, videos) of the untimed warm-up day, WARM_UP_DATE: the first `n` ads again,
     under new ad and video ids (a video_id is unique across `videos`). Each contender's warm-up (JVM,
     Python workers, model loads, the job's Delta tables) then costs a slice of the day, not a whole
-    round; the job's carry-over only looks back, so no score of the day after is reused for DATE."""
+    round; no score of it is reused for DATE."""
     def renamed(column):
         return column + "-warm"
 
     first = ads.iloc[:n]
     warm_pairs = pairs[pairs.ad_id.isin(first.ad_id)]
     warm_videos = videos[videos.video_id.isin(first.video_id)]
-    return (warm_pairs.assign(dt=shifted(DATE, 1), ad_id=renamed(warm_pairs.ad_id)),
+    return (warm_pairs.assign(dt=WARM_UP_DATE, ad_id=renamed(warm_pairs.ad_id)),
             first.assign(ad_id=renamed(first.ad_id), video_id=renamed(first.video_id)),
-            warm_videos.assign(dt=shifted(DATE, 1), video_id=renamed(warm_videos.video_id)))
+            warm_videos.assign(dt=WARM_UP_DATE, video_id=renamed(warm_videos.video_id)))
 
 
 def day_before(pairs: pd.DataFrame, share: float) -> pd.DataFrame:
@@ -225,11 +229,11 @@ def rows_beyond_the_job(reference: pd.DataFrame, other: pd.DataFrame) -> int:
 
 
 def rounds(contenders: dict, n: int) -> tuple[dict, dict]:
-    """A warm-up run of each on the warm-up day, then `n` timed rounds of DATE, the order rotating;
+    """A warm-up run of each on WARM_UP_DATE, then `n` timed rounds of DATE, the order rotating;
     (seconds per contender, DATE's outputs). Each contender is a function of the date."""
     names, seconds, outputs = list(contenders), {name: [] for name in contenders}, {}
     for name in names:
-        contenders[name](shifted(DATE, 1))
+        contenders[name](WARM_UP_DATE)
     for r in range(n):
         for name in names[r % len(names):] + names[: r % len(names)]:
             start = time.perf_counter()
@@ -327,8 +331,8 @@ def main() -> None:
 
     context = {"preset": args.preset, "text_attention": args.text_attention, "ads": args.ads,
                "repeat_share": args.repeat_share, "pairs_scored_before": len(before_pairs),
-               "queries_per_ad": args.queries_per_ad, "warm_up_pairs": len(warm_pairs), "python_workers": workers, "lake": str(root),
-               "load_average_before": round(os.getloadavg()[0], 1)}
+               "queries_per_ad": args.queries_per_ad, "warm_up_pairs": len(warm_pairs), "python_workers": workers,
+               "lake": str(root), "load_average_before": round(os.getloadavg()[0], 1)}
     print(json.dumps(context), flush=True)
     with multiprocessing.get_context("spawn").Pool(workers, plain_init, (model.local_dir,)) as pool:
         seconds, outputs = rounds({

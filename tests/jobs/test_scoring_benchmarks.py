@@ -29,7 +29,8 @@ def json_lines(stdout: str) -> list[dict]:
 def test_spark_overhead_scores_the_same_pairs_as_the_engine_alone(tmp_path):
     out = bench(tmp_path, "scoring_spark_overhead.py", "--preset", "tiny", "--repeat", "1")
     lines = out.splitlines()
-    report = json.loads("\n".join(lines[len(lines) - lines[::-1].index("{") - 1:]))  # printed indented, last
+    start = max(i for i, line in enumerate(lines) if line == "{")  # the report comes last, indented
+    report = json.loads("\n".join(lines[start:]))
     assert report["spark_job"]["pairs"] == report["engine_alone"]["pairs"] > 0
     assert report["ratio_spark_job_over_engine"] > 0 and report["ratio_scoring_stage_over_engine"] > 0
 
@@ -56,7 +57,7 @@ def test_lake_growth_scores_the_same_day_in_both_lakes(tmp_path):
 def test_compare_contenders_agree_and_the_repeat_day_is_carried(tmp_path):
     out = bench(tmp_path, "scoring_compare.py", "--preset", "tiny", "--queries-per-ad", "10", "--pairs", "200",
                 "--repeat-share", "0.8", "--rounds", "1", "--warm-up-ads", "5")
-    context, ratios = json_lines(out)[0], json_lines(out)[-1]
+    context, *_, ratios = json_lines(out)
     assert context["pairs_scored_before"] == 160 and context["warm_up_pairs"] == 50
     assert "pairs 200, of which the job carried 160 over" in out  # the warm-up day (after DATE) is never reused
     assert all(ratios[k] > 0 for k in ("spark_over_plain", "over_mlflow_spark_udf", "over_predict_batch_udf"))
