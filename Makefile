@@ -12,7 +12,7 @@ export PYSPARK_DRIVER_PYTHON  ?= $(abspath $(PY))
 export TOKENIZERS_PARALLELISM  = false
 export PYTHONUNBUFFERED        = 1
 
-.PHONY: setup demo test cluster-up cluster-down wheel dist bench bench-pseudo-query bench-scoring bench-scale bench-compare bench-incremental bench-lake-growth bench-worker-memory bench-flops bench-gpu bench-train-scale bench-train-gpu keyword-quality ablation params lock clean report-check
+.PHONY: setup demo test cluster-up cluster-down wheel dist bench bench-pseudo-query bench-scoring bench-scale bench-compare bench-time-split bench-incremental bench-lake-growth bench-worker-memory bench-flops bench-gpu bench-train-scale bench-train-gpu keyword-quality ablation params lock clean report-check
 
 setup: $(STAMP) $(JARS_STAMP)
 
@@ -104,6 +104,11 @@ REPEAT_SHARE ?= 0
 bench-compare: setup
 	$(PY) benchmarks/scoring_compare.py --preset small --text-attention cached --pairs $(PAIRS) \
 		--repeat-share $(REPEAT_SHARE) --rounds 3
+
+# Where the job's time and CPU go at 1M pairs (phases from Spark's stages, JVM / Python worker / plain CPU, the
+# JVM's CPU by thread kind), one run each of job, plain, mlflow_spark_udf, job (docs/scoring.md). ~25 min.
+bench-time-split: setup
+	$(PY) benchmarks/scoring_time_split.py --pairs 1000000
 
 # FLOP per pair, full vs cached text attention, for `base` at its length limits and at the sample's lengths;
 # then the engine's achieved FLOP/s over a 1-thread matmul peak, per preset.

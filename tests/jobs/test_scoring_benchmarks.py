@@ -61,3 +61,17 @@ def test_compare_contenders_agree_and_the_repeat_day_is_carried(tmp_path):
     assert context["pairs_scored_before"] == 160 and context["warm_up_pairs"] == 50
     assert "pairs 200, of which the job carried 160 over" in out  # the warm-up day (after DATE) is never reused
     assert all(ratios[k] > 0 for k in ("spark_over_plain", "over_mlflow_spark_udf", "over_predict_batch_udf"))
+
+
+def test_time_split_accounts_each_contenders_time_and_cpu(tmp_path):
+    out = bench(tmp_path, "scoring_time_split.py", "--preset", "tiny", "--pairs", "200", "--queries-per-ad", "10",
+                "--warm-up-ads", "5", "--sequence", "job,plain,mlflow_spark_udf")
+    context, job, plain, stock, summary = json_lines(out)
+    assert context["pairs"] == 200 and [r["contender"] for r in (job, plain, stock)] == ["job", "plain",
+                                                                                        "mlflow_spark_udf"]
+    # the job's three phases are its wall time, split at its longest stage
+    assert all(v >= 0 for v in job["phases"].values())
+    assert abs(sum(job["phases"].values()) - job["seconds"]) <= 0.5
+    # the plain engine's processes are told apart from Spark's: its CPU is theirs, the job's is the JVM's
+    assert plain["cpu"]["plain"] > 0 and job["cpu"]["jvm"] > 0 and job["jvm_threads"]
+    assert summary["seconds"]["job"] == [job["seconds"]] and summary["job_phases"] == job["phases"]
