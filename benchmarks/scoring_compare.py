@@ -167,11 +167,13 @@ JOB_CARRIED: dict[str, int] = {}  # date -> pairs the job's last run of it carri
 
 
 def job_run(spark, settings, config, model, experiment, date: str = DATE) -> pd.DataFrame:
+    """`hcmrm score` of `date` as the command runs it (its Arrow batch bounds, for the job only); its scores."""
     from pyspark.sql import functions as F
 
     from jobs.score import score_date
+    from jobs.session import arrow_batches
 
-    with contextlib.redirect_stderr(io.StringIO()):
+    with arrow_batches(spark, config.arrow_batch, config.pairs_per_row), contextlib.redirect_stderr(io.StringIO()):
         result = score_date(spark, settings, config, date, model, experiment)
     JOB_CARRIED[date] = result.carried_pairs
     rows = spark.read.format("delta").load(settings.table("relevance_scores"))
@@ -296,7 +298,7 @@ def main() -> None:
     from hcmrm.tracking.pyfunc import save_pyfunc
     from hcmrm.tracking.store import use_experiment
     from jobs.scoring_config import CONF_FILE, ScoreJobConfig
-    from jobs.session import arrow_batches, spark_session
+    from jobs.session import spark_session
     from scoring_engine import video_texts
     from scoring_spark_overhead import job_model, register, write_lake
 
@@ -317,14 +319,12 @@ def main() -> None:
     experiment = use_experiment(settings, config.experiment)
     model = job_model(spark, settings, config)
     if args.repeat_share:  # the day before, scored once by the job: what the repeat day carries over
-        with arrow_batches(spark, config.arrow_batch, config.pairs_per_row):
-            job_run(spark, settings, config, model, experiment, before_pairs.dt.iloc[0])
+        job_run(spark, settings, config, model, experiment, before_pairs.dt.iloc[0])
     pyfunc_dir = save_pyfunc(model.local_dir, root / "pyfunc")
     m_udf, b_udf = mlflow_udf(spark, pyfunc_dir), batch_udf(model.local_dir, args.batch_size)
 
     def job(date):
-        with arrow_batches(spark, config.arrow_batch, config.pairs_per_row):  # the job's batch size, for the job only
-            return job_run(spark, settings, config, model, experiment, date)
+        return job_run(spark, settings, config, model, experiment, date)
 
     def stock(name, udf):
         return lambda date: stock_run(spark, pairs_with_videos(spark, settings, date), udf, root / "out" / name)

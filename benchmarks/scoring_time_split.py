@@ -163,7 +163,7 @@ def main() -> None:
     from hcmrm.tracking.pyfunc import save_pyfunc
     from hcmrm.tracking.store import use_experiment
     from jobs.scoring_config import CONF_FILE, ScoreJobConfig
-    from jobs.session import arrow_batches, spark_session
+    from jobs.session import spark_session
     from scoring_engine import video_texts
     from scoring_incremental import write_video_texts
     from scoring_scale import synthetic_day
@@ -189,8 +189,7 @@ def main() -> None:
     udf = compare.mlflow_udf(spark, save_pyfunc(model.local_dir, root / "pyfunc"))
 
     def job(date):
-        with arrow_batches(spark, config.arrow_batch, config.pairs_per_row):
-            return compare.job_run(spark, settings, config, model, experiment, date)
+        return compare.job_run(spark, settings, config, model, experiment, date)
 
     print(json.dumps({"pairs": len(pairs), "ads": ads, "preset": args.preset, "python_workers": workers,
                       "load_average_before": round(os.getloadavg()[0], 1)}), flush=True)
